@@ -1,0 +1,3 @@
+from interlock.core.cli import main
+
+raise SystemExit(main())

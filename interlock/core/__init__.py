@@ -1,0 +1,1 @@
+"""The minimal core: hook specs, plugin manager, config, resolution, router and HTTP app."""

@@ -1,0 +1,151 @@
+"""The ``interlock`` command line: serve, check, plugins, explain."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from interlock.core import config as config_mod
+from interlock.core.config import Config, ConfigError
+from interlock.core.plugins import PluginError, plugin_info
+
+
+def _gateway(cfg: Config) -> Any:
+    from interlock.core.gateway import Gateway
+
+    return Gateway(cfg)
+
+
+def _load(path: str | None) -> Config:
+    return config_mod.load(path or os.environ.get("INTERLOCK_CONFIG"))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from interlock.core import logs
+    from interlock.core.app import create_app
+
+    cfg = _load(args.config)
+    if args.host:
+        cfg.host = args.host
+    if args.port is not None:
+        cfg.port = args.port
+    gateway = _gateway(cfg)
+    logs.setup(cfg.log_level, gateway.secrets())
+    providers = ", ".join(f"{n} ({p.type_name})" for n, p in gateway.providers.items()) or "none"
+    routes = ", ".join(gateway.resolver.routes) or "none"
+    source = cfg.source or "embedded defaults"
+    print(f"interlock: config {source}", flush=True)
+    print(f"interlock: providers {providers}", flush=True)
+    print(f"interlock: routes {routes}", flush=True)
+    if not gateway.providers:
+        print("interlock: no provider is configured; set e.g. OPENAI_API_KEY or pass --config FILE", flush=True)
+    print(f"interlock: listening on http://{cfg.host}:{cfg.port}", flush=True)
+    web.run_app(create_app(gateway), host=cfg.host, port=cfg.port, print=None, access_log=None)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    gateway = _gateway(cfg)
+    print(f"config: {cfg.source or 'embedded defaults'} is valid")
+    print(f"database: {cfg.database_url}")
+    print("providers:")
+    for name, provider in gateway.providers.items():
+        d = provider.describe()
+        print(f"  {name}: type={d['type']} base_url={d['base_url']} key={d['key']}")
+    if not gateway.providers:
+        print("  (none)")
+    print("routes:")
+    for name, route in gateway.resolver.routes.items():
+        order = " > ".join(f"{t.key}" + (f" (weight {t.weight:g})" if route.strategy != "ordered" else "") for t in route.targets)
+        print(f"  {name} [{route.strategy}]: {order}")
+    if not gateway.resolver.routes:
+        print("  (none; bare model names are auto-detected)")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    gateway = _gateway(cfg)
+    info = plugin_info(gateway.pm, gateway.registry)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for p in info:
+        registered = ", ".join(
+            f"{kind} {', '.join(p[kind])}" for kind in ("providers", "strategies", "exporters") if p[kind]
+        )
+        origin = "built-in" if p["builtin"] else p["distribution"] or "?"
+        print(f"{p['name']} {p['version']} ({origin}): {registered or 'hooks ' + ', '.join(p['hooks'])}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from interlock.core.errors import GatewayError
+    from interlock.core.types import RequestContext
+
+    cfg = _load(args.config)
+    gateway = _gateway(cfg)
+    body: dict[str, Any] = {"model": args.model, "messages": [{"role": "user", "content": ""}]}
+    if args.request:
+        with open(args.request, encoding="utf-8") as fh:
+            body = json.load(fh)
+        body["model"] = args.model
+    ctx = RequestContext(request_id="explain", endpoint="chat", body=body, stream=bool(body.get("stream")))
+    try:
+        route, strategy, order = gateway.router.plan(ctx, args.model)
+    except GatewayError as err:
+        print(f"{args.model}: {err.message}", file=sys.stderr)
+        return 1
+    if route.implicit:
+        t = route.targets[0]
+        how = "explicit instance/model" if args.model.startswith(f"{t.provider}/") else "auto-detected from the model name"
+        print(f"{args.model}: no route; {how} -> provider {t.provider} ({gateway.providers[t.provider].type_name})")
+    else:
+        print(f"{args.model}: route {route.name!r}, strategy {strategy!r}")
+    for i, t in enumerate(order, 1):
+        print(f"  {i}. {t.provider}/{t.model}  (provider type {gateway.providers[t.provider].type_name}, weight {t.weight:g})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="interlock", description="An observability-first LLM gateway.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="TOML config file (default: embedded defaults)")
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 4000)")
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check", help="validate a config and print the resolved routes")
+    check.add_argument("--config", help="TOML config file (default: embedded defaults)")
+    check.set_defaults(func=cmd_check)
+
+    plugins = sub.add_parser("plugins", help="list plugins and what they registered")
+    plugins.add_argument("--config", help="TOML config file")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.set_defaults(func=cmd_plugins)
+
+    explain = sub.add_parser("explain", help="dry run: which route and targets a model name gets")
+    explain.add_argument("model")
+    explain.add_argument("--config", help="TOML config file")
+    explain.add_argument("--request", help="a JSON chat request to evaluate routing rules against")
+    explain.set_defaults(func=cmd_explain)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, PluginError) as exc:
+        print(f"interlock: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

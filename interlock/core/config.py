@@ -1,0 +1,291 @@
+"""TOML configuration: loading, ``${ENV}`` expansion, and validation with key paths.
+
+Every problem is reported as ``key.path: what is wrong`` and all problems are
+reported at once, so ``interlock check`` shows a whole broken file in one go.
+Provider- and route-level checks that need the plugin registry (is this
+provider type registered? does this chain element resolve?) happen in
+:mod:`interlock.core.resolve` and report through the same :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from interlock.core.provider import ProviderSettings, Secret
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 4000
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///interlock.db"
+DEFAULT_MAX_BODY = 16 * 1024 * 1024  # base64 images make large bodies legitimate
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+# keys of [providers.NAME] the core itself understands; the rest are provider options
+_PROVIDER_CORE_KEYS = {"type", "base_url", "api_key", "headers", "timeout", "connect_timeout", "models"}
+_ROUTE_KEYS = {"chain", "targets", "strategy", "description", "retries"}
+_TOP_KEYS = {"server", "database", "providers", "routes", "plugins", "logging", "exporters"}
+_SERVER_KEYS = {"host", "port", "max_body_bytes", "auto_providers"}
+
+
+class ConfigError(Exception):
+    """One or more config problems, each as ``(key_path, message)``."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  {path}: {msg}" if path else f"  {msg}" for path, msg in problems)
+        super().__init__(f"invalid configuration{where}:\n{lines}")
+
+
+@dataclass(slots=True)
+class RouteSpec:
+    """A ``[routes.NAME]`` table before its elements are resolved."""
+
+    name: str
+    elements: list[tuple[str, float]]  # (model reference, weight) in written order
+    strategy: str
+    options: dict[str, Any] = field(default_factory=dict)
+    key: str = ""  # "chain" or "targets": where the elements came from, for error paths
+
+
+@dataclass(slots=True)
+class Config:
+    """The validated configuration."""
+
+    source: str | None = None  # file path, or None for embedded defaults
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    auto_providers: bool = False  # also enable every provider whose key env var is set
+    database_url: str = DEFAULT_DATABASE_URL
+    providers: dict[str, ProviderSettings] = field(default_factory=dict)
+    routes: dict[str, RouteSpec] = field(default_factory=dict)
+    disabled_plugins: list[str] = field(default_factory=list)
+    log_level: str = "info"
+    log_decisions: bool = False
+    exporters: dict[str, Any] = field(default_factory=dict)  # [exporters.*] tables, for exporter plugins
+
+    def settings_view(self) -> dict[str, Any]:
+        """What exporter plugins receive: everything but provider credentials."""
+        return {
+            "source": self.source,
+            "database": {"url": self.database_url},
+            "logging": {"level": self.log_level, "decisions": self.log_decisions},
+            "exporters": self.exporters,
+        }
+
+
+def load(path: str | None, environ: Mapping[str, str] = os.environ) -> Config:
+    """Read and validate a config file; ``None`` gives the embedded defaults."""
+    if path is None:
+        return Config(auto_providers=True)
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([("", f"config file {path!r} does not exist")], path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([("", f"not valid TOML: {exc}")], path) from None
+    return parse(data, source=path, environ=environ)
+
+
+def parse(data: Mapping[str, Any], *, source: str | None = None, environ: Mapping[str, str] = os.environ) -> Config:
+    """Validate an already-parsed TOML document."""
+    problems: list[tuple[str, str]] = []
+    data = _expand(data, "", environ, problems)
+    cfg = Config(source=source)
+
+    for key in data:
+        if key not in _TOP_KEYS:
+            problems.append((key, f"unknown section (known: {', '.join(sorted(_TOP_KEYS))})"))
+
+    server = _table(data, "server", problems)
+    _unknown(server, _SERVER_KEYS, "server", problems)
+    cfg.host = _typed(server, "host", str, "server", problems, DEFAULT_HOST)
+    cfg.port = _typed(server, "port", int, "server", problems, DEFAULT_PORT)
+    if not 0 <= cfg.port <= 65535:
+        problems.append(("server.port", f"{cfg.port} is not a TCP port (0-65535)"))
+    cfg.max_body_bytes = _typed(server, "max_body_bytes", int, "server", problems, DEFAULT_MAX_BODY)
+    if cfg.max_body_bytes <= 0:
+        problems.append(("server.max_body_bytes", "must be a positive number of bytes"))
+    cfg.auto_providers = _typed(server, "auto_providers", bool, "server", problems, False)
+
+    database = _table(data, "database", problems)
+    _unknown(database, {"url"}, "database", problems)
+    cfg.database_url = _typed(database, "url", str, "database", problems, DEFAULT_DATABASE_URL)
+    if "://" not in cfg.database_url:
+        problems.append(("database.url", f"{cfg.database_url!r} is not a SQLAlchemy URL (e.g. {DEFAULT_DATABASE_URL})"))
+
+    for name, table in _table(data, "providers", problems).items():
+        settings = _provider(name, table, problems)
+        if settings is not None:
+            cfg.providers[name] = settings
+
+    for name, table in _table(data, "routes", problems).items():
+        spec = _route(name, table, problems)
+        if spec is not None:
+            cfg.routes[name] = spec
+
+    plugins = _table(data, "plugins", problems)
+    _unknown(plugins, {"disabled"}, "plugins", problems)
+    cfg.disabled_plugins = _str_list(plugins, "disabled", "plugins", problems)
+
+    logging_ = _table(data, "logging", problems)
+    _unknown(logging_, {"level", "decisions"}, "logging", problems)
+    cfg.log_level = _typed(logging_, "level", str, "logging", problems, "info").lower()
+    if cfg.log_level not in {"debug", "info", "warning", "error"}:
+        problems.append(("logging.level", f"{cfg.log_level!r} is not one of debug, info, warning, error"))
+    cfg.log_decisions = _typed(logging_, "decisions", bool, "logging", problems, False)
+    cfg.exporters = dict(_table(data, "exporters", problems))
+
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+# --------------------------------------------------------------------------- #
+
+
+def _expand(value: Any, path: str, environ: Mapping[str, str], problems: list[tuple[str, str]]) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string, recording unset variables."""
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            var, default = m.group(1), m.group(2)
+            if var in environ:
+                return environ[var]
+            if default is not None:
+                return default
+            problems.append((path, f"environment variable {var} is not set"))
+            return ""
+
+        return _ENV_REF.sub(sub, value) if "${" in value else value
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{path}.{k}" if path else k, environ, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{path}[{i}]", environ, problems) for i, v in enumerate(value)]
+    return value
+
+
+def _table(data: Mapping[str, Any], key: str, problems: list[tuple[str, str]], path: str = "") -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        problems.append((f"{path}{key}", f"must be a table, not {type(value).__name__}"))
+        return {}
+    return value
+
+
+def _unknown(table: Mapping[str, Any], known: set[str], path: str, problems: list[tuple[str, str]]) -> None:
+    for key in table:
+        if key not in known:
+            problems.append((f"{path}.{key}", f"unknown key (known: {', '.join(sorted(known))})"))
+
+
+def _typed(table: Mapping[str, Any], key: str, typ: type, path: str, problems: list[tuple[str, str]], default: Any) -> Any:
+    if key not in table:
+        return default
+    value = table[key]
+    # TOML ints are acceptable where floats are asked for; bools are not ints here
+    ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        ok, value = True, float(value)
+    if not ok:
+        problems.append((f"{path}.{key}", f"must be {typ.__name__}, not {type(value).__name__} ({value!r})"))
+        return default
+    return value
+
+
+def _str_list(table: Mapping[str, Any], key: str, path: str, problems: list[tuple[str, str]]) -> list[str]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        problems.append((f"{path}.{key}", "must be a list of strings"))
+        return []
+    return list(value)
+
+
+def _provider(name: str, table: Any, problems: list[tuple[str, str]]) -> ProviderSettings | None:
+    path = f"providers.{name}"
+    if not isinstance(table, dict):
+        problems.append((path, "must be a table"))
+        return None
+    if not _NAME.match(name) or "/" in name:
+        problems.append((path, "instance names may use letters, digits, '.', '_' and '-' only"))
+    ptype = _typed(table, "type", str, path, problems, name)
+    base_url = _typed(table, "base_url", str, path, problems, None)
+    if base_url is not None and not re.match(r"^https?://", base_url):
+        problems.append((f"{path}.base_url", f"{base_url!r} must start with http:// or https://"))
+    api_key = _typed(table, "api_key", str, path, problems, None)
+    headers = table.get("headers", {})
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        problems.append((f"{path}.headers", "must be a table of strings"))
+        headers = {}
+    timeout = _typed(table, "timeout", float, path, problems, 600.0)
+    connect_timeout = _typed(table, "connect_timeout", float, path, problems, 10.0)
+    for key, val in (("timeout", timeout), ("connect_timeout", connect_timeout)):
+        if val <= 0:
+            problems.append((f"{path}.{key}", "must be a positive number of seconds"))
+    return ProviderSettings(
+        name=name,
+        type=ptype,
+        base_url=base_url,
+        api_key=Secret(api_key) if api_key else None,
+        headers=dict(headers),
+        timeout=timeout,
+        connect_timeout=connect_timeout,
+        models=_str_list(table, "models", path, problems),
+        options={k: v for k, v in table.items() if k not in _PROVIDER_CORE_KEYS},
+    )
+
+
+def _route(name: str, table: Any, problems: list[tuple[str, str]]) -> RouteSpec | None:
+    path = f"routes.{name}"
+    if not isinstance(table, dict):
+        problems.append((path, "must be a table"))
+        return None
+    _unknown(table, _ROUTE_KEYS, path, problems)
+    has_chain, has_targets = "chain" in table, "targets" in table
+    if has_chain == has_targets:
+        problems.append((path, "needs exactly one of 'chain' (\"a > b > c\") or 'targets' (a list)"))
+        return None
+    elements: list[tuple[str, float]] = []
+    if has_chain:
+        chain = table["chain"]
+        parts = chain.split(">") if isinstance(chain, str) else chain if isinstance(chain, list) else None
+        if parts is None or not all(isinstance(p, str) for p in parts):
+            problems.append((f"{path}.chain", 'must be a string like "gpt-4o > claude-sonnet-4-20250514"'))
+            return None
+        for i, part in enumerate(parts):
+            if not part.strip():
+                problems.append((f"{path}.chain[{i}]", "empty element (check the '>' separators)"))
+            elements.append((part.strip(), 1.0))
+    else:
+        targets = table["targets"]
+        if not isinstance(targets, list) or not targets:
+            problems.append((f"{path}.targets", "must be a non-empty list of models or {model, weight} tables"))
+            return None
+        for i, t in enumerate(targets):
+            tpath = f"{path}.targets[{i}]"
+            if isinstance(t, str):
+                elements.append((t.strip(), 1.0))
+                continue
+            if not isinstance(t, dict) or not isinstance(t.get("model"), str):
+                problems.append((tpath, "must be a model name or a table with a 'model' string"))
+                continue
+            _unknown(t, {"model", "weight"}, tpath, problems)
+            weight = _typed(t, "weight", float, tpath, problems, 1.0)
+            if weight < 0:
+                problems.append((f"{tpath}.weight", "must not be negative"))
+            elements.append((t["model"].strip(), weight))
+    default_strategy = "ordered" if has_chain else "weighted"
+    strategy = _typed(table, "strategy", str, path, problems, default_strategy)
+    options = {k: table[k] for k in ("retries",) if k in table}
+    if "retries" in options and (not isinstance(options["retries"], int) or options["retries"] < 0):
+        problems.append((f"{path}.retries", "must be a non-negative integer"))
+    return RouteSpec(name, elements, strategy, options, key="chain" if has_chain else "targets")

@@ -1,0 +1,173 @@
+"""What a provider plugin implements, and the settings and HTTP pool it is given.
+
+A provider *type* (``openai``, ``mistral``, a third party's ``acme``) is a
+:class:`Provider` subclass registered through the ``register_providers`` hook.
+Config creates *instances* of it (``[providers.openai-eu] type = "openai"``);
+each instance gets its own :class:`ProviderSettings` and shares the app's one
+HTTP connection pool.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import aiohttp
+
+from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext
+
+
+class Secret:
+    """A credential that never shows itself in ``repr``, logs or error messages."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('****')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(slots=True)
+class ProviderSettings:
+    """One ``[providers.NAME]`` table after validation and ``${ENV}`` expansion."""
+
+    name: str
+    type: str
+    base_url: str | None = None
+    api_key: Secret | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout: float = 600.0  # seconds for a whole attempt; routes may set tighter ones
+    connect_timeout: float = 10.0
+    models: list[str] = field(default_factory=list)  # listed in /v1/models
+    options: dict[str, Any] = field(default_factory=dict)  # provider-specific keys
+
+
+class HttpPool:
+    """The app's single shared ``aiohttp.ClientSession``.
+
+    Created on startup inside the running loop (a session must not be built at
+    import time) and closed on shutdown. Providers hold the pool, not the
+    session, so they can be constructed before the loop runs.
+    """
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60)
+            # auto_decompress stays on; no cookie jar: a gateway must not carry state between tenants
+            self._session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent",)
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the HTTP pool is not started (the app has not started up)")
+        return self._session
+
+
+class Provider:
+    """Base class of every provider type.
+
+    Subclasses set the class attributes and implement the async methods. They
+    raise :class:`~interlock.core.types.UpstreamError` for every upstream
+    failure (HTTP status, connection, timeout, broken stream) so the router can
+    classify it; they never put credentials into messages.
+    """
+
+    #: name used in config (``type = "openai"``) and in ``instance/model``
+    type_name: ClassVar[str] = ""
+    #: human-readable name
+    display_name: ClassVar[str] = ""
+    #: the standard env var holding the key; embedded defaults enable the provider when it is set
+    env_key: ClassVar[str | None] = None
+    #: alternative env vars accepted for the key
+    env_key_aliases: ClassVar[tuple[str, ...]] = ()
+    #: env var that overrides the base URL (e.g. ``OPENAI_BASE_URL``)
+    env_base_url: ClassVar[str | None] = None
+    default_base_url: ClassVar[str | None] = None
+    requires_key: ClassVar[bool] = True
+    requires_base_url: ClassVar[bool] = False
+    supports_embeddings: ClassVar[bool] = True
+    #: option keys this provider understands (others are config errors)
+    option_keys: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, settings: ProviderSettings, http: HttpPool) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.http = http
+        self.base_url = (settings.base_url or self.default_base_url or "").rstrip("/")
+
+    # -- config ---------------------------------------------------------- #
+
+    @classmethod
+    def key_from_env(cls, environ: os._Environ[str] | dict[str, str] = os.environ) -> str | None:
+        """The key from the standard env var (or an accepted alias), if set."""
+        for var in (cls.env_key, *cls.env_key_aliases):
+            if var and environ.get(var):
+                return environ[var]
+        return None
+
+    @classmethod
+    def validate(cls, settings: ProviderSettings) -> list[tuple[str, str]]:
+        """Check settings; return ``(key, problem)`` pairs relative to the provider table."""
+        problems: list[tuple[str, str]] = []
+        if cls.requires_key and not settings.api_key:
+            hint = f" (or set {cls.env_key})" if cls.env_key else ""
+            problems.append(("api_key", f"provider type {cls.type_name!r} needs an API key{hint}"))
+        if cls.requires_base_url and not (settings.base_url or cls.default_base_url):
+            hint = f" (or set {cls.env_base_url})" if cls.env_base_url else ""
+            problems.append(("base_url", f"provider type {cls.type_name!r} needs a base_url{hint}"))
+        for key in settings.options:
+            if key not in cls.option_keys:
+                known = ", ".join(sorted(cls.option_keys)) or "none"
+                problems.append((key, f"unknown key for provider type {cls.type_name!r} (known options: {known})"))
+        return problems
+
+    # -- requests -------------------------------------------------------- #
+
+    async def chat(self, ctx: RequestContext, model: str) -> ChatResult:
+        """One non-streaming chat completion, returned in OpenAI shape."""
+        raise NotImplementedError
+
+    def chat_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:
+        """A streaming chat completion as OpenAI chunks; always reports usage when the upstream can."""
+        raise NotImplementedError
+
+    async def embeddings(self, ctx: RequestContext, model: str) -> EmbeddingsResult:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What ``/health/providers`` and ``interlock check`` show: never the key."""
+        return {
+            "name": self.name,
+            "type": self.type_name,
+            "base_url": self.base_url,
+            "key": "set" if self.settings.api_key else "not set",
+            "models": list(self.settings.models),
+        }

@@ -1,0 +1,71 @@
+"""Server-sent events: a tolerant reader for upstream streams and the writer helpers.
+
+The reader follows the SSE spec closely enough for every provider we speak to:
+comment lines (``: keep-alive``, ``: OPENROUTER PROCESSING``) are skipped,
+``\\r\\n`` and ``\\n`` both end lines, multi-line ``data:`` fields are joined with
+``\\n``, and ``event:`` names are reported for providers that use them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+
+class _LineSource(Protocol):
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+
+async def iter_sse(lines: _LineSource) -> AsyncIterator[tuple[str, bytes]]:
+    """Yield ``(event, data)`` for each event; ``event`` is ``"message"`` when unnamed."""
+    event = "message"
+    data: list[bytes] = []
+    async for raw in lines:
+        line = raw.rstrip(b"\r\n")
+        if not line:
+            if data:
+                yield event, b"\n".join(data)
+            event, data = "message", []
+            continue
+        if line[:1] == b":":
+            continue
+        field, _, value = line.partition(b":")
+        if value[:1] == b" ":
+            value = value[1:]
+        if field == b"data":
+            data.append(value)
+        elif field == b"event":
+            event = value.decode("utf-8", "replace")
+        # id: and retry: are irrelevant to a proxy reading one response
+    if data:  # a final event without the blank line (stream cut or sloppy upstream)
+        yield event, b"\n".join(data)
+
+
+async def iter_sse_data(lines: _LineSource) -> AsyncIterator[bytes]:
+    """Only the ``data`` of each event: the OpenAI wire format has no event names.
+
+    Cheaper than :func:`iter_sse` because it never decodes field names it
+    does not need; an event is yielded at its terminating blank line.
+    """
+    pending: list[bytes] = []
+    async for raw in lines:
+        line = raw.rstrip(b"\r\n")
+        if not line:
+            if pending:
+                yield b"\n".join(pending)
+                pending = []
+            continue
+        if line.startswith(b"data:"):
+            value = line[6:] if line[5:6] == b" " else line[5:]
+            pending.append(value)
+        # comments, event:, id:, retry: are ignored
+    if pending:
+        yield b"\n".join(pending)
+
+
+def encode_event(payload: bytes) -> bytes:
+    """One ``data:`` event for the client."""
+    return b"data: " + payload + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"

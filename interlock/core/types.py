@@ -1,0 +1,240 @@
+"""Shared value types: what flows between the core, providers, strategies and exporters.
+
+Kept deliberately small and dependency-free so plugins can import it cheaply.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+class FailureClass(str, enum.Enum):
+    """Every upstream outcome that is not a success falls into exactly one class."""
+
+    RATE_LIMITED = "rate_limited"
+    OVERLOADED = "overloaded"
+    SERVER_ERROR = "server_error"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    STREAM_ERROR = "stream_error"  # malformed chunk, in-band error event, cut stream
+    AUTH = "auth"
+    BAD_REQUEST = "bad_request"
+    CONTEXT_LENGTH = "context_length"
+    CONTENT_POLICY = "content_policy"
+    NOT_FOUND = "not_found"
+    QUOTA = "quota"  # billing / credits exhausted
+    UNKNOWN = "unknown"
+
+
+class Action(str, enum.Enum):
+    """What the router does with a classified failure."""
+
+    RETRY = "retry"  # try the same target again (after backoff)
+    FALLBACK = "fallback"  # move on to the next target
+    FAIL = "fail"  # stop: the request itself is at fault
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """The failure classifier's verdict on one upstream failure."""
+
+    failure_class: FailureClass
+    action: Action
+    retry_after: float | None = None
+
+
+class UpstreamError(Exception):
+    """An attempt against a provider failed.
+
+    ``kind`` says where it failed: ``http`` (non-2xx status), ``connection``,
+    ``timeout``, ``stream`` (malformed chunk, in-band error event, broken stream),
+    or ``internal`` (the provider plugin itself raised something unexpected).
+    ``message`` must never contain a credential; providers build it from the
+    upstream's error body, which does not echo keys.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: Literal["http", "connection", "timeout", "stream", "internal"],
+        status: int | None = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        code: str | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+        self.code = code
+        self.error_type = error_type
+        # filled in by the router once classified
+        self.classification: Classification | None = None
+        self.provider: str | None = None
+        self.model: str | None = None
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token usage in OpenAI semantics: prompt includes cached, completion includes reasoning."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def from_openai(cls, usage: dict[str, Any] | None) -> Usage | None:
+        """Read an OpenAI-shaped ``usage`` object; tolerant of missing fields."""
+        if not usage:
+            return None
+        ptd = usage.get("prompt_tokens_details") or {}
+        ctd = usage.get("completion_tokens_details") or {}
+        return cls(
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            cached_tokens=int(ptd.get("cached_tokens") or usage.get("prompt_cache_hit_tokens") or 0),
+            reasoning_tokens=int(ctd.get("reasoning_tokens") or 0),
+            cache_write_tokens=int(ptd.get("cache_write_tokens") or 0),
+        )
+
+
+@dataclass(slots=True)
+class ChatResult:
+    """A complete (non-stream) chat completion in OpenAI shape."""
+
+    body: dict[str, Any]
+    usage: Usage | None = None
+
+
+@dataclass(slots=True)
+class EmbeddingsResult:
+    body: dict[str, Any]
+    usage: Usage | None = None
+
+
+@dataclass(slots=True)
+class Chunk:
+    """One OpenAI ``chat.completion.chunk`` ready for the client.
+
+    ``payload`` is the encoded JSON; pass-through providers hand the upstream's
+    bytes over untouched so the hot path does not re-encode.
+    """
+
+    payload: bytes
+    content: bool = False  # carries content, reasoning, refusal or tool-call data
+    usage: Usage | None = None
+    usage_only: bool = False  # the ``choices: []`` usage chunk; dropped unless the client asked
+    finish_reason: str | None = None
+    response_id: str | None = None
+    response_model: str | None = None
+
+
+@dataclass(slots=True)
+class Target:
+    """One place a request can go: a provider instance and the model name it is sent with."""
+
+    provider: str  # provider instance name (the ``[providers.NAME]`` table)
+    model: str
+    weight: float = 1.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+@dataclass(slots=True)
+class Route:
+    """A model name clients can ask for, expanded to concrete targets."""
+
+    name: str
+    targets: list[Target]
+    strategy: str = "ordered"
+    options: dict[str, Any] = field(default_factory=dict)
+    implicit: bool = False  # a bare model resolved on the fly, not a configured route
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Everything the core knows about one client request while it is in flight."""
+
+    request_id: str
+    endpoint: Literal["chat", "embeddings"]
+    body: dict[str, Any]  # the client's JSON, unknown parameters kept
+    stream: bool = False
+    client_wants_usage: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    started_unix: float = field(default_factory=time.time)
+    # attribution, filled in by the auth step
+    api_key_id: str | None = None
+    team: str | None = None
+    user: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One upstream attempt, successful or not."""
+
+    n: int
+    provider: str
+    provider_type: str
+    model: str
+    outcome: str = "ok"  # "ok" or a FailureClass value
+    action: str | None = None  # what the router did next on failure
+    status: int | None = None
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    usage: Usage | None = None
+    error: str | None = None
+    response_id: str | None = None
+    response_model: str | None = None
+    finish_reasons: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Decision:
+    """The full record of one routing decision: what exporters receive."""
+
+    request_id: str
+    ts: float
+    endpoint: str
+    requested_model: str
+    route: str | None
+    strategy: str | None
+    candidates: list[str]
+    attempts: list[Attempt]
+    stream: bool
+    status: int = 200
+    provider: str | None = None
+    model: str | None = None
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    usage: Usage | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    api_key_id: str | None = None
+    team: str | None = None
+    user: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+    @property
+    def fallback_used(self) -> bool:
+        """True when the answer came from a target other than the first one tried."""
+        return bool(self.attempts) and self.attempts[-1].outcome == "ok" and (
+            self.attempts[-1].provider,
+            self.attempts[-1].model,
+        ) != (self.attempts[0].provider, self.attempts[0].model)

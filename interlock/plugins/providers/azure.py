@@ -1,0 +1,67 @@
+"""Azure OpenAI: deployment-scoped URLs, ``api-version``, and the ``api-key`` header.
+
+``base_url`` is the resource endpoint (``https://NAME.openai.azure.com``).
+The model a client asks for is mapped to a deployment through the
+``deployments`` table (default: a deployment named like the model). With
+``api_version = "v1"`` the newer unversioned ``/openai/v1`` API is used, where
+the deployment goes in the body's ``model``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from interlock import hookimpl
+from interlock.core.provider import ProviderSettings
+from interlock.plugins.providers.openai_compat import OpenAICompatible
+
+DEFAULT_API_VERSION = "2024-10-21"
+
+
+class Azure(OpenAICompatible):
+    type_name = "azure"
+    display_name = "Azure OpenAI"
+    env_key = "AZURE_OPENAI_API_KEY"
+    env_base_url = "AZURE_OPENAI_ENDPOINT"
+    requires_base_url = True
+    option_keys = frozenset({"api_version", "deployments"})
+
+    @classmethod
+    def validate(cls, settings: ProviderSettings) -> list[tuple[str, str]]:
+        problems = super().validate(settings)
+        deployments = settings.options.get("deployments", {})
+        if not isinstance(deployments, dict) or not all(isinstance(v, str) for v in deployments.values()):
+            problems.append(("deployments", "must be a table mapping model names to deployment names"))
+        if not isinstance(settings.options.get("api_version", ""), str):
+            problems.append(("api_version", "must be a string such as \"2024-10-21\" or \"v1\""))
+        return problems
+
+    @property
+    def api_version(self) -> str:
+        return str(self.settings.options.get("api_version") or DEFAULT_API_VERSION)
+
+    def deployment(self, model: str) -> str:
+        return str(self.settings.options.get("deployments", {}).get(model, model))
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.settings.api_key:
+            headers["api-key"] = self.settings.api_key.get()
+        headers.update(self.settings.headers)
+        return headers
+
+    def url(self, path: str, model: str) -> str:
+        base = self.base_url.removesuffix("/openai").removesuffix("/openai/v1")
+        if self.api_version == "v1":
+            return f"{base}/openai/v1{path}"
+        return f"{base}/openai/deployments/{quote(self.deployment(model), safe='')}{path}?api-version={self.api_version}"
+
+    def prepare(self, body: dict[str, Any], model: str, stream: bool) -> None:
+        body["model"] = self.deployment(model)
+
+
+@hookimpl
+def register_providers(register: Callable[..., None]) -> None:
+    register(Azure)

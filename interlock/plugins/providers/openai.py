@@ -1,0 +1,39 @@
+"""OpenAI: the reference wire format, passed through as-is."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from interlock import hookimpl
+from interlock.plugins.providers.openai_compat import OpenAICompatible
+
+# reasoning models reject max_tokens and want max_completion_tokens
+_REASONING = re.compile(r"^(o\d|gpt-5)", re.IGNORECASE)
+
+
+class OpenAI(OpenAICompatible):
+    type_name = "openai"
+    display_name = "OpenAI"
+    env_key = "OPENAI_API_KEY"
+    env_base_url = "OPENAI_BASE_URL"
+    default_base_url = "https://api.openai.com/v1"
+    option_keys = frozenset({"organization", "project"})
+
+    def headers(self) -> dict[str, str]:
+        headers = super().headers()
+        if org := self.settings.options.get("organization"):
+            headers["OpenAI-Organization"] = str(org)
+        if project := self.settings.options.get("project"):
+            headers["OpenAI-Project"] = str(project)
+        return headers
+
+    def prepare(self, body: dict[str, Any], model: str, stream: bool) -> None:
+        if "max_tokens" in body and _REASONING.match(model) and "max_completion_tokens" not in body:
+            body["max_completion_tokens"] = body.pop("max_tokens")
+
+
+@hookimpl
+def register_providers(register: Callable[..., None]) -> None:
+    register(OpenAI)

@@ -1,0 +1,254 @@
+"""The shared base of every provider that speaks the OpenAI Chat Completions wire format.
+
+A concrete provider sets its base URL, key variable and quirks; requests and
+streams pass through with minimal work: the client's body is shallow-copied
+(unknown parameters survive untouched), and stream chunks are forwarded as the
+upstream's own bytes unless a quirk must rewrite one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+import aiohttp
+
+from interlock.core import jsonutil
+from interlock.core.provider import Provider
+from interlock.core.sse import iter_sse_data
+from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext, UpstreamError, Usage
+
+# headers worth keeping from an upstream error (retry hints, rate-limit state)
+_KEEP_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
+
+
+class OpenAICompatible(Provider):
+    """Base for OpenAI-wire providers. Override the small ``prepare``/``fix_*`` hooks for quirks."""
+
+    chat_path: ClassVar[str] = "/chat/completions"
+    embeddings_path: ClassVar[str] = "/embeddings"
+    #: ask for usage on streams with ``stream_options.include_usage`` (some APIs reject the field)
+    stream_usage_option: ClassVar[bool] = True
+    #: provider finish reasons that are not OpenAI's, mapped onto OpenAI's set
+    finish_reasons: ClassVar[dict[str, str]] = {}
+
+    # -- quirks (override in subclasses) --------------------------------- #
+
+    def prepare(self, body: dict[str, Any], model: str, stream: bool) -> None:
+        """Adjust the outgoing body in place (it is already a copy)."""
+
+    def fix_response(self, body: dict[str, Any]) -> None:
+        """Adjust a non-stream response in place (OpenAI semantics)."""
+        self._map_finish(body)
+
+    def fix_chunk(self, chunk: dict[str, Any]) -> bool:
+        """Adjust a parsed stream chunk in place; return True if it changed (it is re-encoded)."""
+        return self._map_finish(chunk)
+
+    def _map_finish(self, obj: dict[str, Any]) -> bool:
+        changed = False
+        if self.finish_reasons:
+            for choice in obj.get("choices") or ():
+                native = choice.get("finish_reason")
+                if native in self.finish_reasons:
+                    choice["finish_reason"] = self.finish_reasons[native]
+                    choice.setdefault("native_finish_reason", native)
+                    changed = True
+        return changed
+
+    def extract_usage(self, obj: dict[str, Any]) -> Usage | None:
+        return Usage.from_openai(obj.get("usage"))
+
+    # -- plumbing --------------------------------------------------------- #
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.settings.api_key:
+            headers["Authorization"] = f"Bearer {self.settings.api_key.get()}"
+        headers.update(self.settings.headers)
+        return headers
+
+    def url(self, path: str, model: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def _timeout(self, stream: bool) -> aiohttp.ClientTimeout:
+        if stream:  # a long answer may stream for minutes: bound the silence between chunks instead
+            return aiohttp.ClientTimeout(sock_read=self.settings.timeout, sock_connect=self.settings.connect_timeout)
+        return aiohttp.ClientTimeout(total=self.settings.timeout, sock_connect=self.settings.connect_timeout)
+
+    def _body(self, ctx: RequestContext, model: str, stream: bool) -> dict[str, Any]:
+        body = dict(ctx.body)
+        body["model"] = model
+        if stream:
+            body["stream"] = True
+            if self.stream_usage_option:
+                opts = dict(body.get("stream_options") or {})
+                opts["include_usage"] = True  # always meter; the router strips it if unasked
+                body["stream_options"] = opts
+        else:
+            body.pop("stream", None)
+            body.pop("stream_options", None)
+        self.prepare(body, model, stream)
+        return body
+
+    async def _post(self, path: str, model: str, body: dict[str, Any], stream: bool = False) -> aiohttp.ClientResponse:
+        headers = self.headers()
+        if stream:
+            headers["Accept"] = "text/event-stream"
+        try:
+            resp = await self.http.session.post(
+                self.url(path, model), data=jsonutil.dumps(body), headers=headers, timeout=self._timeout(stream)
+            )
+        except asyncio.TimeoutError:
+            raise UpstreamError(f"{self.name}: timed out connecting or waiting for the response", kind="timeout") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"{self.name}: connection failed ({type(exc).__name__})", kind="connection") from None
+        if resp.status >= 400:
+            raise await self._http_error(resp)
+        return resp
+
+    async def _http_error(self, resp: aiohttp.ClientResponse) -> UpstreamError:
+        try:
+            raw = await resp.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            raw = b""
+        finally:
+            resp.release()
+        body: Any
+        try:
+            body = jsonutil.loads(raw) if raw else None
+        except jsonutil.JSONDecodeError:
+            body = raw[:2000].decode("utf-8", "replace")
+        message, code, etype = _error_fields(body)
+        headers = {k: resp.headers[k] for k in _KEEP_HEADERS if k in resp.headers}
+        return UpstreamError(
+            f"{self.name} returned HTTP {resp.status}: {message or resp.reason}",
+            kind="http",
+            status=resp.status,
+            body=body,
+            headers=headers,
+            code=code,
+            error_type=etype,
+        )
+
+    # -- API ------------------------------------------------------------- #
+
+    async def chat(self, ctx: RequestContext, model: str) -> ChatResult:
+        resp = await self._post(self.chat_path, model, self._body(ctx, model, stream=False))
+        try:
+            raw = await resp.read()
+        except asyncio.TimeoutError:
+            raise UpstreamError(f"{self.name}: timed out reading the response", kind="timeout") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"{self.name}: response broken ({type(exc).__name__})", kind="connection") from None
+        finally:
+            resp.release()
+        try:
+            body = jsonutil.loads(raw)
+        except jsonutil.JSONDecodeError:
+            raise UpstreamError(f"{self.name}: response is not JSON", kind="stream", status=resp.status) from None
+        if not isinstance(body, dict):
+            raise UpstreamError(f"{self.name}: response is not a JSON object", kind="stream", status=resp.status)
+        if "error" in body and not body.get("choices"):  # some gateways report errors with HTTP 200
+            message, code, etype = _error_fields(body)
+            raise UpstreamError(
+                f"{self.name} returned an error: {message}", kind="http", status=_int(body["error"], "code") or 502,
+                body=body, code=code, error_type=etype,
+            )
+        self.fix_response(body)
+        return ChatResult(body, self.extract_usage(body))
+
+    async def chat_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:  # type: ignore[override]
+        resp = await self._post(self.chat_path, model, self._body(ctx, model, stream=True), stream=True)
+        done = False
+        try:
+            async for data in iter_sse_data(resp.content):
+                if data == b"[DONE]":
+                    done = True
+                    break
+                try:
+                    obj = jsonutil.loads(data)
+                except jsonutil.JSONDecodeError:
+                    raise UpstreamError(f"{self.name}: malformed stream chunk", kind="stream") from None
+                if not isinstance(obj, dict):
+                    raise UpstreamError(f"{self.name}: stream chunk is not a JSON object", kind="stream")
+                if "error" in obj:
+                    message, code, etype = _error_fields(obj)
+                    raise UpstreamError(
+                        f"{self.name} stream error: {message}", kind="stream", status=_int(obj["error"], "code"),
+                        body=obj, code=code, error_type=etype,
+                    )
+                yield self._chunk(data, obj)
+        except asyncio.TimeoutError:
+            raise UpstreamError(f"{self.name}: stream timed out", kind="timeout") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"{self.name}: stream broken ({type(exc).__name__})", kind="stream") from None
+        finally:
+            resp.release() if done else resp.close()
+        if not done:
+            raise UpstreamError(f"{self.name}: stream ended without [DONE]", kind="stream")
+
+    def _chunk(self, data: bytes, obj: dict[str, Any]) -> Chunk:
+        if self.fix_chunk(obj):
+            data = jsonutil.dumps(obj)
+        choices = obj.get("choices") or ()
+        content = False
+        finish = None
+        for choice in choices:
+            delta = choice.get("delta") or {}
+            if (
+                delta.get("content") or delta.get("tool_calls") or delta.get("refusal")
+                or delta.get("reasoning_content") or delta.get("reasoning")
+            ):
+                content = True
+            finish = choice.get("finish_reason") or finish
+        usage = self.extract_usage(obj)
+        return Chunk(
+            payload=data,
+            content=content,
+            usage=usage,
+            usage_only=usage is not None and not choices,
+            finish_reason=finish,
+            response_id=obj.get("id"),
+            response_model=obj.get("model"),
+        )
+
+    async def embeddings(self, ctx: RequestContext, model: str) -> EmbeddingsResult:
+        body = dict(ctx.body)
+        body["model"] = model
+        resp = await self._post(self.embeddings_path, model, body)
+        try:
+            raw = await resp.read()
+        except asyncio.TimeoutError:
+            raise UpstreamError(f"{self.name}: timed out reading the response", kind="timeout") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"{self.name}: response broken ({type(exc).__name__})", kind="connection") from None
+        finally:
+            resp.release()
+        try:
+            out = jsonutil.loads(raw)
+        except jsonutil.JSONDecodeError:
+            raise UpstreamError(f"{self.name}: embeddings response is not JSON", kind="stream") from None
+        return EmbeddingsResult(out, Usage.from_openai(out.get("usage")))
+
+
+def _int(obj: Any, key: str) -> int | None:
+    value = obj.get(key) if isinstance(obj, dict) else None
+    return value if isinstance(value, int) and 100 <= value <= 599 else None
+
+
+def _error_fields(body: Any) -> tuple[str, str | None, str | None]:
+    """(message, code, type) from the error shapes OpenAI-compatible APIs use."""
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            code = err.get("code")
+            etype = err.get("type")
+            message = err.get("message") or body.get("message") or body.get("detail") or ""
+            return str(message), (str(code) if code is not None else None), (str(etype) if etype else None)
+        if isinstance(err, str):
+            return err, None, None
+    if isinstance(body, str):
+        return body[:500], None, None
+    return "", None, None
