@@ -30,6 +30,8 @@ log = logging.getLogger("interlock.app")
 
 T = TypeVar("T")
 GATEWAY = web.AppKey("gateway", Gateway)
+# typed request storage on aiohttp >= 3.14, a plain key before it
+REQUEST_ID: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _JSON = "application/json"
 
@@ -81,7 +83,7 @@ _HTTP_ERRORS: dict[int, tuple[str, str]] = {
 async def error_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     incoming = request.headers.get("x-request-id", "")
     request_id = incoming if _REQUEST_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     try:
         resp = await handler(request)
     except GatewayError as err:
@@ -124,7 +126,7 @@ def _context(request: web.Request, body: dict[str, Any], endpoint: str) -> Reque
     opts = body.get("stream_options")
     tags_header = request.headers.get("x-interlock-tags", "")
     return RequestContext(
-        request_id=request["request_id"],
+        request_id=request[REQUEST_ID],
         endpoint=endpoint,  # type: ignore[arg-type]
         body=body,
         stream=stream,
