@@ -30,6 +30,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from interlock.core.app import create_app
 
     cfg = _load(args.config)
+    fakes = []
+    if args.demo:
+        from interlock.core import demo
+
+        cfg, fakes = demo.demo_config(cfg)
+        print(f"interlock: {demo.BANNER}", flush=True)
     if args.host:
         cfg.host = args.host
     if args.port is not None:
@@ -45,7 +51,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not gateway.providers:
         print("interlock: no provider is configured; set e.g. OPENAI_API_KEY or pass --config FILE", flush=True)
     print(f"interlock: listening on http://{cfg.host}:{cfg.port}", flush=True)
-    web.run_app(create_app(gateway), host=cfg.host, port=cfg.port, print=None, access_log=None)
+    app = create_app(gateway)
+    if fakes:
+        from interlock.core import demo
+
+        app.cleanup_ctx.insert(0, demo.fakes_context(fakes))  # fakes up before the gateway, down after
+        print('interlock: try: curl -s localhost:%d/v1/chat/completions -H "content-type: application/json" '
+              '-d \'{"model": "smart", "messages": [{"role": "user", "content": "hi"}]}\' -i' % cfg.port, flush=True)
+    web.run_app(app, host=cfg.host, port=cfg.port, print=None, access_log=None)
     return 0
 
 
@@ -121,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML config file (default: embedded defaults)")
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 4000)")
+    serve.add_argument("--demo", action="store_true", help="simulated local providers (one flaky), no keys needed")
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check", help="validate a config and print the resolved routes")

@@ -346,9 +346,11 @@ class FakeOpenAI:
         chunks: int = 5,
         seed: int = 0,
         failure_rate: float = 0.0,
+        record_limit: int | None = None,
     ) -> None:
         """Configure the served ``models``, optional required ``api_key``, stream ``chunks`` per
-        reply, and a seeded ``failure_rate`` fraction of chat requests answered with 503."""
+        reply, and a seeded ``failure_rate`` fraction of chat requests answered with 503.
+        ``record_limit`` keeps only the newest requests in :attr:`requests` (long-running demos)."""
         if not 0.0 <= failure_rate <= 1.0:
             raise ValueError("failure_rate must be between 0 and 1")
         self.models: list[str] = list(models)
@@ -357,6 +359,7 @@ class FakeOpenAI:
         self.seed = seed
         self.failure_rate = failure_rate
         self.requests: list[ReceivedRequest] = []
+        self.record_limit = record_limit
         self._rng = random.Random(seed)
         self._faults: list[_FaultSlot] = []
         # Faults may be added from the test thread while the server runs in run_in_thread's loop.
@@ -485,6 +488,8 @@ class FakeOpenAI:
         headers = {k.lower(): v for k, v in request.headers.items()}
         query = dict(request.query)
         self.requests.append(ReceivedRequest(request.method, request.path, headers, parsed, query))
+        if self.record_limit is not None and len(self.requests) > self.record_limit:
+            del self.requests[: len(self.requests) - self.record_limit]
         if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return _error(401, "Incorrect API key provided", "invalid_request_error", code="invalid_api_key")
         model = parsed.get("model") if isinstance(parsed, dict) else None

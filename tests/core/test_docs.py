@@ -1,0 +1,43 @@
+"""The docs stay true: every hook is documented, and CI runs the README's test command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pluggy
+
+from interlock.core import hookspecs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _hook_names() -> list[str]:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return sorted(name for name in dir(pm.hook) if not name.startswith("_"))
+
+
+def test_every_hook_has_a_heading_in_contributing() -> None:
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    headings = set(re.findall(r"^### (\w+)$", text, re.M))
+    missing = [name for name in _hook_names() if name not in headings]
+    assert not missing, f"hooks without a '### name' section in CONTRIBUTING.md: {missing}"
+
+
+def test_every_hookspec_has_a_docstring() -> None:
+    for name in _hook_names():
+        doc = getattr(hookspecs, name).__doc__ or ""
+        assert len(doc.strip()) > 40, f"hookspec {name} needs a docstring saying when it runs and what a return means"
+        if getattr(hookspecs, name).interlock_spec.get("firstresult"):
+            assert "Stops at first non-None result" in doc, name
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one() -> None:
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", readme, re.S)
+    serve_cmd, test_cmd = blocks[0].strip(), blocks[1].strip()
+    assert "interlock serve" in serve_cmd
+    assert "pytest" in test_cmd
+    assert readme.index(serve_cmd) < 200, "the README must open with the commands"
+    assert test_cmd in (ROOT / ".ci" / "run").read_text()
