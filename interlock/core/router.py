@@ -66,6 +66,8 @@ class Router:
         self.providers: dict[str, Provider] = resolver.providers
         self.health = health
         self._strategies: dict[tuple[str, str], Strategy] = {}
+        # an upstream may echo a credential in its error text; nothing downstream may see it
+        self._secrets = tuple(p.settings.api_key.get() for p in self.providers.values() if p.settings.api_key)
 
     # -- planning --------------------------------------------------------- #
 
@@ -152,6 +154,9 @@ class Router:
         return verdict
 
     def classify(self, err: UpstreamError, target: Target, provider: Provider) -> Classification:
+        for secret in self._secrets:
+            if secret in err.message:
+                err.message = err.message.replace(secret, "****")
         verdict: Classification = self.pm.hook.classify_failure(error=err, target=target, provider_type=provider.type_name)
         err.classification, err.provider, err.model = verdict, target.provider, target.model
         return verdict
