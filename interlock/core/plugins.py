@@ -48,6 +48,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "interlock.plugins.strategies.weighted",
     "interlock.plugins.strategies.round_robin",
     "interlock.plugins.exporters.log",
+    "interlock.plugins.exporters.ledger",
 )
 
 
@@ -83,7 +84,7 @@ def make_plugin_manager(
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {exc.plugin_name!r} implements an unknown hook: {exc}") from None
+        raise PluginError(f"plugin {pm.get_name(exc.plugin)!r} implements an unknown hook: {exc}") from None
     if environ.get("INTERLOCK_TRACE_PLUGINS"):
         _enable_tracing(pm)
     return pm
