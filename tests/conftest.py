@@ -78,6 +78,9 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
         path.write_text(toml)
         env = environ if environ is not None else {}
         cfg = config_mod.load(str(path), environ=env)
+        if cfg.database_url == config_mod.DEFAULT_DATABASE_URL:
+            # the ledger's default file is relative to the working directory: keep it in tmp_path
+            cfg.database_url = f"sqlite+aiosqlite:///{tmp_path / 'interlock.db'}"
         kwargs.setdefault("load_entrypoints", False)
         gateway = Gateway(cfg, environ=env, **kwargs)  # type: ignore[arg-type]
         runner = web.AppRunner(create_app(gateway))

@@ -66,7 +66,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     gateway = _gateway(cfg)
     print(f"config: {cfg.source or 'embedded defaults'} is valid")
-    print(f"database: {cfg.database_url}")
+    from interlock.core.ledger import safe_url
+
+    print(f"database: {safe_url(cfg.database_url)}")  # a PostgreSQL URL may carry a password
     print("providers:")
     for name, provider in gateway.providers.items():
         d = provider.describe()

@@ -1,0 +1,269 @@
+"""The SQL ledger: every routing decision as rows you query directly.
+
+Two tables hold the ledger, one row per client request in ``requests`` and one
+row per upstream attempt in ``attempts`` (join on ``attempts.request_id =
+requests.id``). The same code runs on SQLite (the default,
+``sqlite+aiosqlite:///interlock.db``) and PostgreSQL
+(``postgresql+asyncpg://user:password@host/db``): only portable column types
+are used, and lists are stored as JSON text.
+
+Conventions, for whoever writes the queries:
+
+* ``ts`` is the UTC time the request arrived. SQLite stores it as text,
+  ``YYYY-MM-DD HH:MM:SS.ffffff``, which sorts and compares correctly and works
+  with SQLite's date functions; PostgreSQL stores a ``timestamptz``.
+* Durations are milliseconds as floats (``latency_ms``, ``ttft_ms``).
+* Token counts use OpenAI semantics: ``input_tokens`` includes ``cached_tokens``
+  and ``output_tokens`` includes ``reasoning_tokens``. They are ``NULL`` when
+  the upstream reported no usage (a failed request, a provider that does not
+  report it), ``0`` when it reported zero.
+* ``cost_usd`` is a fixed-point ``Numeric(18, 10)`` and is ``NULL`` until
+  pricing is implemented.
+* ``user`` is a reserved word in PostgreSQL: write ``"user"`` there.
+
+Example (SQLite)::
+
+    SELECT model, count(*), sum(input_tokens), sum(output_tokens), avg(latency_ms)
+    FROM requests WHERE ts >= datetime('now', '-1 day') GROUP BY model;
+
+The schema is versioned: ``schema_version`` holds one row per applied
+migration, and :func:`migrate` applies the missing ones, in order, at startup.
+Applying them twice is a no-op, so every process may call it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    event,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+log = logging.getLogger("interlock.ledger")
+
+#: longest stored ``error_message`` / ``error`` text, in characters
+MAX_ERROR_CHARS = 1000
+
+# --------------------------------------------------------------------------- #
+# The schema
+# --------------------------------------------------------------------------- #
+
+
+def _v1_tables(metadata: MetaData) -> tuple[Table, Table]:
+    """The ``requests`` and ``attempts`` tables exactly as migration 1 creates them.
+
+    Migration 1 must keep creating exactly this schema forever. When a later
+    migration changes a table, define the current tables separately below and
+    leave this function alone.
+    """
+    requests = Table(
+        "requests",
+        metadata,
+        # the request id: the client's x-request-id when it sent a valid one, else req_<hex>.
+        # Also returned to the client in the x-request-id response header.
+        Column("id", String, primary_key=True),
+        # UTC time the request arrived at the gateway
+        Column("ts", DateTime(timezone=True), nullable=False),
+        # "chat" or "embeddings"
+        Column("endpoint", String, nullable=False),
+        # attribution: the gateway API key's id and its team, once gateway keys exist (else NULL)
+        Column("api_key_id", String),
+        Column("team", String),
+        # the x-interlock-tags header as a JSON list of strings, e.g. '["a","b"]'; '[]' when none
+        Column("tags", Text, nullable=False),
+        # the OpenAI "user" field of the request body, when it was a string
+        Column("user", String),
+        # the configured route that served the request; NULL for a bare or instance/model name
+        Column("route", String),
+        # the "model" the client asked for, verbatim
+        Column("requested_model", String, nullable=False),
+        # the strategy that ordered the targets ("ordered", "weighted", ...); NULL if routing never ran
+        Column("strategy", String),
+        # the provider instance and model that answered; NULL when none did
+        Column("provider", String),
+        Column("model", String),
+        # the HTTP status the client got (499: the client disconnected during a stream)
+        Column("status", Integer, nullable=False),
+        # whether the client asked for a stream
+        Column("stream", Boolean, nullable=False),
+        # how many upstream attempts were made (rows in ``attempts``); 0 if none was possible
+        Column("attempts", Integer, nullable=False),
+        # true when the answer came from a target other than the first one tried
+        Column("fallback_used", Boolean, nullable=False),
+        # milliseconds from the request's arrival to the end of the response
+        Column("latency_ms", Float, nullable=False),
+        # streams: milliseconds until the first content was sent to the client; NULL otherwise
+        Column("ttft_ms", Float),
+        # the answering attempt's usage (see the module docstring); NULL when unknown
+        Column("input_tokens", Integer),
+        Column("cached_tokens", Integer),
+        Column("output_tokens", Integer),
+        Column("reasoning_tokens", Integer),
+        # US dollars; NULL until pricing is implemented
+        Column("cost_usd", Numeric(18, 10)),
+        # on failure: a short machine-readable kind (a failure class such as "server_error",
+        # or a gateway code such as "model_not_found") and the message the client got,
+        # cut to MAX_ERROR_CHARS; NULL on success
+        Column("error_type", String),
+        Column("error_message", Text),
+        Index("ix_requests_ts", "ts"),
+        Index("ix_requests_team_ts", "team", "ts"),
+        Index("ix_requests_model_ts", "model", "ts"),
+    )
+    attempts = Table(
+        "attempts",
+        metadata,
+        # requests.id of the request this attempt belongs to (not a declared foreign key, so
+        # the ledger can be pruned table by table)
+        Column("request_id", String, nullable=False),
+        # 1, 2, ... in the order the attempts were made
+        Column("n", Integer, nullable=False),
+        # the provider instance ([providers.NAME]), its type (plugin) and the model sent upstream
+        Column("provider", String, nullable=False),
+        Column("provider_type", String, nullable=False),
+        Column("model", String, nullable=False),
+        # "ok", or the failure class: rate_limited, overloaded, server_error, timeout, connection,
+        # stream_error, auth, bad_request, context_length, content_policy, not_found, quota, unknown
+        Column("outcome", String, nullable=False),
+        # after a failure, what the router did next: "retry", "fallback" or "fail"; NULL on success
+        Column("action", String),
+        # the upstream HTTP status of a failed attempt; NULL on success and for failures
+        # without one (timeouts, connection errors)
+        Column("status", Integer),
+        # milliseconds the attempt took; for a stream, until its first content arrived
+        Column("latency_ms", Float, nullable=False),
+        # streams: milliseconds from the attempt's start to its first content; NULL otherwise
+        Column("ttft_ms", Float),
+        # the usage this attempt reported; NULL when unknown
+        Column("input_tokens", Integer),
+        Column("cached_tokens", Integer),
+        Column("output_tokens", Integer),
+        Column("reasoning_tokens", Integer),
+        # US dollars; NULL until pricing is implemented
+        Column("cost_usd", Numeric(18, 10)),
+        # the failure's message, cut to MAX_ERROR_CHARS; NULL on success
+        Column("error", Text),
+        # the upstream's response id (chatcmpl-...), when it sent one
+        Column("response_id", String),
+        PrimaryKeyConstraint("request_id", "n", name="pk_attempts"),
+    )
+    return requests, attempts
+
+
+metadata = MetaData()
+
+#: one row per applied migration
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),  # 1, 2, ...
+    Column("applied_at", DateTime(timezone=True), nullable=False),  # UTC
+)
+
+#: the current schema (see :func:`_v1_tables` for the column documentation)
+requests, attempts = _v1_tables(metadata)
+
+
+# --------------------------------------------------------------------------- #
+# Migrations
+# --------------------------------------------------------------------------- #
+
+
+def _migration_1(conn: Connection) -> None:
+    """Create ``requests`` and ``attempts`` with their indexes."""
+    for table in _v1_tables(MetaData()):
+        table.create(conn, checkfirst=True)  # tolerate a half-applied run on non-transactional DDL
+
+
+#: ordered: MIGRATIONS[i] brings the schema from version i to version i + 1. Append only.
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migration_1,)
+
+#: the schema version this code writes
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _migrate(conn: Connection) -> int:
+    schema_version.create(conn, checkfirst=True)
+    current = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
+    if current > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"the ledger database is at schema version {current}, newer than this interlock's "
+            f"{SCHEMA_VERSION}; upgrade interlock"
+        )
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        MIGRATIONS[version - 1](conn)
+        # version is the primary key: two processes migrating at once cannot both record it
+        conn.execute(insert(schema_version).values(version=version, applied_at=datetime.now(UTC)))
+        log.info("ledger: applied schema migration %d", version)
+    return SCHEMA_VERSION
+
+
+async def migrate(engine: AsyncEngine) -> int:
+    """Apply every missing migration in one transaction; returns the schema version.
+
+    Idempotent: on an up-to-date database it only reads ``schema_version``.
+    """
+    async with engine.begin() as conn:
+        return await conn.run_sync(_migrate)
+
+
+# --------------------------------------------------------------------------- #
+# Engine
+# --------------------------------------------------------------------------- #
+
+
+def safe_url(url: str) -> str:
+    """``url`` with any password masked, for logs and messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable database url>"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    # WAL lets readers (your queries) run while the gateway writes; NORMAL is durable
+    # across application crashes and loses at most the last commits on power loss.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+async def open_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An async engine for ``url``; no connection is made yet.
+
+    Raises ``ValueError`` naming ``database.url`` when the URL cannot work at all
+    (unparseable, unknown dialect, a synchronous or missing driver).
+    """
+    try:
+        engine = create_async_engine(url, **kwargs)
+    except Exception as exc:
+        raise ValueError(
+            f"database.url: cannot use {safe_url(url)!r}: {type(exc).__name__}: {exc} "
+            "(use an async driver, e.g. sqlite+aiosqlite:///interlock.db or postgresql+asyncpg://...)"
+        ) from exc
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
