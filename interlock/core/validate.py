@@ -62,8 +62,9 @@ def validate_chat(body: dict[str, Any]) -> None:
 
     _typed(body, "stream", bool, "a boolean")
     _typed(body, "stream_options", dict, "an object")
-    if isinstance(body.get("stream_options"), dict):
-        _typed(body["stream_options"], "include_usage", bool, "a boolean")
+    usage_opt = body["stream_options"].get("include_usage") if isinstance(body.get("stream_options"), dict) else None
+    if usage_opt is not None and not isinstance(usage_opt, bool):
+        raise bad_request("'stream_options.include_usage' must be a boolean", param="stream_options.include_usage")
     _num(body, "n", 1, 128, integer=True)
     _num(body, "temperature", 0, 2)
     _num(body, "top_p", 0, 1)
@@ -102,7 +103,7 @@ def validate_chat(body: dict[str, Any]) -> None:
                 raise bad_request(f"tools[{i}].function.parameters must be a JSON Schema object", param=f"tools[{i}].function.parameters")
 
     choice = body.get("tool_choice")
-    if choice is not None and choice not in TOOL_CHOICES:
+    if choice is not None and not (isinstance(choice, str) and choice in TOOL_CHOICES):
         fn = choice.get("function") if isinstance(choice, dict) else None
         if not (isinstance(choice, dict) and choice.get("type") == "function" and isinstance(fn, dict) and isinstance(fn.get("name"), str)):
             raise bad_request(
@@ -112,7 +113,7 @@ def validate_chat(body: dict[str, Any]) -> None:
 
     fmt = body.get("response_format")
     if fmt is not None:
-        if not isinstance(fmt, dict) or fmt.get("type") not in RESPONSE_FORMATS:
+        if not isinstance(fmt, dict) or not isinstance(fmt.get("type"), str) or fmt["type"] not in RESPONSE_FORMATS:
             raise bad_request("'response_format.type' must be 'text', 'json_object' or 'json_schema'", param="response_format")
         if fmt["type"] == "json_schema":
             js = fmt.get("json_schema")
@@ -124,7 +125,7 @@ def _message(msg: Any, path: str) -> None:
     if not isinstance(msg, dict):
         raise bad_request(f"{path} must be an object", param=path)
     role = msg.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise bad_request(f"{path}.role must be one of {', '.join(sorted(ROLES))}, got {role!r}", param=f"{path}.role")
     content = msg.get("content")
     if content is None:
@@ -135,7 +136,7 @@ def _message(msg: Any, path: str) -> None:
     elif isinstance(content, list):
         for j, part in enumerate(content):
             ppath = f"{path}.content[{j}]"
-            if not isinstance(part, dict) or part.get("type") not in PART_TYPES:
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str) or part["type"] not in PART_TYPES:
                 raise bad_request(f"{ppath} must be a content part of type {', '.join(sorted(PART_TYPES))}", param=ppath)
             if part["type"] == "text" and not isinstance(part.get("text"), str):
                 raise bad_request(f"{ppath}.text must be a string", param=f"{ppath}.text")
