@@ -159,10 +159,10 @@ def _expand(value: Any, path: str, environ: Mapping[str, str], problems: list[tu
 
         def sub(m: re.Match[str]) -> str:
             var, default = m.group(1), m.group(2)
+            if default is not None:  # shell semantics: ${VAR:-default} also replaces an empty VAR
+                return environ.get(var) or default
             if var in environ:
                 return environ[var]
-            if default is not None:
-                return default
             problems.append((path, f"environment variable {var} is not set"))
             return ""
 
@@ -197,7 +197,8 @@ def _typed(table: Mapping[str, Any], key: str, typ: type, path: str, problems: l
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         ok, value = True, float(value)
     if not ok:
-        problems.append((f"{path}.{key}", f"must be {typ.__name__}, not {type(value).__name__} ({value!r})"))
+        shown = "" if "key" in key or "secret" in key or "token" in key else f" ({value!r})"  # never echo credentials
+        problems.append((f"{path}.{key}", f"must be {typ.__name__}, not {type(value).__name__}{shown}"))
         return default
     return value
 

@@ -15,6 +15,8 @@ from urllib.parse import quote
 
 from interlock import hookimpl
 from interlock.core.provider import ProviderSettings
+from interlock.core.types import EmbeddingsResult, RequestContext
+from interlock.plugins.providers.openai import rename_max_tokens
 from interlock.plugins.providers.openai_compat import OpenAICompatible
 
 DEFAULT_API_VERSION = "2024-10-21"
@@ -59,7 +61,12 @@ class Azure(OpenAICompatible):
         return f"{base}/openai/deployments/{quote(self.deployment(model), safe='')}{path}?api-version={self.api_version}"
 
     def prepare(self, body: dict[str, Any], model: str, stream: bool) -> None:
+        rename_max_tokens(body, model)  # the same reasoning models behind a deployment
         body["model"] = self.deployment(model)
+
+    async def embeddings(self, ctx: RequestContext, model: str) -> EmbeddingsResult:
+        # the v1 API names the deployment in the body's model (the classic API names it in the URL)
+        return await super().embeddings(ctx, self.deployment(model) if self.api_version == "v1" else model)
 
 
 @hookimpl

@@ -13,6 +13,12 @@ from interlock.plugins.providers.openai_compat import OpenAICompatible
 _REASONING = re.compile(r"^(o\d|gpt-5)", re.IGNORECASE)
 
 
+def rename_max_tokens(body: dict[str, Any], model: str) -> None:
+    """OpenAI's reasoning models (o-series, gpt-5) take ``max_completion_tokens`` only."""
+    if "max_tokens" in body and _REASONING.match(model) and "max_completion_tokens" not in body:
+        body["max_completion_tokens"] = body.pop("max_tokens")
+
+
 class OpenAI(OpenAICompatible):
     type_name = "openai"
     display_name = "OpenAI"
@@ -30,8 +36,7 @@ class OpenAI(OpenAICompatible):
         return headers
 
     def prepare(self, body: dict[str, Any], model: str, stream: bool) -> None:
-        if "max_tokens" in body and _REASONING.match(model) and "max_completion_tokens" not in body:
-            body["max_completion_tokens"] = body.pop("max_tokens")
+        rename_max_tokens(body, model)
 
 
 @hookimpl

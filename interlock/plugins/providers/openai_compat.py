@@ -86,6 +86,8 @@ class OpenAICompatible(Provider):
                 opts = dict(body.get("stream_options") or {})
                 opts["include_usage"] = True  # always meter; the router strips it if unasked
                 body["stream_options"] = opts
+            else:
+                body.pop("stream_options", None)  # the API rejects the field, even from the client
         else:
             body.pop("stream", None)
             body.pop("stream_options", None)
