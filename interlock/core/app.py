@@ -93,7 +93,9 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
         message = f"{exc.reason}: {request.method} {request.path}"
         if exc.status == 413:
             message = f"request body exceeds the gateway's limit of {request.app[GATEWAY].cfg.max_body_bytes} bytes"
-        resp = error_response(GatewayError(exc.status, message, type=etype, code=code))
+        # keep aiohttp's Allow header: a 405 must say which methods are allowed
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        resp = error_response(GatewayError(exc.status, message, type=etype, code=code, headers=allow))
     except Exception:
         log.exception("unhandled error in %s %s (request %s)", request.method, request.path, request_id)
         resp = error_response(
@@ -206,6 +208,7 @@ async def _stream(request: web.Request, gateway: Gateway, ctx: RequestContext, d
     finally:
         if start.rest is not None:
             await start.rest.aclose()  # releases the upstream connection whatever happened
+        start.ended()
         _finish(gateway, ctx, decision, start.attempt)
     return resp
 

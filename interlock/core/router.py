@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pluggy
@@ -56,6 +56,11 @@ class StreamStart:
     rest: AsyncIterator[Chunk] | None  # None: the stream already ended
     attempt: Attempt
     target: Target
+    committed_at: float = field(default_factory=time.perf_counter)
+
+    def ended(self) -> None:
+        """The stream is over: the attempt's latency covers it whole, not just up to the commit."""
+        self.attempt.latency_ms += (time.perf_counter() - self.committed_at) * 1000
 
 
 class Router:
