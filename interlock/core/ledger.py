@@ -150,7 +150,7 @@ def _v1_tables(metadata: MetaData) -> tuple[Table, Table]:
         # the upstream HTTP status of a failed attempt; NULL on success and for failures
         # without one (timeouts, connection errors)
         Column("status", Integer),
-        # milliseconds the attempt took; for a stream, until its first content arrived
+        # milliseconds the attempt took; for a stream, until the stream ended
         Column("latency_ms", Float, nullable=False),
         # streams: milliseconds from the attempt's start to its first content; NULL otherwise
         Column("ttft_ms", Float),

@@ -134,10 +134,8 @@ class OpenAICompatible(Provider):
             error_type=etype,
         )
 
-    # -- API ------------------------------------------------------------- #
-
-    async def chat(self, ctx: RequestContext, model: str) -> ChatResult:
-        resp = await self._post(self.chat_path, model, self._body(ctx, model, stream=False))
+    async def _read_object(self, resp: aiohttp.ClientResponse) -> dict[str, Any]:
+        """Read a successful response's JSON object, classifying every way that can fail."""
         try:
             raw = await resp.read()
         except asyncio.TimeoutError:
@@ -152,6 +150,13 @@ class OpenAICompatible(Provider):
             raise UpstreamError(f"{self.name}: response is not JSON", kind="stream", status=resp.status) from None
         if not isinstance(body, dict):
             raise UpstreamError(f"{self.name}: response is not a JSON object", kind="stream", status=resp.status)
+        return body
+
+    # -- API ------------------------------------------------------------- #
+
+    async def chat(self, ctx: RequestContext, model: str) -> ChatResult:
+        resp = await self._post(self.chat_path, model, self._body(ctx, model, stream=False))
+        body = await self._read_object(resp)
         if "error" in body and not body.get("choices"):  # some gateways report errors with HTTP 200
             message, code, etype = _error_fields(body)
             raise UpstreamError(
@@ -220,18 +225,7 @@ class OpenAICompatible(Provider):
         body = dict(ctx.body)
         body["model"] = model
         resp = await self._post(self.embeddings_path, model, body)
-        try:
-            raw = await resp.read()
-        except asyncio.TimeoutError:
-            raise UpstreamError(f"{self.name}: timed out reading the response", kind="timeout") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"{self.name}: response broken ({type(exc).__name__})", kind="connection") from None
-        finally:
-            resp.release()
-        try:
-            out = jsonutil.loads(raw)
-        except jsonutil.JSONDecodeError:
-            raise UpstreamError(f"{self.name}: embeddings response is not JSON", kind="stream") from None
+        out = await self._read_object(resp)
         return EmbeddingsResult(out, Usage.from_openai(out.get("usage")))
 
 
