@@ -1,5 +1,10 @@
-"""Test helpers for interlock and its plugins: a fake OpenAI-compatible upstream."""
+"""Test helpers for interlock and its plugins: fake provider upstreams with fault injection.
 
-from interlock.testing.fake_openai import FakeOpenAI, Fault, ReceivedRequest
+Every fake is a :class:`FakeServer` with the same fault model (:class:`Fault`), so a test
+can break any provider the same way.
+"""
 
-__all__ = ["FakeOpenAI", "Fault", "ReceivedRequest"]
+from interlock.testing._base import FakeServer, Fault, ReceivedRequest
+from interlock.testing.fake_openai import FakeOpenAI
+
+__all__ = ["FakeOpenAI", "FakeServer", "Fault", "ReceivedRequest"]
