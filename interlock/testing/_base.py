@@ -213,6 +213,10 @@ class FakeServer:
         """Whether ``failure_rate`` applies to this request (generation endpoints only)."""
         return request.method == "POST"
 
+    def faultable(self, request: web.Request) -> bool:
+        """Whether queued faults may apply to this request (False for e.g. an OAuth token endpoint)."""
+        return True
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> Self:
@@ -343,7 +347,9 @@ class FakeServer:
             del self.requests[: len(self.requests) - self.record_limit]
         if not self.authorized(request):
             return self.error_response(self.auth_failure[0], self.auth_failure[1])
-        fault = state.fault = self._take_fault(request.path, self.model_of(request, state.json))
+        fault = state.fault = (
+            self._take_fault(request.path, self.model_of(request, state.json)) if self.faultable(request) else None
+        )
         if fault is not None and fault.latency > 0:
             await asyncio.sleep(fault.latency)
         if fault is not None and fault.status is not None:

@@ -111,11 +111,14 @@ class FakeOpenAI(FakeServer):
         seed: int = 0,
         failure_rate: float = 0.0,
         record_limit: int | None = None,
+        always_stream_usage: bool = False,
     ) -> None:
         """Configure the served ``models``, optional required ``api_key``, stream ``chunks`` per
         reply, and a seeded ``failure_rate`` fraction of chat requests answered with 503.
-        ``record_limit`` keeps only the newest requests in :attr:`requests` (long-running demos)."""
+        ``record_limit`` keeps only the newest requests in :attr:`requests` (long-running demos).
+        ``always_stream_usage`` puts usage on the final chunk unasked, as Mistral's API does."""
         self.models: list[str] = list(models)
+        self.always_stream_usage = always_stream_usage
         self.chunks = max(1, chunks)
         super().__init__(api_key=api_key, seed=seed, failure_rate=failure_rate, record_limit=record_limit)
 
@@ -124,6 +127,15 @@ class FakeOpenAI(FakeServer):
         router.add_get("/v1/models/{model_id:.+}", self._get_model)
         router.add_post("/v1/chat/completions", self._chat_completions)
         router.add_post("/v1/embeddings", self._embeddings)
+        # Azure OpenAI's URL shapes: the deployment in the path (classic) or the unversioned v1 API
+        router.add_post("/openai/deployments/{deployment}/chat/completions", self._chat_completions)
+        router.add_post("/openai/deployments/{deployment}/embeddings", self._embeddings)
+        router.add_post("/openai/v1/chat/completions", self._chat_completions)
+        router.add_post("/openai/v1/embeddings", self._embeddings)
+
+    def authorized(self, request: web.Request) -> bool:
+        # OpenAI's Bearer token, or Azure's api-key header
+        return super().authorized(request) or (self.api_key is not None and request.headers.get("api-key") == self.api_key)
 
     def error_response(self, status: int, message: str | None = None, **detail: Any) -> web.Response:
         generic_type = "server_error" if status >= 500 else "invalid_request_error"
@@ -242,7 +254,10 @@ class FakeOpenAI(FakeServer):
         if body.get("stream") is True:
             options = body.get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
-            return await self._stream(request, base, reply, call_ids, usage if include_usage else None)
+            return await self._stream(
+                request, base, reply, call_ids, usage if include_usage else None,
+                usage if self.always_stream_usage and not include_usage else None,
+            )
 
         choices = []
         for i in range(n):
@@ -267,14 +282,23 @@ class FakeOpenAI(FakeServer):
         reply: Reply,
         call_ids: list[str],
         usage: dict[str, Any] | None,
+        final_usage: dict[str, Any] | None = None,
     ) -> web.StreamResponse:
-        """Send the reply as OpenAI-style SSE chunks, applying any streaming fault."""
+        """Send the reply as OpenAI-style SSE chunks, applying any streaming fault.
 
-        def chunk(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        ``usage`` is sent as the extra ``choices: []`` chunk (``include_usage``);
+        ``final_usage`` rides on the last finish chunk instead (Mistral's habit).
+        """
+
+        def chunk(
+            index: int, delta: dict[str, Any], finish_reason: str | None = None, with_usage: dict[str, Any] | None = None
+        ) -> bytes:
             choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
             data = {**base, "object": "chat.completion.chunk", "choices": [choice]}
             if usage is not None:
                 data["usage"] = None  # include_usage: every chunk carries the key, only the last a value
+            if with_usage is not None:
+                data["usage"] = with_usage
             return _sse(data)
 
         # Content events interleave the choices piece by piece, as OpenAI does for n > 1.
@@ -293,7 +317,8 @@ class FakeOpenAI(FakeServer):
                     for i in range(len(call_ids))
                 ]
         role_content = "" if reply.tool_name is None else None
-        tail = [chunk(i, {}, reply.finish_reason) for i in range(len(call_ids))]
+        last = len(call_ids) - 1
+        tail = [chunk(i, {}, reply.finish_reason, final_usage if i == last else None) for i in range(len(call_ids))]
         if usage is not None:
             tail.append(_sse({**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}))
         tail.append(b"data: [DONE]\n\n")

@@ -15,15 +15,11 @@ from typing import Any, ClassVar
 import aiohttp
 
 from interlock.core import jsonutil
-from interlock.core.provider import Provider
 from interlock.core.sse import iter_sse_data
+from interlock.plugins.providers._http import HTTPProvider, error_fields
 from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext, UpstreamError, Usage
 
-# headers worth keeping from an upstream error (retry hints, rate-limit state)
-_KEEP_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
-
-
-class OpenAICompatible(Provider):
+class OpenAICompatible(HTTPProvider):
     """Base for OpenAI-wire providers. Override the small ``prepare``/``fix_*`` hooks for quirks."""
 
     chat_path: ClassVar[str] = "/chat/completions"
@@ -62,20 +58,8 @@ class OpenAICompatible(Provider):
 
     # -- plumbing --------------------------------------------------------- #
 
-    def headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        if self.settings.api_key:
-            headers["Authorization"] = f"Bearer {self.settings.api_key.get()}"
-        headers.update(self.settings.headers)
-        return headers
-
     def url(self, path: str, model: str) -> str:
         return f"{self.base_url}{path}"
-
-    def _timeout(self, stream: bool) -> aiohttp.ClientTimeout:
-        if stream:  # a long answer may stream for minutes: bound the silence between chunks instead
-            return aiohttp.ClientTimeout(sock_read=self.settings.timeout, sock_connect=self.settings.connect_timeout)
-        return aiohttp.ClientTimeout(total=self.settings.timeout, sock_connect=self.settings.connect_timeout)
 
     def _body(self, ctx: RequestContext, model: str, stream: bool) -> dict[str, Any]:
         body = dict(ctx.body)
@@ -95,70 +79,17 @@ class OpenAICompatible(Provider):
         return body
 
     async def _post(self, path: str, model: str, body: dict[str, Any], stream: bool = False) -> aiohttp.ClientResponse:
-        headers = self.headers()
-        if stream:
-            headers["Accept"] = "text/event-stream"
-        try:
-            resp = await self.http.session.post(
-                self.url(path, model), data=jsonutil.dumps(body), headers=headers, timeout=self._timeout(stream)
-            )
-        except asyncio.TimeoutError:
-            raise UpstreamError(f"{self.name}: timed out connecting or waiting for the response", kind="timeout") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"{self.name}: connection failed ({type(exc).__name__})", kind="connection") from None
-        if resp.status >= 400:
-            raise await self._http_error(resp)
-        return resp
-
-    async def _http_error(self, resp: aiohttp.ClientResponse) -> UpstreamError:
-        try:
-            raw = await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            raw = b""
-        finally:
-            resp.release()
-        body: Any
-        try:
-            body = jsonutil.loads(raw) if raw else None
-        except jsonutil.JSONDecodeError:
-            body = raw[:2000].decode("utf-8", "replace")
-        message, code, etype = _error_fields(body)
-        headers = {k: resp.headers[k] for k in _KEEP_HEADERS if k in resp.headers}
-        return UpstreamError(
-            f"{self.name} returned HTTP {resp.status}: {message or resp.reason}",
-            kind="http",
-            status=resp.status,
-            body=body,
-            headers=headers,
-            code=code,
-            error_type=etype,
+        return await self.post(
+            self.url(path, model), body, stream=stream, headers={"Accept": "text/event-stream"} if stream else None
         )
-
-    async def _read_object(self, resp: aiohttp.ClientResponse) -> dict[str, Any]:
-        """Read a successful response's JSON object, classifying every way that can fail."""
-        try:
-            raw = await resp.read()
-        except asyncio.TimeoutError:
-            raise UpstreamError(f"{self.name}: timed out reading the response", kind="timeout") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"{self.name}: response broken ({type(exc).__name__})", kind="connection") from None
-        finally:
-            resp.release()
-        try:
-            body = jsonutil.loads(raw)
-        except jsonutil.JSONDecodeError:
-            raise UpstreamError(f"{self.name}: response is not JSON", kind="stream", status=resp.status) from None
-        if not isinstance(body, dict):
-            raise UpstreamError(f"{self.name}: response is not a JSON object", kind="stream", status=resp.status)
-        return body
 
     # -- API ------------------------------------------------------------- #
 
     async def chat(self, ctx: RequestContext, model: str) -> ChatResult:
         resp = await self._post(self.chat_path, model, self._body(ctx, model, stream=False))
-        body = await self._read_object(resp)
+        body = await self.read_object(resp)
         if "error" in body and not body.get("choices"):  # some gateways report errors with HTTP 200
-            message, code, etype = _error_fields(body)
+            message, code, etype = error_fields(body)
             raise UpstreamError(
                 f"{self.name} returned an error: {message}", kind="http", status=_int(body["error"], "code") or 502,
                 body=body, code=code, error_type=etype,
@@ -181,12 +112,12 @@ class OpenAICompatible(Provider):
                 if not isinstance(obj, dict):
                     raise UpstreamError(f"{self.name}: stream chunk is not a JSON object", kind="stream")
                 if "error" in obj:
-                    message, code, etype = _error_fields(obj)
+                    message, code, etype = error_fields(obj)
                     raise UpstreamError(
                         f"{self.name} stream error: {message}", kind="stream", status=_int(obj["error"], "code"),
                         body=obj, code=code, error_type=etype,
                     )
-                yield self._chunk(data, obj)
+                yield self._chunk(data, obj, strip_usage=not ctx.client_wants_usage)
         except asyncio.TimeoutError:
             raise UpstreamError(f"{self.name}: stream timed out", kind="timeout") from None
         except aiohttp.ClientError as exc:
@@ -196,10 +127,16 @@ class OpenAICompatible(Provider):
         if not done:
             raise UpstreamError(f"{self.name}: stream ended without [DONE]", kind="stream")
 
-    def _chunk(self, data: bytes, obj: dict[str, Any]) -> Chunk:
-        if self.fix_chunk(obj):
-            data = jsonutil.dumps(obj)
+    def _chunk(self, data: bytes, obj: dict[str, Any], *, strip_usage: bool) -> Chunk:
+        changed = self.fix_chunk(obj)  # first: a quirk may rewrite the usage (xAI)
+        usage = self.extract_usage(obj)
         choices = obj.get("choices") or ()
+        if strip_usage and choices and obj.get("usage"):
+            # usage riding on a content chunk (Mistral does this unasked): metered, not forwarded
+            del obj["usage"]
+            changed = True
+        if changed:
+            data = jsonutil.dumps(obj)
         content = False
         finish = None
         for choice in choices:
@@ -210,7 +147,6 @@ class OpenAICompatible(Provider):
             ):
                 content = True
             finish = choice.get("finish_reason") or finish
-        usage = self.extract_usage(obj)
         return Chunk(
             payload=data,
             content=content,
@@ -225,26 +161,10 @@ class OpenAICompatible(Provider):
         body = dict(ctx.body)
         body["model"] = model
         resp = await self._post(self.embeddings_path, model, body)
-        out = await self._read_object(resp)
+        out = await self.read_object(resp)
         return EmbeddingsResult(out, Usage.from_openai(out.get("usage")))
 
 
 def _int(obj: Any, key: str) -> int | None:
     value = obj.get(key) if isinstance(obj, dict) else None
     return value if isinstance(value, int) and 100 <= value <= 599 else None
-
-
-def _error_fields(body: Any) -> tuple[str, str | None, str | None]:
-    """(message, code, type) from the error shapes OpenAI-compatible APIs use."""
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict):
-            code = err.get("code")
-            etype = err.get("type")
-            message = err.get("message") or body.get("message") or body.get("detail") or ""
-            return str(message), (str(code) if code is not None else None), (str(etype) if etype else None)
-        if isinstance(err, str):
-            return err, None, None
-    if isinstance(body, str):
-        return body[:500], None, None
-    return "", None, None
