@@ -10,7 +10,7 @@ HTTP connection pool.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -58,6 +58,9 @@ class ProviderSettings:
     connect_timeout: float = 10.0
     models: list[str] = field(default_factory=list)  # listed in /v1/models
     options: dict[str, Any] = field(default_factory=dict)  # provider-specific keys
+    #: the environment the gateway resolves credentials from (None: the process environment);
+    #: providers whose SDK reads a credential chain from env vars (AWS) use it, so tests stay isolated
+    environ: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
 
 
 class HttpPool:
@@ -132,6 +135,23 @@ class Provider:
             if var and environ.get(var):
                 return environ[var]
         return None
+
+    @classmethod
+    def enabled_by_env(cls, environ: Mapping[str, str] = os.environ) -> bool:
+        """Whether embedded defaults enable this provider from the environment alone.
+
+        By default a keyed provider is enabled by its key variable and a keyless one
+        (a local server) by its base-URL variable; a provider configured some other
+        way (Vertex AI's project) overrides this.
+        """
+        if cls.requires_key:
+            return cls.key_from_env(environ) is not None
+        return bool(cls.env_base_url and environ.get(cls.env_base_url))
+
+    @classmethod
+    def options_from_env(cls, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+        """Provider-specific options taken from standard env vars; a provider table's own values win."""
+        return {}
 
     @classmethod
     def validate(cls, settings: ProviderSettings) -> list[tuple[str, str]]:

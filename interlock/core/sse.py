@@ -8,19 +8,46 @@ comment lines (``: keep-alive``, ``: OPENROUTER PROCESSING``) are skipped,
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+from interlock.core.types import UpstreamError
+
+#: the longest single line accepted from an upstream (a whole tool call can be one line)
+MAX_LINE_BYTES = 16 * 1024 * 1024
 
 
-class _LineSource(Protocol):
-    def __aiter__(self) -> AsyncIterator[bytes]: ...
+async def iter_lines(source: Any, limit: int = MAX_LINE_BYTES) -> AsyncIterator[bytes]:
+    """Every line of a response body (empty ones included), without its ``\\n``.
+
+    Splits raw chunks itself (``source.iter_any()``): aiohttp's own line
+    iteration refuses lines longer than twice its read buffer. A source without
+    ``iter_any`` (an async iterable of lines, as in tests) is passed through.
+    A last line without a newline (a cut stream) is yielded as is.
+    """
+    if not hasattr(source, "iter_any"):
+        async for line in source:
+            yield line
+        return
+    buffer = bytearray()
+    async for data in source.iter_any():
+        buffer += data
+        start = 0
+        while (end := buffer.find(b"\n", start)) != -1:
+            yield bytes(buffer[start:end])
+            start = end + 1
+        del buffer[:start]
+        if len(buffer) > limit:
+            raise UpstreamError(f"stream line longer than {limit} bytes", kind="stream")
+    if buffer:
+        yield bytes(buffer)
 
 
-async def iter_sse(lines: _LineSource) -> AsyncIterator[tuple[str, bytes]]:
+async def iter_sse(source: AsyncIterable[bytes] | Any) -> AsyncIterator[tuple[str, bytes]]:
     """Yield ``(event, data)`` for each event; ``event`` is ``"message"`` when unnamed."""
     event = "message"
     data: list[bytes] = []
-    async for raw in lines:
+    async for raw in iter_lines(source):
         line = raw.rstrip(b"\r\n")
         if not line:
             if data:
@@ -41,14 +68,14 @@ async def iter_sse(lines: _LineSource) -> AsyncIterator[tuple[str, bytes]]:
         yield event, b"\n".join(data)
 
 
-async def iter_sse_data(lines: _LineSource) -> AsyncIterator[bytes]:
+async def iter_sse_data(source: AsyncIterable[bytes] | Any) -> AsyncIterator[bytes]:
     """Only the ``data`` of each event: the OpenAI wire format has no event names.
 
     Cheaper than :func:`iter_sse` because it never decodes field names it
     does not need; an event is yielded at its terminating blank line.
     """
     pending: list[bytes] = []
-    async for raw in lines:
+    async for raw in iter_lines(source):
         line = raw.rstrip(b"\r\n")
         if not line:
             if pending:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from interlock.testing import fake_anthropic, fake_cohere, fake_gemini, fake_ollama, fake_replicate
+from interlock.testing import fake_bedrock, fake_vertex
 from interlock.testing.conformance import FEATURES, ProviderCase
 from interlock.testing.fake_openai import FakeOpenAI
 from interlock.testing.gateway import provider_table
@@ -70,4 +72,11 @@ def builtin_cases() -> list[ProviderCase]:
         _openai_family("groq", features=no_embeddings),
         _openai_family("together"),
         _openai_family("fireworks"),
+        fake_anthropic.conformance_case(),
+        fake_ollama.conformance_case(),
+        fake_cohere.conformance_case(),
+        fake_gemini.conformance_case(),
+        fake_replicate.conformance_case(),
+        *fake_vertex.conformance_cases(),
+        fake_bedrock.conformance_case(),
     ]

@@ -217,9 +217,16 @@ def test_class_attributes(
     assert cls.requires_base_url is (base_url is None)
 
 
+#: the native-protocol providers (their own tests live in test_provider_<name>.py)
+NATIVE = ("anthropic", "gemini", "vertex", "bedrock", "cohere", "ollama", "replicate")
+
+
 def test_the_builtin_registry_has_exactly_these_providers() -> None:
     registry = collect(make_plugin_manager(load_entrypoints=False, environ={}))
-    assert registry.providers == {type_name: cls for cls, type_name, _, _ in PROVIDERS}
+    openai_family = {type_name: cls for cls, type_name, _, _ in PROVIDERS}
+    assert {k: v for k, v in registry.providers.items() if k in openai_family} == openai_family
+    assert sorted(registry.providers) == sorted([*openai_family, *NATIVE])
+    assert len(registry.providers) == 18
 
 
 def test_embeddings_support_flags() -> None:

@@ -13,6 +13,7 @@ import asyncio
 from typing import Any, ClassVar
 
 import aiohttp
+from yarl import URL
 
 from interlock.core import jsonutil
 from interlock.core.provider import Provider
@@ -44,7 +45,7 @@ class HTTPProvider(Provider):
     async def request(
         self,
         method: str,
-        url: str,
+        url: str | URL,  # a URL built with encoded=True goes out byte for byte (signed paths)
         body: Any = None,
         *,
         stream: bool = False,
@@ -68,7 +69,7 @@ class HTTPProvider(Provider):
             raise await self.http_error(resp)
         return resp
 
-    async def post(self, url: str, body: Any, *, stream: bool = False, headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+    async def post(self, url: str | URL, body: Any, *, stream: bool = False, headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
         return await self.request("POST", url, body, stream=stream, headers=headers)
 
     async def http_error(self, resp: aiohttp.ClientResponse) -> UpstreamError:

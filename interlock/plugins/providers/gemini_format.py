@@ -1,0 +1,394 @@
+"""The GenerateContent wire format, translated to and from OpenAI's: shared by Gemini and Vertex AI.
+
+Google's Generative Language API (``generativelanguage.googleapis.com``) and
+Vertex AI (``aiplatform.googleapis.com``) take the same ``GenerateContentRequest``
+and answer with the same ``GenerateContentResponse`` (whole, or as ``alt=sse``
+fragments). Only URLs and auth differ, so the translation lives here and both
+providers call it. Stable public API:
+
+- :func:`build_request` — the OpenAI request as a ``generateContent`` body.
+- :func:`parse_response` — a ``GenerateContentResponse`` as an OpenAI completion.
+- :func:`stream_chunks` — ``alt=sse`` fragments (from :func:`~interlock.core.sse.iter_sse_data`)
+  as OpenAI chunks.
+- :func:`error_fields`, :func:`retry_after`, :func:`adjust_error` — Google's error body
+  (``{"error": {"code", "message", "status", "details"}}``) for the failure classifier.
+- :func:`finish_reason`, :func:`usage_of`, :func:`sanitize_schema` — the pieces, for reuse.
+
+Tool calls carry Gemini 3's ``thoughtSignature`` to the client as
+``tool_calls[].extra_content.google.thought_signature`` (the convention of Google's
+own OpenAI-compatible endpoint) and back again, so multi-turn tool use keeps working.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from interlock.core import jsonutil
+from interlock.core.types import ChatResult, Chunk, RequestContext, UpstreamError, Usage
+from interlock.plugins.providers._gemini_request import SKIP_SIGNATURE, contents_of, generation_config
+from interlock.plugins.providers._gemini_schema import sanitize_schema
+from interlock.plugins.providers._openai_shapes import (
+    ChunkWriter,
+    ToolCall,
+    completion,
+    new_id,
+    system_text,
+    tool_choice_of,
+    tools_of,
+)
+
+__all__ = [
+    "SKIP_SIGNATURE",
+    "adjust_error",
+    "build_request",
+    "error_fields",
+    "finish_reason",
+    "parse_response",
+    "retry_after",
+    "sanitize_schema",
+    "stream_chunks",
+    "usage_of",
+]
+
+#: Gemini finish reasons that mean the output was blocked (python-genai ``FinishReason``)
+FILTERED = frozenset(
+    {
+        "SAFETY",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "RECITATION",
+        "LANGUAGE",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+    }
+)
+_GEMINI_3 = re.compile(r"(^|/)gemini-[3-9]")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+# --------------------------------------------------------------------------- #
+# request
+# --------------------------------------------------------------------------- #
+
+
+async def build_request(
+    ctx: RequestContext,
+    session: aiohttp.ClientSession,
+    *,
+    stream: bool,
+    model: str = "",
+    raw_schemas: bool = False,
+) -> dict[str, Any]:
+    """The ``generateContent`` / ``streamGenerateContent`` body for the client's OpenAI request.
+
+    ``session`` fetches http(s) image URLs (Gemini wants inline bytes; ``gs://`` URIs go
+    as ``fileData``). The body is the same for both endpoints; ``stream`` only rejects
+    ``n > 1``, which a translated stream cannot carry. ``model`` (optional) enables
+    Gemini-3-only fixes: a replayed function call without its thought signature gets
+    Google's documented placeholder. ``raw_schemas`` sends tool and response schemas
+    untouched as ``parametersJsonSchema`` / ``responseJsonSchema`` instead of converting
+    them to the OpenAPI subset of ``parameters`` / ``responseSchema``.
+    Raises :class:`UpstreamError` (HTTP 400) for requests Gemini cannot express.
+    """
+    body = ctx.body
+    messages: list[dict[str, Any]] = body.get("messages") or []
+    request: dict[str, Any] = {
+        "contents": await contents_of(messages, session, gemini_3=bool(_GEMINI_3.search(model)))
+    }
+    if system := system_text(messages):
+        if request["contents"]:
+            request["systemInstruction"] = {"parts": [{"text": system}]}
+        else:  # OpenAI answers a system-only conversation; Gemini needs at least one content
+            request["contents"] = [{"role": "user", "parts": [{"text": system}]}]
+    tools = tools_of(body)
+    if tools:
+        key = "parametersJsonSchema" if raw_schemas else "parameters"
+        declarations = []
+        for tool in tools:
+            decl: dict[str, Any] = {"name": tool.name}
+            if tool.description:
+                decl["description"] = tool.description
+            decl[key] = tool.parameters if raw_schemas else sanitize_schema(tool.parameters)
+            declarations.append(decl)
+        request["tools"] = [{"functionDeclarations": declarations}]
+        choice = tool_choice_of(body)
+        if choice == "none":
+            request["toolConfig"] = {"functionCallingConfig": {"mode": "NONE"}}
+        elif choice == "required":
+            request["toolConfig"] = {"functionCallingConfig": {"mode": "ANY"}}
+        elif choice is not None:
+            request["toolConfig"] = {
+                "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [choice]}
+            }
+    config = generation_config(body, stream=stream, raw_schemas=raw_schemas)
+    if config:
+        request["generationConfig"] = config
+    return request
+
+
+# --------------------------------------------------------------------------- #
+# response
+# --------------------------------------------------------------------------- #
+
+
+def finish_reason(native: str | None, has_tool_calls: bool) -> str:
+    """Gemini ``finishReason`` → OpenAI's: STOP with function calls is ``tool_calls``."""
+    if native == "MAX_TOKENS":
+        return "length"
+    if native in FILTERED:
+        return "content_filter"
+    return "tool_calls" if has_tool_calls else "stop"
+
+
+def usage_of(meta: Any) -> Usage | None:
+    """``usageMetadata`` in OpenAI semantics (prompt includes cached, completion includes thoughts)."""
+    if not isinstance(meta, dict) or not meta:
+        return None
+
+    def n(key: str) -> int:
+        value = meta.get(key)
+        return value if isinstance(value, int) else 0
+
+    return Usage(
+        prompt_tokens=n("promptTokenCount") + n("toolUsePromptTokenCount"),
+        completion_tokens=n("candidatesTokenCount") + n("thoughtsTokenCount"),
+        cached_tokens=n("cachedContentTokenCount"),
+        reasoning_tokens=n("thoughtsTokenCount"),
+    )
+
+
+def blocked_prompt(body: dict[str, Any]) -> UpstreamError | None:
+    """The content-policy failure for a response whose prompt was blocked (no candidates)."""
+    feedback = body.get("promptFeedback")
+    if body.get("candidates") or not isinstance(feedback, dict) or not feedback.get("blockReason"):
+        return None
+    reason = feedback["blockReason"]
+    detail = feedback.get("blockReasonMessage")
+    message = f"the prompt was blocked by Gemini ({reason})" + (f": {detail}" if detail else "")
+    return UpstreamError(
+        message, kind="http", status=400, body=body, code="content_policy_violation", error_type=str(reason)
+    )
+
+
+def _signature_extra(signature: Any) -> dict[str, Any] | None:
+    return {"google": {"thought_signature": signature}} if isinstance(signature, str) and signature else None
+
+
+def _read_parts(parts: Any) -> tuple[str, str, list[tuple[ToolCall, dict[str, Any] | None]]]:
+    """``(text, reasoning, tool calls with their signature extras)`` of one candidate's parts.
+
+    Gemini 2.x function calls have no id: one is made up (unique, so ids never repeat
+    across the turns of a conversation); an upstream ``id`` (Gemini 3) is kept.
+    """
+    text, reasoning = [], []
+    calls: list[tuple[ToolCall, dict[str, Any] | None]] = []
+    for part in parts if isinstance(parts, list) else ():
+        if not isinstance(part, dict):
+            continue
+        if isinstance(part.get("functionCall"), dict):
+            fc = part["functionCall"]
+            call_id = str(fc.get("id") or new_id("call_"))
+            calls.append(
+                (
+                    ToolCall(call_id, str(fc.get("name", "")), jsonutil.dumps(fc.get("args") or {}).decode()),
+                    _signature_extra(part.get("thoughtSignature")),
+                )
+            )
+        elif isinstance(part.get("text"), str):
+            (reasoning if part.get("thought") else text).append(part["text"])
+    return "".join(text), "".join(reasoning), calls
+
+
+def parse_response(body: dict[str, Any], model: str) -> ChatResult:
+    """A ``GenerateContentResponse`` as an OpenAI ``chat.completion`` (one choice per candidate).
+
+    Raises the content-policy :class:`UpstreamError` when the prompt was blocked, and a
+    ``stream``-kind one when the response has neither candidates nor a block reason.
+    """
+    if (blocked := blocked_prompt(body)) is not None:
+        raise blocked
+    candidates = [c for c in body.get("candidates") or () if isinstance(c, dict)]
+    if not candidates:
+        raise UpstreamError("Gemini response has no candidates", kind="stream", body=body)
+    usage = usage_of(body.get("usageMetadata"))
+    response_id = str(body.get("responseId") or new_id())
+    response_model = str(body.get("modelVersion") or model)
+    choices: list[dict[str, Any]] = []
+    base: dict[str, Any] | None = None
+    for position, candidate in enumerate(sorted(candidates, key=lambda c: c.get("index") or 0)):
+        text, reasoning, calls = _read_parts((candidate.get("content") or {}).get("parts"))
+        native = candidate.get("finishReason")
+        out = completion(
+            response_id=response_id,
+            model=response_model,
+            content=text,
+            tool_calls=[c for c, _ in calls],
+            finish_reason=finish_reason(native, bool(calls)),
+            usage=usage,
+            reasoning=reasoning or None,
+            native_finish_reason=str(native) if native else None,
+        )
+        choice = out["choices"][0]
+        choice["index"] = position
+        for (_, extra), wire in zip(calls, choice["message"].get("tool_calls") or ()):
+            if extra:
+                wire["extra_content"] = extra
+        if base is None:
+            base = out
+        choices.append(choice)
+    assert base is not None
+    base["choices"] = choices
+    return ChatResult(base, usage)
+
+
+async def stream_chunks(datas: AsyncIterator[bytes], model: str, name: str) -> AsyncIterator[Chunk]:
+    """OpenAI chunks from ``alt=sse`` fragments (the ``data`` of each event, as ``iter_sse_data`` yields).
+
+    Each fragment is a whole ``GenerateContentResponse`` carrying deltas; ``usageMetadata``
+    is cumulative, ``finishReason`` marks the last one and there is no ``[DONE]``. Yields
+    the role chunk, content/reasoning/tool-call chunks, the finish chunk and, at the end,
+    the usage chunk. Raises ``UpstreamError(kind="stream")`` for an in-band ``{"error"}``,
+    a malformed fragment, a broken connection or a stream that ends without a finish
+    reason (``kind="timeout"`` when reading times out); releasing the response is the
+    caller's job. ``name`` (the provider instance) prefixes error messages.
+    """
+    writer: ChunkWriter | None = None
+    usage: Usage | None = None
+    finished = False
+    calls = 0
+    try:
+        async for data in datas:
+            try:
+                obj = jsonutil.loads(data)
+            except jsonutil.JSONDecodeError:
+                raise UpstreamError(f"{name}: malformed stream chunk", kind="stream") from None
+            if not isinstance(obj, dict):
+                raise UpstreamError(f"{name}: stream chunk is not a JSON object", kind="stream")
+            if "error" in obj:
+                raise _stream_error(obj, name)
+            if (blocked := blocked_prompt(obj)) is not None:
+                raise blocked
+            if writer is None:
+                writer = ChunkWriter(
+                    str(obj.get("responseId") or new_id()), str(obj.get("modelVersion") or model)
+                )
+                yield writer.role()
+            usage = usage_of(obj.get("usageMetadata")) or usage
+            candidate = next(
+                (c for c in obj.get("candidates") or () if isinstance(c, dict) and not c.get("index")), None
+            )
+            if candidate is None or finished:
+                continue
+            text, reasoning, new_calls = _read_parts((candidate.get("content") or {}).get("parts"))
+            if reasoning:
+                yield writer.reasoning(reasoning)
+            if text:
+                yield writer.text(text)
+            for call, extra in new_calls:
+                chunk = writer.tool_call(calls, call.id, call.name, call.arguments)
+                if extra:
+                    payload = jsonutil.loads(chunk.payload)
+                    payload["choices"][0]["delta"]["tool_calls"][0]["extra_content"] = extra
+                    chunk.payload = jsonutil.dumps(payload)
+                calls += 1
+                yield chunk
+            if native := candidate.get("finishReason"):
+                finished = True
+                yield writer.finish(finish_reason(native, calls > 0))
+    except TimeoutError:
+        raise UpstreamError(f"{name}: stream timed out", kind="timeout") from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"{name}: stream broken ({type(exc).__name__})", kind="stream") from None
+    if not finished or writer is None:
+        raise UpstreamError(f"{name}: stream ended without a finish reason", kind="stream")
+    if usage is not None:
+        yield writer.usage(usage)
+
+
+def _stream_error(obj: dict[str, Any], name: str) -> UpstreamError:
+    message, code, etype = error_fields(obj)
+    err = obj.get("error")
+    status = err.get("code") if isinstance(err, dict) and isinstance(err.get("code"), int) else None
+    if etype == "UNAVAILABLE":
+        etype = "overloaded_error"  # the classifier's overloaded signal for in-band errors
+    error = UpstreamError(
+        f"{name} stream error: {message}", kind="stream", status=status, body=obj, code=code, error_type=etype
+    )
+    return adjust_error(error)
+
+
+# --------------------------------------------------------------------------- #
+# errors
+# --------------------------------------------------------------------------- #
+
+
+def _details(body: Any) -> list[dict[str, Any]]:
+    err = body.get("error") if isinstance(body, dict) else None
+    details = err.get("details") if isinstance(err, dict) else None
+    return [d for d in details or () if isinstance(d, dict)]
+
+
+def error_fields(body: Any) -> tuple[str, str | None, str | None]:
+    """``(message, code, type)`` from ``{"error": {"code", "message", "status", "details"}}``.
+
+    ``type`` is the canonical status (``RESOURCE_EXHAUSTED``, ``UNAVAILABLE`` ...); ``code``
+    is ``insufficient_quota`` for an exhausted per-day quota (so it classifies as quota,
+    not a passing rate limit), else the ``ErrorInfo`` reason, else the status.
+    """
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        body = body[0]  # streamGenerateContent without alt=sse wraps errors in an array
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        err = body["error"]
+        status = err.get("status")
+        etype = str(status) if status else None
+        code = etype
+        for detail in _details(body):
+            kind = str(detail.get("@type", ""))
+            if kind.endswith("google.rpc.ErrorInfo") and detail.get("reason"):
+                code = str(detail["reason"])
+            elif kind.endswith("google.rpc.QuotaFailure"):
+                for violation in detail.get("violations") or ():
+                    if isinstance(violation, dict) and "PerDay" in str(violation.get("quotaId", "")):
+                        return str(err.get("message") or ""), "insufficient_quota", etype
+        return str(err.get("message") or ""), code, etype
+    if isinstance(body, str):
+        return body[:500], None, None
+    return "", None, None
+
+
+def retry_after(body: Any) -> float | None:
+    """Seconds from a ``google.rpc.RetryInfo`` detail (``"retryDelay": "19s"``), if any."""
+    if isinstance(body, list) and body:
+        body = body[0]
+    for detail in _details(body):
+        if str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            delay = detail.get("retryDelay")
+            match = _DURATION.match(delay) if isinstance(delay, str) else None
+            if match:
+                return float(match.group(1))
+    return None
+
+
+def adjust_error(error: UpstreamError) -> UpstreamError:
+    """Make a Google error classify right (mutates and returns ``error``).
+
+    Adds ``retry-after`` from ``RetryInfo`` when no header gave one. Google reports an
+    invalid API key as HTTP 400 ``API_KEY_INVALID`` and account-level preconditions (billing
+    off, region unsupported) as 400 ``FAILED_PRECONDITION``: both are this instance's
+    problem, not the request's, so they become 401 / 403 (auth: fall back) instead of a
+    bad request that would fail fast.
+    """
+    has_header = any(k.lower() in ("retry-after", "retry-after-ms") for k in error.headers)
+    if not has_header and (seconds := retry_after(error.body)) is not None:
+        error.headers["retry-after"] = f"{seconds:g}"
+    if error.status == 400:
+        if error.code == "API_KEY_INVALID":
+            error.status = 401
+        elif error.error_type == "FAILED_PRECONDITION":
+            error.status = 403
+    return error

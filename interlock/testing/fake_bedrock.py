@@ -1,0 +1,474 @@
+"""A fake AWS Bedrock runtime: Converse, ConverseStream (binary event stream) and InvokeModel embeddings.
+
+``FakeBedrock`` answers through the shared reply planner like every fake, speaks Bedrock's
+REST-JSON wire format (errors carry ``x-amzn-ErrorType`` and ``{"message"}``), and streams
+real AWS event-stream frames with CRCs, so the official ``boto3`` client accepts it (see
+``tests/testing/test_fake_bedrock.py``). With ``access_key_id`` and ``secret_access_key`` set
+it verifies each request's SigV4 signature (through botocore); with ``api_key`` it accepts a
+Bedrock API key as ``Authorization: Bearer``. Point a client at :attr:`url`.
+
+Knobs a test may set on an instance: :attr:`reasoning` (a reasoning block before the answer),
+:attr:`cache_read_tokens` / :attr:`cache_write_tokens` (reported in usage), :attr:`stop_reason`
+(overrides the natural one) and :attr:`stream_exception` (the in-band exception that
+``Fault(error_event_at=...)`` sends).
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from interlock.testing._base import FakeServer, Fault, request_state
+from interlock.testing._bedrock_checks import MALFORMED, check_converse
+from interlock.testing._eventstream import corrupt, event_frame, exception_frame
+from interlock.testing._replies import Reply, ReplyError, call_id, embed, plan_reply, prompt_tokens, split
+
+if TYPE_CHECKING:
+    from interlock.testing.conformance import ProviderCase
+
+__all__ = ["FakeBedrock", "Fault", "conformance_case"]
+
+EVENT_STREAM = "application/vnd.amazon.eventstream"
+_AUTH = re.compile(
+    r"^AWS4-HMAC-SHA256 Credential=(?P<akid>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)"
+    r"/aws4_request,"
+    r"\s*SignedHeaders=(?P<signed>[^,]+),\s*Signature=(?P<signature>[0-9a-f]{64})$"
+)
+_INVALID_TOKEN = "The security token included in the request is invalid."
+_INVALID_MODEL = "The provided model identifier is invalid."
+_JSON_ASKED = re.compile(r"\bJSON\b")
+_SCHEMA_IN_TEXT = re.compile(r"JSON Schema: (\{.*\})\s*$", re.DOTALL)
+# (exception name, message) per status, as Bedrock sends them
+_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("ValidationException", MALFORMED),
+    401: ("UnrecognizedClientException", _INVALID_TOKEN),
+    403: ("AccessDeniedException", "You don't have access to the model with the specified model ID."),
+    404: ("ResourceNotFoundException", "The requested resource could not be found."),
+    408: ("ModelTimeoutException", "Model has timed out in processing the request. Try your request again."),
+    424: ("ModelErrorException", "The model returned an error. Try your request again."),
+    429: ("ThrottlingException", "Too many requests, please wait before trying again."),
+    500: (
+        "InternalServerException",
+        "The system encountered an unexpected error during processing. Try your request again.",
+    ),
+    503: ("ServiceUnavailableException", "Bedrock is unable to process your request."),
+}
+#: payloads of the in-band exceptions a ConverseStream can end with
+STREAM_EXCEPTIONS: dict[str, dict[str, Any]] = {
+    "modelStreamErrorException": {
+        "message": "The model encountered an error while streaming its response.",
+        "originalStatusCode": 500,
+        "originalMessage": "Internal server error",
+    },
+    "throttlingException": {"message": "Too many tokens, please wait before trying again."},
+    "serviceUnavailableException": {"message": "Bedrock is unable to process your request."},
+    "internalServerException": {"message": _ERRORS[500][1]},
+    "validationException": {"message": "Input is too long for requested model."},
+}
+_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+
+
+def _type_header(name: str) -> str:
+    return f"{name}:http://internal.amazon.com/coral/com.amazon.bedrock/"
+
+
+def _texts(blocks: Iterable[Any]) -> list[str]:
+    return [b["text"] for b in blocks if isinstance(b, dict) and isinstance(b.get("text"), str)]
+
+
+def _tool_result_text(block: dict[str, Any]) -> str:
+    parts = []
+    for item in block.get("content") or ():
+        if isinstance(item, dict) and isinstance(item.get("text"), str):
+            parts.append(item["text"])
+        elif isinstance(item, dict) and "json" in item:
+            parts.append(orjson.dumps(item["json"]).decode())
+    return " ".join(parts)
+
+
+class FakeBedrock(FakeServer):
+    """A deterministic Bedrock runtime endpoint; see the module docstring."""
+
+    auth_failure = (403, _INVALID_TOKEN)
+
+    def __init__(
+        self,
+        models: Iterable[str] = (
+            "anthropic.claude-3-5-haiku-20241022-v1:0",
+            "us.anthropic.claude-sonnet-4-20250514-v1:0",
+            "amazon.nova-pro-v1:0",
+            "amazon.titan-embed-text-v2:0",
+            "cohere.embed-english-v3",
+        ),
+        *,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        region: str | None = None,
+        api_key: str | None = None,
+        chunks: int = 5,
+        seed: int = 0,
+        failure_rate: float = 0.0,
+        record_limit: int | None = None,
+    ) -> None:
+        """``access_key_id`` (and ``secret_access_key`` to check signatures) or ``api_key`` make
+        the fake require credentials; with neither it accepts any request. ``region`` pins the
+        credential scope a signature must use."""
+        self.models: list[str] = list(models)
+        self.access_key_id = access_key_id
+        self.secret_access_key = secret_access_key
+        self.region = region
+        self.chunks = max(1, chunks)
+        self.reasoning: str | None = None
+        self.cache_read_tokens = 0
+        self.cache_write_tokens = 0
+        self.stop_reason: str | None = None
+        self.stream_exception = "modelStreamErrorException"
+        super().__init__(api_key=api_key, seed=seed, failure_rate=failure_rate, record_limit=record_limit)
+
+    # -- FakeServer hooks -------------------------------------------------------------------------
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/model/{model_id:.+}/converse", self._converse)
+        router.add_post("/model/{model_id:.+}/converse-stream", self._converse)
+        router.add_post("/model/{model_id:.+}/invoke", self._invoke)
+
+    def model_of(self, request: web.Request, body: Any) -> Any:
+        return request.match_info.get("model_id")
+
+    def is_generation(self, request: web.Request) -> bool:
+        return request.method == "POST" and not request.path.endswith("/invoke")
+
+    def authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            return self.api_key is not None and hmac.compare_digest(header[7:], self.api_key)
+        if self.access_key_id is None:
+            return self.api_key is None  # an open fake, unless it only takes API keys
+        return self._signature_ok(request, header)
+
+    def _signature_ok(self, request: web.Request, header: str) -> bool:
+        """SigV4 for ``bedrock``: the access key and scope, and the signature itself with the secret."""
+        m = _AUTH.match(header)
+        amz_date = request.headers.get("X-Amz-Date", "")
+        if (
+            m is None
+            or m["akid"] != self.access_key_id
+            or m["service"] != "bedrock"
+            or not amz_date.startswith(m["date"])
+        ):
+            return False
+        if self.region is not None and m["region"] != self.region:
+            return False
+        if self.secret_access_key is None:
+            return True
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        names = m["signed"].split(";")
+        signed = AWSRequest(
+            method=request.method,
+            url=f"http://{request.host}{request.raw_path}",
+            data=request_state(request).raw,
+            headers={name: request.headers.get(name, "") for name in names},
+        )
+        signed.context["timestamp"] = amz_date
+        auth = SigV4Auth(Credentials(self.access_key_id, self.secret_access_key), "bedrock", m["region"])
+        expected = auth.signature(auth.string_to_sign(signed, auth.canonical_request(signed)), signed)
+        return hmac.compare_digest(expected, m["signature"])
+
+    def _headers(self) -> dict[str, str]:
+        return {"x-amzn-RequestId": str(uuid.UUID(int=int(self.next_id(""))))}
+
+    def _json(self, data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+        return web.Response(
+            body=orjson.dumps(data),
+            status=status,
+            content_type="application/json",
+            headers={**self._headers(), **(headers or {})},
+        )
+
+    def error_response(self, status: int, message: str | None = None, **detail: Any) -> web.Response:
+        name, default = _ERRORS.get(
+            status, ("InternalServerException" if status >= 500 else "ValidationException", f"HTTP {status}")
+        )
+        if message == _INVALID_TOKEN:
+            name = "UnrecognizedClientException"
+        elif message is not None and message.startswith("Unknown request URL"):
+            name = "UnknownOperationException"
+        name = detail.get("error_type", name)
+        return self._json({"message": message or default}, status, {"x-amzn-ErrorType": _type_header(name)})
+
+    def fault_response(self, fault: Fault) -> web.Response:
+        response = super().fault_response(fault)
+        response.headers.update(self._headers())
+        if fault.status is not None and fault.status >= 400 and fault.body is not None:
+            # a custom body still comes with the exception name Bedrock sends for that status
+            name = _ERRORS.get(
+                fault.status,
+                ("InternalServerException" if fault.status >= 500 else "ValidationException", ""),
+            )[0]
+            response.headers.setdefault("x-amzn-ErrorType", _type_header(name))
+        return response
+
+    def _invalid(self, message: str) -> web.Response:
+        return self.error_response(400, message)
+
+    # -- Converse / ConverseStream ----------------------------------------------------------------
+
+    def _plan(self, body: dict[str, Any]) -> Reply | web.Response:
+        messages: list[dict[str, Any]] = body["messages"]
+        prompt, images = "", 0
+        for message in reversed(messages):
+            content = message["content"]
+            if message["role"] == "user" and any("text" in b or "image" in b for b in content):
+                prompt = " ".join(_texts(content))
+                images = sum(1 for b in content if "image" in b)
+                break
+        last = messages[-1]
+        # a turn of tool results only; text after the results is a new question (OpenAI's tool + user)
+        answers_tools = last["role"] == "user" and all("toolResult" in b for b in last["content"])
+        results = [b["toolResult"] for b in last["content"]] if answers_tools else []
+        tool_config = body.get("toolConfig") or {}
+        tools = [
+            {"name": t["toolSpec"]["name"], "parameters": t["toolSpec"]["inputSchema"]["json"]}
+            for t in tool_config.get("tools") or ()
+        ]
+        choice = tool_config.get("toolChoice") or {}
+        tool_choice = "required" if "any" in choice else (choice.get("tool") or {}).get("name")
+        system = "\n".join(_texts(body.get("system") or ()))
+        schema: dict[str, Any] | None = None
+        text_format = (body.get("outputConfig") or {}).get("textFormat") or {}
+        try:
+            if m := _SCHEMA_IN_TEXT.search(
+                system
+            ):  # a model follows a schema spelled out in its instructions
+                schema = orjson.loads(m.group(1))
+            if text_format.get("type") == "json_schema":  # native structured output: the schema is a string
+                schema = orjson.loads(
+                    ((text_format.get("structure") or {}).get("jsonSchema") or {}).get("schema") or "{}"
+                )
+        except orjson.JSONDecodeError:
+            return self._invalid("The JSON schema is not valid JSON.")
+        try:
+            return plan_reply(
+                prompt=prompt,
+                images=images,
+                tools=tools or None,
+                tool_choice=tool_choice,
+                tool_result=_tool_result_text(results[-1]) if results else None,
+                json_mode=bool(_JSON_ASKED.search(system)),
+                schema=schema,
+                max_tokens=(body.get("inferenceConfig") or {}).get("maxTokens"),
+            )
+        except ReplyError as exc:
+            return self._invalid(f"The tool choice is invalid: {exc}.")
+
+    async def _converse(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["model_id"] not in self.models:
+            return self._invalid(_INVALID_MODEL)
+        state = request_state(request)
+        if state.malformed or (problem := check_converse(state.json)):
+            return self._invalid(MALFORMED if state.malformed else str(problem))
+        body: dict[str, Any] = state.json
+        reply = self._plan(body)
+        if isinstance(reply, web.Response):
+            return reply
+        texts = _texts(body.get("system") or ())
+        for message in body["messages"]:
+            for block in message["content"]:
+                texts += _texts([block])
+                if "toolUse" in block:
+                    texts.append(orjson.dumps(block["toolUse"]["input"]).decode())
+                if "toolResult" in block:
+                    texts.append(_tool_result_text(block["toolResult"]))
+        output = reply.completion_tokens + (len(self.reasoning.split()) if self.reasoning else 0)
+        usage: dict[str, Any] = {"inputTokens": prompt_tokens(texts), "outputTokens": output}
+        if self.cache_read_tokens:
+            usage["cacheReadInputTokens"] = self.cache_read_tokens
+        if self.cache_write_tokens:
+            usage["cacheWriteInputTokens"] = self.cache_write_tokens
+        usage["totalTokens"] = (
+            usage["inputTokens"] + output + self.cache_read_tokens + self.cache_write_tokens
+        )
+        stop_reason = self.stop_reason or _STOP_REASONS[reply.finish_reason]
+        tool_id = call_id(self.next_id("tool-"), "tooluse_") if reply.tool_name else None
+        if request.path.endswith("/converse-stream"):
+            return await self._stream(request, reply, tool_id, stop_reason, usage)
+        content: list[dict[str, Any]] = []
+        if self.reasoning:
+            content.append(
+                {
+                    "reasoningContent": {
+                        "reasoningText": {"text": self.reasoning, "signature": "fake-signature"}
+                    }
+                }
+            )
+        if reply.tool_name is not None:
+            content.append(
+                {
+                    "toolUse": {
+                        "toolUseId": tool_id,
+                        "name": reply.tool_name,
+                        "input": orjson.loads(reply.arguments or "{}"),
+                    }
+                }
+            )
+        else:
+            content.append({"text": reply.content or ""})
+        return self._json(
+            {
+                "output": {"message": {"role": "assistant", "content": content}},
+                "stopReason": stop_reason,
+                "usage": usage,
+                "metrics": {"latencyMs": 42},
+            }
+        )
+
+    async def _stream(
+        self, request: web.Request, reply: Reply, tool_id: str | None, stop_reason: str, usage: dict[str, Any]
+    ) -> web.StreamResponse:
+        """Bedrock's event sequence: messageStart, deltas (and tool start), stops, then metadata."""
+        pad = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0"
+
+        def event(name: str, payload: dict[str, Any]) -> bytes:
+            # Bedrock pads every event with a random-length "p" field against length side channels
+            return event_frame(name, {**payload, "p": pad[: 1 + len(orjson.dumps(payload)) % len(pad)]})
+
+        events: list[bytes] = []
+        block = 0
+        if self.reasoning:
+            for piece in split(self.reasoning, self.chunks):
+                events.append(
+                    event(
+                        "contentBlockDelta",
+                        {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": piece}}},
+                    )
+                )
+            events.append(
+                event(
+                    "contentBlockDelta",
+                    {"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": "fake-signature"}}},
+                )
+            )
+            events.append(event("contentBlockStop", {"contentBlockIndex": 0}))
+            block = 1
+        if reply.tool_name is not None:
+            start = {"toolUse": {"toolUseId": tool_id, "name": reply.tool_name}}
+            events.append(event("contentBlockStart", {"contentBlockIndex": block, "start": start}))
+            for piece in split(reply.arguments or "", self.chunks):
+                events.append(
+                    event(
+                        "contentBlockDelta",
+                        {"contentBlockIndex": block, "delta": {"toolUse": {"input": piece}}},
+                    )
+                )
+        else:
+            for piece in split(reply.content or "", self.chunks):
+                events.append(
+                    event("contentBlockDelta", {"contentBlockIndex": block, "delta": {"text": piece}})
+                )
+        tail = [
+            event("contentBlockStop", {"contentBlockIndex": block}),
+            event("messageStop", {"stopReason": stop_reason}),
+            event("metadata", {"usage": usage, "metrics": {"latencyMs": 42}}),
+        ]
+        payload = STREAM_EXCEPTIONS.get(self.stream_exception, {"message": "stream failed"})
+        response = web.StreamResponse(headers={"Content-Type": EVENT_STREAM, **self._headers()})
+        return await self.play(
+            request,
+            response,
+            head=[event("messageStart", {"role": "assistant"})],
+            events=events,
+            tail=tail,
+            error_event=exception_frame(self.stream_exception, payload),
+            malformed=corrupt(
+                event("contentBlockDelta", {"contentBlockIndex": block, "delta": {"text": "garbled"}})
+            ),
+        )
+
+    # -- InvokeModel (embeddings) -----------------------------------------------------------------
+
+    async def _invoke(self, request: web.Request) -> web.Response:
+        model = request.match_info["model_id"]
+        if model not in self.models:
+            return self._invalid(_INVALID_MODEL)
+        state = request_state(request)
+        body = state.json
+        if state.malformed or not isinstance(body, dict):
+            return self._invalid(MALFORMED)
+        if "titan-embed" in model:
+            extra = sorted(set(body) - {"inputText", "dimensions", "normalize", "embeddingTypes"})
+            if extra:
+                return self._invalid(
+                    f"Malformed input request: extraneous key [{extra[0]}] is not permitted, "
+                    "please reformat your input and try again."
+                )
+            text = body.get("inputText")
+            dims = body.get("dimensions", 1024)
+            if not isinstance(text, str) or not text or dims not in (256, 512, 1024):
+                return self._invalid(MALFORMED)
+            tokens = max(1, len(text.split()))
+            headers = {"X-Amzn-Bedrock-Input-Token-Count": str(tokens)}
+            return self._json(
+                {"embedding": embed(text, dims), "inputTextTokenCount": tokens}, headers=headers
+            )
+        if "cohere.embed" in model:
+            texts = body.get("texts")
+            if (
+                not isinstance(texts, list)
+                or not 1 <= len(texts) <= 96
+                or not all(isinstance(t, str) for t in texts)
+                or body.get("input_type")
+                not in ("search_document", "search_query", "classification", "clustering")
+            ):
+                return self._invalid(MALFORMED)
+            tokens = sum(max(1, len(t.split())) for t in texts)
+            data = {
+                "embeddings": [embed(t, 1024) for t in texts],
+                "id": str(uuid.uuid4()),
+                "response_type": "embeddings_floats",
+                "texts": texts,
+            }
+            return self._json(data, headers={"X-Amzn-Bedrock-Input-Token-Count": str(tokens)})
+        return self._invalid("The fake serves InvokeModel for Titan and Cohere embedding models only.")
+
+
+def conformance_case() -> ProviderCase:
+    """The conformance :class:`~interlock.testing.conformance.ProviderCase` for ``bedrock``."""
+    from interlock.testing.conformance import FEATURES, ProviderCase
+    from interlock.testing.gateway import provider_table
+
+    akid, secret, region = "AKIAFAKECONFORMANCE1", "fake/conformance+secret0123456789abcdef", "us-west-2"
+    chat, embedder = "anthropic.claude-3-5-haiku-20241022-v1:0", "amazon.titan-embed-text-v2:0"
+    return ProviderCase(
+        name="bedrock",
+        fake=lambda: FakeBedrock(
+            models=[chat, embedder], access_key_id=akid, secret_access_key=secret, region=region
+        ),
+        provider_toml=lambda fake, timeout: provider_table(
+            "bedrock", type="bedrock", base_url=fake.url, region=region, timeout=timeout
+        ),
+        model=f"bedrock/{chat}",
+        embeddings_model=f"bedrock/{embedder}",
+        features=FEATURES,
+        # Bedrock has no 401 (bad credentials are 403) and reports guardrail blocks as a stop reason
+        errors={
+            "context_length": (400, {"message": "Input is too long for requested model."}),
+            "auth": (403, None),
+        },
+        environ={
+            "AWS_ACCESS_KEY_ID": akid,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            # never the developer's real AWS setup, and no instance-metadata probing
+            "AWS_CONFIG_FILE": "/nonexistent/interlock-test/aws-config",
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/interlock-test/aws-credentials",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        },
+    )
