@@ -17,13 +17,14 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from interlock.core import jsonutil
+from interlock.core import jsonutil, stats
+from interlock.core.config import ConfigError
 from interlock.core.errors import GatewayError
 from interlock.core.gateway import Gateway
 from interlock.core.plugins import plugin_info
 from interlock.core.router import StreamStart, chat_op, embeddings_op, note_chunk
 from interlock.core.sse import DONE, encode_event
-from interlock.core.types import Attempt, Decision, RequestContext, Target, UpstreamError
+from interlock.core.types import Attempt, Chunk, Decision, RequestContext, Target, UpstreamError
 from interlock.core.validate import require_object, validate_chat, validate_embeddings
 
 log = logging.getLogger("interlock.app")
@@ -49,6 +50,7 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/health/providers", health_providers)
     app.router.add_get("/-/plugins", plugins)
+    app.router.add_post("/-/reload", reload_config)
     return app
 
 
@@ -147,7 +149,20 @@ def _routing_headers(decision: Decision, attempt: Attempt | None, target: Target
         headers["x-interlock-fallback"] = "true" if decision.fallback_used else "false"
     if decision.route:
         headers["x-interlock-route"] = decision.route
+    if decision.rule:
+        headers["x-interlock-rule"] = _header_safe(decision.rule)
+    if decision.attempts:
+        # a compact summary of every attempt: target=outcome[:what the router did next]
+        summary = ", ".join(
+            f"{a.provider}/{a.model}={a.outcome}" + (f":{a.action}" if a.action else "") for a in decision.attempts
+        )
+        headers["x-interlock-decision"] = _header_safe(summary)
     return headers
+
+
+def _header_safe(value: str, limit: int = 1024) -> str:
+    value = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in value)
+    return value if len(value) <= limit else value[: limit - 3] + "..."
 
 
 async def _routed(gateway: Gateway, ctx: RequestContext, decision: Decision, routing: Awaitable[T]) -> T:
@@ -179,7 +194,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     body = await read_json(request)
     validate_chat(body)
+    models = body.pop("models", None)  # OpenRouter-style per-request fallback list; never sent upstream
+    if models is not None and (
+        not isinstance(models, list) or not models or len(models) > 10
+        or not all(isinstance(m, str) and m.strip() for m in models)
+    ):
+        raise GatewayError(400, "'models' must be a list of 1 to 10 model names", param="models", code="invalid_value")
     ctx = _context(request, body, "chat")
+    ctx.models_override = models
     decision = gateway.router.new_decision(ctx, body["model"])
     if ctx.stream:
         return await _stream(request, gateway, ctx, decision)
@@ -189,53 +211,98 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(request: web.Request, gateway: Gateway, ctx: RequestContext, decision: Decision) -> web.StreamResponse:
-    start = await _routed(gateway, ctx, decision, gateway.router.stream(ctx, decision))
+    router = gateway.router  # this request finishes on the config it started with, even across a reload
+    start = await _routed(gateway, ctx, decision, router.stream(ctx, decision))
+    headers = _routing_headers(decision, start.attempt, start.target)
+    if start.settings.continue_stream:
+        headers["x-interlock-continuation"] = "enabled"
     resp = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",
             "x-request-id": ctx.request_id,
-            **_routing_headers(decision, start.attempt, start.target),
+            **headers,
         }
     )
+    current = start
     try:
         await resp.prepare(request)
-        await _relay(resp, gateway, ctx, decision, start)
+        while True:
+            failure = await _relay(resp, ctx, decision, current)
+            if failure is None:
+                await resp.write(DONE)
+                break
+            err, partial = failure
+            verdict = await router.stream_ended(current, err)
+            if partial is not None and current.settings.continue_stream and current.remaining:
+                try:
+                    current = await router.continue_stream(ctx, decision, current, partial)
+                    current.buffered = [c for c in current.buffered if c.content or c.finish_reason or c.usage_only]
+                    continue  # splice: the next target's content follows what the client has
+                except GatewayError as cont_err:
+                    decision.events.append(f"continuation failed: {cont_err.message}")
+            failure_class = verdict.failure_class.value if verdict else "stream_error"
+            decision.status, decision.error_type, decision.error_message = 502, failure_class, err.message
+            error = GatewayError(
+                502, f"the upstream stream failed after it started: {err.message}", type="upstream_error",
+                code=failure_class,
+            )
+            await resp.write(encode_event(error.encode()))  # explicit, never a silent truncation
+            break
     except (ConnectionResetError, asyncio.CancelledError):
         decision.status, decision.error_type = 499, "client_disconnected"
         raise
     finally:
-        if start.rest is not None:
-            await start.rest.aclose()  # releases the upstream connection whatever happened
-        start.ended()
-        _finish(gateway, ctx, decision, start.attempt)
+        if current.rest is not None:
+            await current.rest.aclose()  # releases the upstream connection whatever happened
+        await router.stream_ended(current)
+        _finish(gateway, ctx, decision, current.attempt)
     return resp
 
 
-async def _relay(resp: web.StreamResponse, gateway: Gateway, ctx: RequestContext, decision: Decision, start: StreamStart) -> None:
+async def _relay(
+    resp: web.StreamResponse, ctx: RequestContext, decision: Decision, start: StreamStart
+) -> tuple[UpstreamError, str | None] | None:
+    """Forward one target's stream; on a failure return it with the text sent so far.
+
+    The partial text is only collected when the route may continue the stream
+    elsewhere (it costs a parse per chunk), and is None once a tool call was
+    streamed: a half-sent tool call cannot be continued.
+    """
     drop_usage = not ctx.client_wants_usage
+    collect = start.settings.continue_stream
+    partial: list[str] | None = [] if collect else None
+
+    def keep(chunk: Chunk) -> None:
+        nonlocal partial
+        if partial is None or not chunk.content:
+            return
+        for choice in jsonutil.loads(chunk.payload).get("choices") or ():
+            delta = choice.get("delta") or {}
+            if delta.get("tool_calls"):
+                partial = None
+                return
+            partial.append(delta.get("content") or "")
+
     for chunk in start.buffered:
+        keep(chunk)
         if not (drop_usage and chunk.usage_only):
             await resp.write(encode_event(chunk.payload))
-    decision.ttft_ms = (time.perf_counter() - ctx.started) * 1000
-    if start.rest is not None:
-        try:
-            async for chunk in start.rest:
-                note_chunk(start.attempt, chunk)
-                if drop_usage and chunk.usage_only:
-                    continue
-                await resp.write(encode_event(chunk.payload))
-        except UpstreamError as err:
-            verdict = gateway.router.stream_failed(start, err)
-            decision.status, decision.error_type, decision.error_message = 502, verdict.failure_class.value, err.message
-            error = GatewayError(
-                502, f"the upstream stream failed after it started: {err.message}", type="upstream_error",
-                code=verdict.failure_class.value,
-            )
-            await resp.write(encode_event(error.encode()))  # explicit, never a silent truncation
-            return
-    await resp.write(DONE)
+    if decision.ttft_ms is None:
+        decision.ttft_ms = (time.perf_counter() - ctx.started) * 1000
+    if start.rest is None:
+        return None
+    try:
+        async for chunk in start.rest:
+            note_chunk(start.attempt, chunk)
+            keep(chunk)
+            if drop_usage and chunk.usage_only:
+                continue
+            await resp.write(encode_event(chunk.payload))
+    except UpstreamError as err:
+        return err, ("".join(partial) if partial is not None else None)
+    return None
 
 
 async def embeddings(request: web.Request) -> web.Response:
@@ -273,13 +340,46 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def health_providers(request: web.Request) -> web.Response:
+    """Each provider instance, and per target: counts, breaker state and requests in flight."""
     gateway = request.app[GATEWAY]
+    router = gateway.router
+    targets = gateway.health.snapshot()
+    breakers = await router.breaker.snapshot()
+    for key in sorted(set(targets) | set(breakers)):
+        entry = targets.setdefault(key, {})
+        entry["breaker"] = breakers.get(key, {"state": "closed", "trips": 0})
+        entry["state"] = entry["breaker"]["state"] if entry["breaker"]["state"] != "closed" else entry.get("state", "healthy")
+        entry["inflight"] = await stats.inflight(gateway.store, key)
     return json_response(
         {
             "providers": [p.describe() for p in gateway.providers.values()],
-            "targets": gateway.health.snapshot(),
+            "targets": targets,
+            "reloads": gateway.reloads,
         }
     )
+
+
+async def reload_config(request: web.Request) -> web.Response:
+    """``POST /-/reload``: re-read the config file; an invalid one is rejected and the old stays."""
+    gateway = request.app[GATEWAY]
+    admin = gateway.cfg.admin_key
+    if admin is not None:
+        if request.headers.get("Authorization", "") != f"Bearer {admin.get()}":
+            raise GatewayError(401, "admin endpoints need 'Authorization: Bearer <server.admin_key>'",
+                               type="authentication_error", code="invalid_admin_key")
+    elif request.remote not in ("127.0.0.1", "::1"):
+        raise GatewayError(403, "without server.admin_key, admin endpoints answer loopback clients only",
+                           type="permission_error", code="admin_forbidden")
+    try:
+        notes = gateway.reload_from_source()
+    except ConfigError as exc:
+        return json_response(
+            {"error": {"message": str(exc), "type": "invalid_request_error", "param": None, "code": "invalid_config",
+                       "problems": [{"path": p, "message": m} for p, m in exc.problems]}},
+            status=400,
+        )
+    return json_response({"reloaded": True, "source": gateway.cfg.source, "routes": sorted(gateway.resolver.routes),
+                          "providers": sorted(gateway.providers), "notes": notes})
 
 
 async def plugins(request: web.Request) -> web.Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -41,7 +42,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         cfg.port = args.port
     gateway = _gateway(cfg)
-    logs.setup(cfg.log_level, gateway.secrets())
+    redactor = logs.setup(cfg.log_level, gateway.secrets())
+    gateway.on_reload.append(lambda gw: redactor.update(gw.secrets()))
     providers = ", ".join(f"{n} ({p.type_name})" for n, p in gateway.providers.items()) or "none"
     routes = ", ".join(gateway.resolver.routes) or "none"
     source = cfg.source or "embedded defaults"
@@ -58,8 +60,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app.cleanup_ctx.insert(0, demo.fakes_context(fakes))  # fakes up before the gateway, down after
         print('interlock: try: curl -s localhost:%d/v1/chat/completions -H "content-type: application/json" '
               '-d \'{"model": "smart", "messages": [{"role": "user", "content": "hi"}]}\' -i' % cfg.port, flush=True)
+    app.on_startup.append(_reload_on_sighup)
     web.run_app(app, host=cfg.host, port=cfg.port, print=None, access_log=None)
     return 0
+
+
+async def _reload_on_sighup(app: Any) -> None:
+    """``kill -HUP <pid>`` reloads routes, rules, targets and providers without a restart."""
+    import logging
+    import signal
+
+    from interlock.core.app import GATEWAY
+
+    gateway = app[GATEWAY]
+    log = logging.getLogger("interlock")
+
+    def reload() -> None:
+        try:
+            for note in gateway.reload_from_source():
+                log.warning("reload: %s", note)
+        except (ConfigError, PluginError) as exc:
+            log.error("reload rejected, the running configuration stays in force:\n%s", exc)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -81,6 +104,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  {name} [{route.strategy}]: {order}")
     if not gateway.resolver.routes:
         print("  (none; bare model names are auto-detected)")
+    if gateway.resolver.rules:
+        print("rules (first match wins):")
+        for i, rule in enumerate(gateway.resolver.rules, 1):
+            print(f"  {i}. {rule.name}: {rule.describe()} -> {rule.route}")
     return 0
 
 
@@ -111,20 +138,57 @@ def cmd_explain(args: argparse.Namespace) -> int:
         with open(args.request, encoding="utf-8") as fh:
             body = json.load(fh)
         body["model"] = args.model
-    ctx = RequestContext(request_id="explain", endpoint="chat", body=body, stream=bool(body.get("stream")))
+    headers: dict[str, str] = {}
+    for h in args.header or ():
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            print(f"--header {h!r}: expected 'NAME: VALUE'", file=sys.stderr)
+            return 2
+        headers[name.strip().lower()] = value.strip()
+    tags = [t.strip() for t in headers.get("x-interlock-tags", "").split(",") if t.strip()]
+    ctx = RequestContext(
+        request_id="explain", endpoint="chat", body=body, stream=bool(body.get("stream")), headers=headers, tags=tags,
+        user=body.get("user") if isinstance(body.get("user"), str) else None,
+    )
     try:
-        route, strategy, order = gateway.router.plan(ctx, args.model)
+        plan = asyncio.run(gateway.router.plan(ctx, args.model))
     except GatewayError as err:
         print(f"{args.model}: {err.message}", file=sys.stderr)
         return 1
+    route, strategy, order = plan.route, plan.strategy, plan.order
     if route.implicit:
         t = route.targets[0]
         how = "explicit instance/model" if args.model.startswith(f"{t.provider}/") else "auto-detected from the model name"
         print(f"{args.model}: no route; {how} -> provider {t.provider} ({gateway.providers[t.provider].type_name})")
     else:
         print(f"{args.model}: route {route.name!r}, strategy {strategy!r}")
+    rules = gateway.resolver.rules
+    if ctx.rule:  # set by plan() when a select_route answer (a rule, or a plugin) changed the route
+        shown = ctx.rule
+        for rule in rules:
+            prefix = f"rule {rule.name!r}: "
+            if shown.startswith(prefix):
+                shown = f"{rule.name} ({shown[len(prefix):]})"
+                break
+        print(f"  rule: {shown}")
+    elif rules:
+        print(f"  rule: none changed the route ({len(rules)} configured)")
     for i, t in enumerate(order, 1):
-        print(f"  {i}. {t.provider}/{t.model}  (provider type {gateway.providers[t.provider].type_name}, weight {t.weight:g})")
+        extras = [f"provider type {gateway.providers[t.provider].type_name}", f"weight {t.weight:g}"]
+        extras += [f"{k} {v:g}" for k, v in (("timeout", t.timeout), ("latency_threshold", t.latency_threshold)) if v]
+        if t.context_window:
+            extras.append(f"context window {t.context_window}")
+        print(f"  {i}. {t.provider}/{t.model}  ({', '.join(extras)})")
+    for note in plan.reasons:
+        if not note[:1].isdigit():  # the numbered reasons are the list above
+            print(f"  note: {note}")
+    for skipped in plan.skipped:
+        print(f"  skipped: {skipped}")
+    s = plan.settings
+    knobs = {k: getattr(s, k) for k in ("retries", "timeout", "latency_threshold", "total_timeout", "hedge_delay",
+                                         "hedge_percentile", "continue_stream") if getattr(s, k)}
+    if knobs:
+        print("  settings: " + ", ".join(f"{k}={v}" for k, v in knobs.items()))
     return 0
 
 
@@ -152,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("model")
     explain.add_argument("--config", help="TOML config file")
     explain.add_argument("--request", help="a JSON chat request to evaluate routing rules against")
+    explain.add_argument(
+        "--header", action="append", metavar="'NAME: VALUE'", help="a request header for header and tag rules (repeatable)"
+    )
     explain.set_defaults(func=cmd_explain)
     return parser
 

@@ -16,7 +16,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from interlock.core.breaker import BreakerSettings
+from interlock.core.pricing import Price, parse_prices
 from interlock.core.provider import ProviderSettings, Secret
+from interlock.core.rules import Rule, parse_rules
+from interlock.core.route_settings import (
+    TARGET_KEYS,
+    RouteSettings,
+    TargetSettings,
+    parse_route_settings,
+    parse_target_settings,
+)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4000
@@ -28,9 +38,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # keys of [providers.NAME] the core itself understands; the rest are provider options
 _PROVIDER_CORE_KEYS = {"type", "base_url", "api_key", "headers", "timeout", "connect_timeout", "models"}
-_ROUTE_KEYS = {"chain", "targets", "strategy", "description", "retries"}
-_TOP_KEYS = {"server", "database", "providers", "routes", "plugins", "logging", "exporters"}
-_SERVER_KEYS = {"host", "port", "max_body_bytes", "auto_providers"}
+_ROUTE_KEYS = {"chain", "targets", "strategy", "description", *RouteSettings.keys()}
+_TOP_KEYS = {"server", "database", "providers", "routes", "rules", "plugins", "logging", "exporters", "breaker", "prices"}
+_SERVER_KEYS = {"host", "port", "max_body_bytes", "auto_providers", "admin_key"}
 
 
 class ConfigError(Exception):
@@ -49,9 +59,9 @@ class RouteSpec:
     """A ``[routes.NAME]`` table before its elements are resolved."""
 
     name: str
-    elements: list[tuple[str, float]]  # (model reference, weight) in written order
+    elements: list[tuple[str, float, TargetSettings]]  # (model reference, weight, overrides) in written order
     strategy: str
-    options: dict[str, Any] = field(default_factory=dict)
+    settings: RouteSettings = field(default_factory=RouteSettings)
     key: str = ""  # "chain" or "targets": where the elements came from, for error paths
 
 
@@ -67,10 +77,14 @@ class Config:
     database_url: str = DEFAULT_DATABASE_URL
     providers: dict[str, ProviderSettings] = field(default_factory=dict)
     routes: dict[str, RouteSpec] = field(default_factory=dict)
+    rules: list[Rule] = field(default_factory=list)  # [[rules]], in file order
     disabled_plugins: list[str] = field(default_factory=list)
     log_level: str = "info"
     log_decisions: bool = False
     exporters: dict[str, Any] = field(default_factory=dict)  # [exporters.*] tables, for exporter plugins
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    admin_key: Secret | None = None  # guards admin endpoints; without it they answer loopback clients only
+    prices: dict[str, Price] = field(default_factory=dict)  # [prices]: "model" or "instance/model" -> price
 
     def settings_view(self) -> dict[str, Any]:
         """What exporter plugins receive: everything but provider credentials."""
@@ -116,6 +130,9 @@ def parse(data: Mapping[str, Any], *, source: str | None = None, environ: Mappin
     if cfg.max_body_bytes <= 0:
         problems.append(("server.max_body_bytes", "must be a positive number of bytes"))
     cfg.auto_providers = _typed(server, "auto_providers", bool, "server", problems, False)
+    admin_key = _typed(server, "admin_key", str, "server", problems, None)
+    cfg.admin_key = Secret(admin_key) if admin_key else None
+    cfg.breaker = BreakerSettings.parse(_table(data, "breaker", problems), problems)
 
     database = _table(data, "database", problems)
     _unknown(database, {"url"}, "database", problems)
@@ -132,6 +149,9 @@ def parse(data: Mapping[str, Any], *, source: str | None = None, environ: Mappin
         spec = _route(name, table, problems)
         if spec is not None:
             cfg.routes[name] = spec
+
+    cfg.rules = parse_rules(data.get("rules"), problems)
+    cfg.prices = parse_prices(data.get("prices"), problems)
 
     plugins = _table(data, "plugins", problems)
     _unknown(plugins, {"disabled"}, "plugins", problems)
@@ -255,7 +275,7 @@ def _route(name: str, table: Any, problems: list[tuple[str, str]]) -> RouteSpec 
     if has_chain == has_targets:
         problems.append((path, "needs exactly one of 'chain' (\"a > b > c\") or 'targets' (a list)"))
         return None
-    elements: list[tuple[str, float]] = []
+    elements: list[tuple[str, float, TargetSettings]] = []
     if has_chain:
         chain = table["chain"]
         parts = chain.split(">") if isinstance(chain, str) else chain if isinstance(chain, list) else None
@@ -265,7 +285,7 @@ def _route(name: str, table: Any, problems: list[tuple[str, str]]) -> RouteSpec 
         for i, part in enumerate(parts):
             if not part.strip():
                 problems.append((f"{path}.chain[{i}]", "empty element (check the '>' separators)"))
-            elements.append((part.strip(), 1.0))
+            elements.append((part.strip(), 1.0, TargetSettings()))
     else:
         targets = table["targets"]
         if not isinstance(targets, list) or not targets:
@@ -274,19 +294,17 @@ def _route(name: str, table: Any, problems: list[tuple[str, str]]) -> RouteSpec 
         for i, t in enumerate(targets):
             tpath = f"{path}.targets[{i}]"
             if isinstance(t, str):
-                elements.append((t.strip(), 1.0))
+                elements.append((t.strip(), 1.0, TargetSettings()))
                 continue
             if not isinstance(t, dict) or not isinstance(t.get("model"), str):
                 problems.append((tpath, "must be a model name or a table with a 'model' string"))
                 continue
-            _unknown(t, {"model", "weight"}, tpath, problems)
+            _unknown(t, set(TARGET_KEYS), tpath, problems)
             weight = _typed(t, "weight", float, tpath, problems, 1.0)
             if weight < 0:
                 problems.append((f"{tpath}.weight", "must not be negative"))
-            elements.append((t["model"].strip(), weight))
+            elements.append((t["model"].strip(), weight, parse_target_settings(t, tpath, problems)))
     default_strategy = "ordered" if has_chain else "weighted"
     strategy = _typed(table, "strategy", str, path, problems, default_strategy)
-    options = {k: table[k] for k in ("retries",) if k in table}
-    if "retries" in options and (not isinstance(options["retries"], int) or options["retries"] < 0):
-        problems.append((f"{path}.retries", "must be a non-negative integer"))
-    return RouteSpec(name, elements, strategy, options, key="chain" if has_chain else "targets")
+    settings = parse_route_settings(table, path, problems)
+    return RouteSpec(name, elements, strategy, settings, key="chain" if has_chain else "targets")

@@ -32,9 +32,12 @@ import pluggy
 
 if TYPE_CHECKING:
     from interlock.core.exporter import Exporter
+    from interlock.core.pricing import PriceTable
     from interlock.core.provider import Provider
     from interlock.core.strategy import Strategy
-    from interlock.core.types import Classification, Decision, RequestContext, Route, Target, UpstreamError, Usage
+    from interlock.core.types import (
+        Classification, Decision, RequestContext, Route, RouteChoice, Target, UpstreamError, Usage,
+    )
 
 PROJECT = "interlock"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -104,11 +107,16 @@ def select_strategy(route: Route, request: RequestContext) -> str | None:
 
 
 @hookspec(firstresult=True)
-def select_route(request: RequestContext, route: Route, routes: Mapping[str, Route]) -> str | None:
+def select_route(
+    request: RequestContext, route: Route, routes: Mapping[str, Route], rules: Sequence[Any]
+) -> str | RouteChoice | None:
     """Send a request to a different route than the one its model named.
 
-    Content-based rules live here: return the name of a route in ``routes``,
-    or ``None`` to keep ``route``. Stops at first non-None result.
+    Content-based routing lives here. ``rules`` are the ``[[rules]]`` from the
+    config, in order (the built-in rules plugin evaluates them; other plugins
+    may ignore them). Return a route name in ``routes``, a
+    :class:`~interlock.core.types.RouteChoice` (route plus the reason recorded
+    in the decision), or ``None`` to keep ``route``. Stops at first non-None result.
     """
 
 
@@ -129,11 +137,17 @@ def classify_failure(error: UpstreamError, target: Target, provider_type: str) -
 
 
 @hookspec(firstresult=True)
-def compute_cost(usage: Usage, provider: str, provider_type: str, model: str) -> Decimal | None:
+def compute_cost(
+    usage: Usage, provider: str, provider_type: str, model: str, prices: PriceTable | None
+) -> Decimal | None:
     """Price one attempt's usage in US dollars (a ``Decimal``, never a float).
 
-    Return ``None`` when the plugin has no price for this model; the next
-    plugin is asked. Stops at first non-None result.
+    ``provider`` is the instance name, ``provider_type`` its type, ``model`` the
+    name sent upstream. ``prices`` is the gateway's
+    :class:`~interlock.core.pricing.PriceTable` (the built-in table with the
+    config's ``[prices]`` on top; ``None`` outside a gateway); the built-in
+    implementation answers from it, last. Return ``None`` when the plugin has
+    no price for this model; the next plugin is asked. Stops at first non-None result.
     """
 
 

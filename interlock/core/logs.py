@@ -11,8 +11,13 @@ class RedactingFilter(logging.Filter):
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
+        self.secrets: list[str] = []
+        self.update(secrets)
+
+    def update(self, secrets: Iterable[str]) -> None:
+        """Also scrub these values (after a reload brought new keys); old ones stay scrubbed."""
         # short values would redact innocent text; real keys are long
-        self.secrets = sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True)
+        self.secrets = sorted({*self.secrets, *(s for s in secrets if len(s) >= 8)}, key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.secrets:
@@ -32,12 +37,14 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def setup(level: str, secrets: Iterable[str]) -> None:
+def setup(level: str, secrets: Iterable[str]) -> RedactingFilter:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter(secrets))
+    redactor = RedactingFilter(secrets)
+    handler.addFilter(redactor)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # the router logs every failed attempt at INFO; aiohttp's access log is noise on a gateway
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    return redactor

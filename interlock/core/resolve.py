@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 
 import pluggy
 
@@ -22,6 +23,8 @@ from interlock.core.config import Config, ConfigError, RouteSpec
 from interlock.core.errors import GatewayError
 from interlock.core.plugins import Registry
 from interlock.core.provider import HttpPool, Provider, ProviderSettings, Secret
+from interlock.core.rules import Rule
+from interlock.core.route_settings import RouteSettings
 from interlock.core.types import Route, Target
 
 #: alternative spellings of provider types accepted as ``type/model`` prefixes
@@ -63,6 +66,9 @@ def build_providers(
             settings.api_key = Secret(key)
         if settings.base_url is None and cls.env_base_url and environ.get(cls.env_base_url):
             settings.base_url = environ[cls.env_base_url]
+        for option, value in cls.options_from_env(environ).items():
+            settings.options.setdefault(option, value)  # the table's own value wins
+        settings.environ = environ
         for key, msg in cls.validate(settings):
             problems.append((f"providers.{name}.{key}", msg))
         out[name] = cls(settings, http)
@@ -70,15 +76,16 @@ def build_providers(
         for type_name, cls in registry.providers.items():
             if type_name in out or type_name in cfg.providers:
                 continue
-            key = cls.key_from_env(environ)
-            if cls.requires_key and not key:
+            if not cls.enabled_by_env(environ):
                 continue
+            key = cls.key_from_env(environ)
             base_url = environ.get(cls.env_base_url) if cls.env_base_url else None
             if cls.requires_base_url and not (base_url or cls.default_base_url):
                 continue
-            if not cls.requires_key and not base_url:
-                continue  # keyless providers (local servers) are enabled by their base-URL variable
-            settings = ProviderSettings(name=type_name, type=type_name, base_url=base_url, api_key=Secret(key) if key else None)
+            settings = ProviderSettings(
+                name=type_name, type=type_name, base_url=base_url, api_key=Secret(key) if key else None,
+                options=cls.options_from_env(environ), environ=environ,
+            )
             if not cls.validate(settings):
                 out[type_name] = cls(settings, http)
     if problems:
@@ -95,13 +102,20 @@ class Resolver:
         self.providers = providers
         self._implicit: dict[str, Route] = {}
         self.routes: dict[str, Route] = {}
+        self.default_settings = RouteSettings()
+        self.rules: list[Rule] = list(cfg.rules)  # [[rules]], for the select_route hook
         problems: list[tuple[str, str]] = []
         for name, spec in cfg.routes.items():
             if spec.strategy not in registry.strategies:
                 known = ", ".join(sorted(registry.strategies))
                 problems.append((f"routes.{name}.strategy", f"unknown strategy {spec.strategy!r} (registered: {known})"))
             targets = self._expand(spec, cfg.routes, [name], problems)
-            self.routes[name] = Route(name, targets, spec.strategy, dict(spec.options))
+            self.routes[name] = Route(name, targets, spec.strategy, spec.settings)
+        for i, rule in enumerate(self.rules):
+            if rule.route not in cfg.routes:
+                known = ", ".join(sorted(cfg.routes)) or "none"
+                msg = f"rule {rule.name!r} sends requests to {rule.route!r}, which is not a route (routes: {known})"
+                problems.append((f"rules[{i}].route", msg))
         if problems:
             raise ConfigError(problems, cfg.source)
 
@@ -111,7 +125,7 @@ class Resolver:
         self, spec: RouteSpec, specs: Mapping[str, RouteSpec], stack: list[str], problems: list[tuple[str, str]]
     ) -> list[Target]:
         targets: list[Target] = []
-        for i, (ref, weight) in enumerate(spec.elements):
+        for i, (ref, weight, ts) in enumerate(spec.elements):
             path = f"routes.{spec.name}.{spec.key}[{i}]"
             if not ref:
                 continue
@@ -120,14 +134,14 @@ class Resolver:
                     problems.append((path, f"route cycle: {' > '.join([*stack, ref])}"))
                     continue
                 for t in self._expand(specs[ref], specs, [*stack, ref], problems):
-                    targets.append(Target(t.provider, t.model, t.weight * weight))
+                    targets.append(replace(t, weight=t.weight * weight))
                 continue
             try:
                 t = self.resolve_target(ref)
             except Unresolved as exc:
                 problems.append((path, str(exc)))
                 continue
-            targets.append(Target(t.provider, t.model, weight))
+            targets.append(Target(t.provider, t.model, weight, ts.timeout, ts.latency_threshold, ts.context_window))
         return targets
 
     # -- request time ----------------------------------------------------- #
@@ -141,7 +155,7 @@ class Resolver:
             target = self.resolve_target(model)
         except Unresolved as exc:
             raise GatewayError(404, str(exc), code=exc.code, param="model") from None
-        route = Route(model, [target], "ordered", implicit=True)
+        route = Route(model, [target], "ordered", self.default_settings, implicit=True)
         if len(self._implicit) < _IMPLICIT_CACHE_MAX:  # bounded: clients choose these names
             self._implicit[model] = route
         return route
@@ -177,7 +191,9 @@ class Resolver:
         cls = self.registry.providers.get(ptype)
         if cls is None:
             raise Unresolved(f"model {ref!r} was detected as provider type {ptype!r}, which no plugin registers")
-        how = f"set {cls.env_key} or add a [providers.{ptype}] table" if cls.env_key else f"add a [providers.{ptype}] table"
+        # keyless providers (local servers such as Ollama) are enabled by their base-URL variable
+        var = cls.env_key if cls.requires_key else (cls.env_base_url or cls.env_key)
+        how = f"set {var} or add a [providers.{ptype}] table" if var else f"add a [providers.{ptype}] table"
         raise Unresolved(
             f"model {ref!r} is served by provider {ptype!r}, which is not configured: {how}",
             code="provider_not_configured",

@@ -1,15 +1,19 @@
-"""The attempt loop: resolve, order, try targets, classify failures, fall back.
+"""The attempt loop: plan, try targets, classify failures, retry or fall back, hedge.
 
 Hooks are the seams around the loop (route selection, strategy selection,
 failure classification); inside it the router calls strategy and provider
 objects directly. Streams commit to the client only once the first content
-arrives, so a target that fails before that is replaced invisibly.
+arrives, so a target that fails, stalls or breaches a latency threshold before
+that is replaced invisibly. Breaker state and latency statistics go through the
+shared :class:`~interlock.core.store.Store`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,11 +21,15 @@ from typing import Any, TypeVar
 
 import pluggy
 
+from interlock.core import stats
+from interlock.core.breaker import Breaker, Transition
 from interlock.core.errors import GatewayError
 from interlock.core.health import HealthBoard
 from interlock.core.plugins import Registry
 from interlock.core.provider import Provider
-from interlock.core.resolve import Resolver
+from interlock.core.resolve import Resolver, Unresolved
+from interlock.core.route_settings import RouteSettings
+from interlock.core.store import Store
 from interlock.core.strategy import Strategy
 from interlock.core.types import (
     Action,
@@ -32,6 +40,7 @@ from interlock.core.types import (
     FailureClass,
     RequestContext,
     Route,
+    RouteChoice,
     Target,
     UpstreamError,
 )
@@ -39,13 +48,29 @@ from interlock.core.types import (
 log = logging.getLogger("interlock.router")
 T = TypeVar("T")
 F = FailureClass
+Op = Callable[[Provider, Target, Attempt], Awaitable[Any]]
 
 # which failure tells the client most, when every target failed
 _INFORMATIVE = [
     F.CONTEXT_LENGTH, F.CONTENT_POLICY, F.BAD_REQUEST, F.NOT_FOUND, F.QUOTA, F.RATE_LIMITED, F.AUTH,
     F.OVERLOADED, F.SERVER_ERROR, F.STREAM_ERROR, F.TIMEOUT, F.CONNECTION, F.UNKNOWN,
 ]
-_RETRY_BACKOFF_CAP = 2.0  # seconds: the router never sleeps longer than this before a retry
+_NO_SETTINGS = RouteSettings()
+
+
+@dataclass(slots=True)
+class Plan:
+    """Where a request will go, and why: what ``explain`` prints and the decision records."""
+
+    route: Route
+    strategy: str
+    order: list[Target]
+    reasons: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def settings(self) -> RouteSettings:
+        return self.route.settings or _NO_SETTINGS
 
 
 @dataclass(slots=True)
@@ -57,38 +82,97 @@ class StreamStart:
     attempt: Attempt
     target: Target
     committed_at: float = field(default_factory=time.perf_counter)
+    remaining: list[Target] = field(default_factory=list)  # targets a continuation may use
+    settings: RouteSettings = _NO_SETTINGS
+    ended: bool = False
 
-    def ended(self) -> None:
-        """The stream is over: the attempt's latency covers it whole, not just up to the commit."""
-        self.attempt.latency_ms += (time.perf_counter() - self.committed_at) * 1000
+
+class _Failed(Exception):
+    """One or more attempts failed (several when a hedge pair both failed)."""
+
+    def __init__(self, failures: list[tuple[UpstreamError, Classification, Attempt, Target]]) -> None:
+        super().__init__(failures[0][0].message)
+        self.failures = failures
 
 
 class Router:
-    def __init__(self, pm: pluggy.PluginManager, registry: Registry, resolver: Resolver, health: HealthBoard) -> None:
+    def __init__(
+        self,
+        pm: pluggy.PluginManager,
+        registry: Registry,
+        resolver: Resolver,
+        health: HealthBoard,
+        store: Store,
+        breaker: Breaker,
+    ) -> None:
         self.pm = pm
         self.registry = registry
         self.resolver = resolver
         self.providers: dict[str, Provider] = resolver.providers
         self.health = health
+        self.store = store
+        self.breaker = breaker
         self._strategies: dict[tuple[str, str], Strategy] = {}
         # an upstream may echo a credential in its error text; nothing downstream may see it
         self._secrets = tuple(p.settings.api_key.get() for p in self.providers.values() if p.settings.api_key)
 
     # -- planning --------------------------------------------------------- #
 
-    def plan(self, ctx: RequestContext, model: str) -> tuple[Route, str, list[Target]]:
-        """The route, strategy name and target order for one request."""
+    def route_for(self, ctx: RequestContext, model: str) -> Route:
+        """The route a request runs on: a per-request ``models`` list, the named route, or a rule's."""
+        if ctx.models_override:
+            return self._override_route(ctx.models_override)
         route = self.resolver.resolve(model)
         if self.resolver.routes:
-            alt = self.pm.hook.select_route(request=ctx, route=route, routes=self.resolver.routes)
-            if alt and alt != route.name:
-                if alt not in self.resolver.routes:
-                    raise GatewayError(500, f"a routing rule chose route {alt!r}, which does not exist", type="server_error")
-                route = self.resolver.routes[alt]
+            choice = self.pm.hook.select_route(request=ctx, route=route, routes=self.resolver.routes, rules=self.resolver.rules)
+            if isinstance(choice, str):
+                choice = RouteChoice(choice)
+            if choice is not None and choice.route != route.name:
+                if choice.route not in self.resolver.routes:
+                    raise GatewayError(500, f"a routing rule chose route {choice.route!r}, which does not exist", type="server_error")
+                route = self.resolver.routes[choice.route]
+                ctx.rule = choice.reason or f"route {choice.route!r} chosen by a plugin"
+        return route
+
+    def _override_route(self, models: list[str]) -> Route:
+        targets: list[Target] = []
+        for name in models:
+            if name in self.resolver.routes:
+                targets.extend(self.resolver.routes[name].targets)
+                continue
+            try:
+                targets.append(self.resolver.resolve_target(name))
+            except Unresolved as exc:
+                raise GatewayError(404, f"models: {exc}", code=exc.code, param="models") from None
+        return Route("models", targets, "ordered", self.resolver.default_settings, implicit=True)
+
+    async def plan(self, ctx: RequestContext, model: str) -> Plan:
+        """The route, strategy and target order for one request, with the reasons."""
+        route = self.route_for(ctx, model)
         name = self.pm.hook.select_strategy(route=route, request=ctx) or route.strategy
-        if len(route.targets) <= 1:
-            return route, name, list(route.targets)
-        return route, name, self._strategy(route, name).order(route.targets, ctx)
+        healthy: list[Target] = []
+        skipped: list[tuple[Target, Any]] = []
+        for target in route.targets:
+            admission = await self.breaker.peek(target.key)
+            if admission.allowed:
+                healthy.append(target)
+            else:
+                skipped.append((target, admission))
+        plan = Plan(route, name, healthy)
+        for target, admission in skipped:
+            until = time.strftime("%H:%M:%S", time.gmtime(admission.until)) if admission.until else "?"
+            plan.skipped.append(f"{target.key}: breaker {admission.state} until {until} UTC")
+        if len(healthy) > 1:
+            ordered = self._strategy(route, name).order(healthy, ctx)
+            plan.order = list(await ordered if inspect.isawaitable(ordered) else ordered)
+        if not plan.order and skipped:
+            # every target is cooling down: still try the one that tripped longest ago
+            target, _ = min(skipped, key=lambda ta: ta[1].opened_at or 0.0)
+            plan.order = [target]
+            plan.reasons.append(f"every target is cooling down; trying {target.key}, tripped longest ago")
+        for i, target in enumerate(plan.order, 1):
+            plan.reasons.append(f"{i}. {target.key} (strategy {name})")
+        return plan
 
     def _strategy(self, route: Route, name: str) -> Strategy:
         key = (route.name, name)
@@ -97,7 +181,9 @@ class Router:
             factory = self.registry.strategies.get(name)
             if factory is None:
                 raise GatewayError(500, f"strategy {name!r} is not registered", type="server_error")
-            strategy = self._strategies[key] = factory(route=route, options=route.options)
+            strategy = factory(route=route, options=route.options)
+            strategy.store = self.store  # shared state (positions, latencies) lives in the store
+            self._strategies[key] = strategy
         return strategy
 
     def new_decision(self, ctx: RequestContext, model: str) -> Decision:
@@ -109,54 +195,196 @@ class Router:
 
     # -- the loop --------------------------------------------------------- #
 
-    async def run(
-        self,
-        ctx: RequestContext,
-        decision: Decision,
-        op: Callable[[Provider, Target, Attempt], Awaitable[T]],
-    ) -> tuple[T, Attempt, Target]:
-        """Try targets in strategy order until ``op`` succeeds; raise the client's error otherwise."""
-        route, strategy_name, order = self.plan(ctx, decision.requested_model)
-        decision.route = None if route.implicit else route.name
-        decision.strategy = strategy_name
-        decision.candidates = [t.key for t in order]
-        retries_left = int(route.options.get("retries", 0))
+    async def run(self, ctx: RequestContext, decision: Decision, op: Op) -> tuple[Any, Attempt, Target]:
+        """Try targets in plan order until ``op`` succeeds; raise the client's error otherwise."""
+        plan = await self.plan(ctx, decision.requested_model)
+        decision.route = None if plan.route.implicit else plan.route.name
+        decision.rule, decision.strategy = ctx.rule, plan.strategy
+        decision.candidates = [t.key for t in plan.order]
+        decision.reasons, decision.skipped = list(plan.reasons), list(plan.skipped)
+        s = plan.settings
+        deadline = ctx.started + s.total_timeout if s.total_timeout else None
+        queue = list(plan.order)
         errors: list[UpstreamError] = []
-        for target in order:
-            provider = self.providers[target.provider]
-            while True:
-                attempt = Attempt(len(decision.attempts) + 1, target.provider, provider.type_name, target.model)
-                decision.attempts.append(attempt)
-                t0 = time.perf_counter()
-                try:
-                    result = await op(provider, target, attempt)
-                except UpstreamError as err:
-                    verdict = self._fail(err, target, provider, attempt, t0)
+        retries = 0
+        window_floor: int | None = None  # after a context-length failure: only larger windows
+        while queue and len(decision.attempts) < s.max_attempts:
+            if deadline is not None and time.perf_counter() >= deadline:
+                decision.events.append(f"total timeout {s.total_timeout:g}s reached")
+                break
+            target = queue.pop(0)
+            if window_floor is not None and target.context_window is not None and target.context_window <= window_floor:
+                decision.skipped.append(f"{target.key}: context window {target.context_window} <= {window_floor}")
+                continue
+            partner = await self._hedge_partner(ctx, s, target, queue)
+            try:
+                if partner is not None:
+                    result, winner = await self._hedged(ctx, decision, op, s, deadline, target, *partner)
+                else:
+                    result, winner = await self._attempt(ctx, decision, op, s, deadline, target), target
+                attempt = _winning_attempt(decision, winner)
+                if isinstance(result, StreamStart):
+                    result.remaining, result.settings = queue, s
+                return result, attempt, winner
+            except _Failed as failed:
+                if partner is not None and not any(f[3] is partner[0] for f in failed.failures):
+                    queue.insert(0, partner[0])  # the primary failed before the hedge started
+                for err, verdict, attempt, failed_target in failed.failures:
                     errors.append(err)
-                    if verdict.action is Action.FAIL:
+                    action = verdict.action
+                    cls = verdict.failure_class
+                    if cls is F.CONTENT_POLICY and s.on_content_policy == "fallback":
+                        action = Action.FALLBACK
+                    if cls is F.CONTEXT_LENGTH and failed_target.context_window is not None:
+                        window_floor = max(window_floor or 0, failed_target.context_window)
+                    if action is Action.FAIL:
                         attempt.action = "fail"
                         raise self.client_error(errors, decision) from None
-                    if verdict.action is Action.RETRY and retries_left > 0:
-                        retries_left -= 1
+                    wait = verdict.retry_after
+                    wants_retry = action is Action.RETRY or (cls in (F.RATE_LIMITED, F.OVERLOADED) and not queue)
+                    if (
+                        len(failed.failures) == 1 and wants_retry and retries < s.retries
+                        and (wait is None or wait <= s.max_retry_wait)
+                    ):
+                        if wait is None:
+                            wait = random.uniform(0, min(s.backoff_max, s.backoff * 2**retries))  # full jitter
+                        if deadline is not None:
+                            wait = min(wait, max(0.0, deadline - time.perf_counter()))
+                        retries += 1
                         attempt.action = "retry"
-                        await asyncio.sleep(min(verdict.retry_after or 0.0, _RETRY_BACKOFF_CAP))
-                        continue
+                        decision.events.append(f"retry {failed_target.key} in {wait:.2f}s after {cls.value}")
+                        await asyncio.sleep(wait)
+                        queue.insert(0, failed_target)
+                        break
                     attempt.action = "fallback"
-                    break
-                attempt.latency_ms = (time.perf_counter() - t0) * 1000
-                self.health.success(target, attempt.latency_ms)
-                return result, attempt, target
+                    decision.events.append(f"fallback from {failed_target.key} after {cls.value}")
+        if not errors:
+            raise GatewayError(504, "the request's total timeout passed before any target answered", type="timeout",
+                               code="timeout")
         raise self.client_error(errors, decision)
 
-    def _fail(self, err: UpstreamError, target: Target, provider: Provider, attempt: Attempt, t0: float) -> Classification:
-        attempt.latency_ms = (time.perf_counter() - t0) * 1000
-        verdict = self.classify(err, target, provider)
-        attempt.outcome = verdict.failure_class.value
-        attempt.status = err.status
-        attempt.error = err.message
-        self.health.failure(target, verdict.failure_class, attempt.latency_ms)
-        log.info("attempt %s/%s failed: %s (%s)", target.provider, target.model, verdict.failure_class.value, err.message)
-        return verdict
+    async def _attempt(
+        self, ctx: RequestContext, decision: Decision, op: Op, s: RouteSettings, deadline: float | None,
+        target: Target, *, hedge: bool = False,
+    ) -> Any:
+        """One attempt against ``target``; returns the op's result or raises :class:`_Failed`."""
+        provider = self.providers[target.provider]
+        attempt = Attempt(len(decision.attempts) + 1, target.provider, provider.type_name, target.model)
+        attempt.start_ms = (time.perf_counter() - ctx.started) * 1000
+        attempt.hedge = hedge
+        decision.attempts.append(attempt)
+        _, transition = await self.breaker.acquire(target.key)
+        self._note(decision, transition)
+        limits = [x for x in (target.timeout or s.timeout, target.latency_threshold or s.latency_threshold) if x]
+        if deadline is not None:
+            limits.append(max(0.001, deadline - time.perf_counter()))
+        limit = min(limits) if limits else None
+        await stats.enter(self.store, target.key)
+        t0 = time.perf_counter()
+        streaming = False
+        try:
+            try:
+                result = await (asyncio.wait_for(op(provider, target, attempt), limit) if limit else op(provider, target, attempt))
+            except asyncio.TimeoutError:
+                what = "first token" if ctx.stream else "response"
+                raise UpstreamError(f"{target.key}: no {what} within {limit:g}s", kind="timeout") from None
+        except UpstreamError as err:
+            attempt.latency_ms = (time.perf_counter() - t0) * 1000
+            verdict = self.classify(err, target, provider)
+            attempt.outcome, attempt.status, attempt.error = verdict.failure_class.value, err.status, err.message
+            self.health.failure(target, verdict.failure_class, attempt.latency_ms)
+            self._note(decision, await self.breaker.record(
+                target.key, ok=False, failure=verdict.failure_class, retry_after=verdict.retry_after))
+            await stats.record(self.store, target.key, latency_ms=attempt.latency_ms, ttft_ms=None, stream=ctx.stream)
+            self._observe(target, ok=False, attempt=attempt)
+            log.info("attempt %s failed: %s (%s)", target.key, verdict.failure_class.value, err.message)
+            raise _Failed([(err, verdict, attempt, target)]) from None
+        except asyncio.CancelledError:  # a hedge partner won, or the client went away
+            attempt.latency_ms = (time.perf_counter() - t0) * 1000
+            attempt.outcome, attempt.action = "cancelled", "hedge_lost" if hedge or decision.hedged else None
+            await self.breaker.release(target.key)
+            raise
+        else:
+            attempt.latency_ms = (time.perf_counter() - t0) * 1000
+            streaming = isinstance(result, StreamStart) and result.rest is not None
+            self.health.success(target, attempt.latency_ms)
+            self._note(decision, await self.breaker.record(target.key, ok=True))
+            await stats.record(self.store, target.key, latency_ms=attempt.latency_ms, ttft_ms=attempt.ttft_ms, stream=ctx.stream)
+            self._observe(target, ok=True, attempt=attempt)
+            return result
+        finally:
+            if not streaming:  # a committed stream stays in flight until it ends
+                await stats.leave(self.store, target.key)
+
+    async def _hedge_partner(
+        self, ctx: RequestContext, s: RouteSettings, target: Target, queue: list[Target]
+    ) -> tuple[Target, float] | None:
+        """The target to hedge with and after how long, or None (no hedging for this attempt)."""
+        if not queue or (s.hedge_delay is None and s.hedge_percentile is None):
+            return None
+        if ctx.body.get("tools") and not s.hedge_tools:
+            return None  # a tool call may have side effects: never run it twice unless asked
+        delay = s.hedge_delay
+        if delay is None and s.hedge_percentile is not None:
+            ms = await stats.ttft_percentile(self.store, target.key, s.hedge_percentile)
+            if ms is None:
+                return None  # not enough observations yet to know what is slow
+            delay = ms / 1000
+        return queue.pop(0), float(delay or 0.0)
+
+    async def _hedged(
+        self, ctx: RequestContext, decision: Decision, op: Op, s: RouteSettings, deadline: float | None,
+        primary: Target, secondary: Target, delay: float,
+    ) -> tuple[Any, Target]:
+        """Run ``primary``; if it has not answered after ``delay``, run ``secondary`` too; first wins."""
+        first = asyncio.ensure_future(self._attempt(ctx, decision, op, s, deadline, primary))
+        done, _ = await asyncio.wait({first}, timeout=delay)
+        if done:  # answered (or failed) before the hedge was due: the partner stays in line
+            return first.result(), primary
+        decision.hedged = True
+        decision.events.append(f"hedge: started {secondary.key} after {delay:.3f}s without an answer from {primary.key}")
+        second = asyncio.ensure_future(self._attempt(ctx, decision, op, s, deadline, secondary, hedge=True))
+        owners = {first: primary, second: secondary}
+        pending = {first, second}
+        failures: list[tuple[UpstreamError, Classification, Attempt, Target]] = []
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                winners = [t for t in done if t.exception() is None]
+                for task in done:
+                    if isinstance(task.exception(), _Failed):
+                        failures.extend(task.exception().failures)  # type: ignore[union-attr]
+                    elif task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+                if winners:
+                    winner = winners[0]
+                    for extra in winners[1:]:  # both finished at once: keep one, release the other
+                        await self._discard(extra.result())
+                    return winner.result(), owners[winner]
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        raise _Failed(failures)
+
+    async def _discard(self, result: Any) -> None:
+        """Release a hedge result that lost by a hair: its stream is closed and leaves the in-flight count."""
+        if isinstance(result, StreamStart):
+            result.attempt.outcome, result.attempt.action = "cancelled", "hedge_lost"
+            if result.rest is not None:
+                await result.rest.aclose()  # type: ignore[attr-defined]
+                await stats.leave(self.store, result.target.key)
+
+    def _note(self, decision: Decision, transition: Transition | None) -> None:
+        if transition is not None:
+            decision.events.append(f"breaker {transition.target}: {transition.old} -> {transition.new} ({transition.reason})")
+            log.info("breaker %s: %s -> %s (%s)", transition.target, transition.old, transition.new, transition.reason)
+
+    def _observe(self, target: Target, *, ok: bool, attempt: Attempt) -> None:
+        for (route, _), strategy in self._strategies.items():
+            if any(t.key == target.key for t in strategy.route.targets):
+                strategy.observe(target, ok=ok, latency_ms=attempt.latency_ms, ttft_ms=attempt.ttft_ms)
 
     def classify(self, err: UpstreamError, target: Target, provider: Provider) -> Classification:
         for secret in self._secrets:
@@ -166,38 +394,55 @@ class Router:
         err.classification, err.provider, err.model = verdict, target.provider, target.model
         return verdict
 
-    # -- operations ------------------------------------------------------- #
+    # -- streams ---------------------------------------------------------- #
 
     async def stream(self, ctx: RequestContext, decision: Decision) -> StreamStart:
         """Open a stream, falling back until one target produces content."""
+        start, _, _ = await self.run(ctx, decision, stream_op(ctx))
+        return start  # type: ignore[no-any-return]
 
-        async def op(provider: Provider, target: Target, attempt: Attempt) -> StreamStart:
-            t0 = time.perf_counter()
-            it = _guard(provider.chat_stream(ctx, target.model), provider).__aiter__()
-            buffered: list[Chunk] = []
-            while True:
-                try:
-                    chunk = await it.__anext__()
-                except StopAsyncIteration:
-                    return StreamStart(buffered, None, attempt, target)
-                buffered.append(chunk)
-                note_chunk(attempt, chunk)
-                if chunk.content or chunk.finish_reason or chunk.usage_only:
-                    attempt.ttft_ms = (time.perf_counter() - t0) * 1000
-                    return StreamStart(buffered, it, attempt, target)
-
-        start, _, _ = await self.run(ctx, decision, op)
-        return start
-
-    def stream_failed(self, start: StreamStart, err: UpstreamError) -> Classification:
-        """A committed stream broke: record it against its attempt and target."""
+    async def stream_ended(self, start: StreamStart, err: UpstreamError | None = None) -> Classification | None:
+        """A committed stream is over: account its full duration, and a failure if it broke (once)."""
+        if start.ended:
+            return None
+        start.ended = True
+        start.attempt.latency_ms += (time.perf_counter() - start.committed_at) * 1000
+        if start.rest is not None:
+            await stats.leave(self.store, start.target.key)
+        if err is None:
+            return None
         provider = self.providers[start.target.provider]
         verdict = self.classify(err, start.target, provider)
-        start.attempt.outcome = verdict.failure_class.value
-        start.attempt.error = err.message
-        start.attempt.action = "fail"  # too late to fall back: the client has content
+        start.attempt.outcome, start.attempt.error = verdict.failure_class.value, err.message
+        start.attempt.action = "fail"
         self.health.failure(start.target, verdict.failure_class, start.attempt.latency_ms)
+        await self.breaker.record(start.target.key, ok=False, failure=verdict.failure_class)
         return verdict
+
+    async def continue_stream(self, ctx: RequestContext, decision: Decision, start: StreamStart, partial: str) -> StreamStart:
+        """Mid-stream continuation: ask the next targets to continue ``partial`` as an assistant prefix."""
+        body = dict(ctx.body)
+        body["messages"] = [*body["messages"], {"role": "assistant", "content": partial}]
+        cont = RequestContext(
+            request_id=ctx.request_id, endpoint="chat", body=body, stream=True, client_wants_usage=ctx.client_wants_usage,
+            headers=ctx.headers, started=ctx.started, started_unix=ctx.started_unix,
+        )
+        route = Route("continuation", list(start.remaining), "ordered", start.settings, implicit=True)
+        plan = Plan(route, "ordered", list(start.remaining))
+        decision.events.append(f"continuation after {len(partial)} characters from {start.target.key}")
+        errors: list[UpstreamError] = []
+        op = stream_op(cont)
+        for target in plan.order:
+            try:
+                result: StreamStart = await self._attempt(cont, decision, op, start.settings, None, target)
+            except _Failed as failed:
+                errors.extend(f[0] for f in failed.failures)
+                continue
+            decision.attempts[-1].action = "continuation"
+            result.remaining = plan.order[plan.order.index(target) + 1 :]
+            result.settings = start.settings
+            return result
+        raise self.client_error(errors, decision) if errors else GatewayError(502, "no target left to continue the stream")
 
     # -- errors ----------------------------------------------------------- #
 
@@ -237,6 +482,14 @@ class Router:
         return err
 
 
+def _winning_attempt(decision: Decision, target: Target) -> Attempt:
+    """The successful attempt against ``target`` (with hedging, not necessarily the last one)."""
+    for attempt in reversed(decision.attempts):
+        if attempt.provider == target.provider and attempt.model == target.model and attempt.outcome == "ok":
+            return attempt
+    return decision.attempts[-1]
+
+
 def note_chunk(attempt: Attempt, chunk: Chunk) -> None:
     """Fold what a chunk tells into its attempt (ids, usage, finish reasons)."""
     if chunk.response_id and not attempt.response_id:
@@ -272,7 +525,32 @@ async def guard_call(coro: Awaitable[T], provider: Provider) -> T:
         raise UpstreamError(f"{provider.name}: provider plugin failed ({type(exc).__name__})", kind="internal") from exc
 
 
-def chat_op(ctx: RequestContext) -> Callable[[Provider, Target, Attempt], Awaitable[Any]]:
+def stream_op(ctx: RequestContext) -> Op:
+    """Open a stream and read until its first content: the commit point."""
+
+    async def op(provider: Provider, target: Target, attempt: Attempt) -> StreamStart:
+        t0 = time.perf_counter()
+        it = _guard(provider.chat_stream(ctx, target.model), provider)
+        buffered: list[Chunk] = []
+        try:
+            while True:
+                try:
+                    chunk = await it.__anext__()
+                except StopAsyncIteration:
+                    return StreamStart(buffered, None, attempt, target)
+                buffered.append(chunk)
+                note_chunk(attempt, chunk)
+                if chunk.content or chunk.finish_reason or chunk.usage_only:
+                    attempt.ttft_ms = (time.perf_counter() - t0) * 1000
+                    return StreamStart(buffered, it, attempt, target)
+        except BaseException:
+            await it.aclose()  # cancelled (threshold, hedge) or failed: release the upstream connection
+            raise
+
+    return op
+
+
+def chat_op(ctx: RequestContext) -> Op:
     async def op(provider: Provider, target: Target, attempt: Attempt) -> Any:
         result = await guard_call(provider.chat(ctx, target.model), provider)
         attempt.usage = result.usage
@@ -285,7 +563,7 @@ def chat_op(ctx: RequestContext) -> Callable[[Provider, Target, Attempt], Awaita
     return op
 
 
-def embeddings_op(ctx: RequestContext) -> Callable[[Provider, Target, Attempt], Awaitable[Any]]:
+def embeddings_op(ctx: RequestContext) -> Op:
     async def op(provider: Provider, target: Target, attempt: Attempt) -> Any:
         if not provider.supports_embeddings:
             raise UpstreamError(

@@ -149,6 +149,9 @@ class Target:
     provider: str  # provider instance name (the ``[providers.NAME]`` table)
     model: str
     weight: float = 1.0
+    timeout: float | None = None  # per-target overrides of the route's settings
+    latency_threshold: float | None = None
+    context_window: int | None = None
 
     @property
     def key(self) -> str:
@@ -162,8 +165,21 @@ class Route:
     name: str
     targets: list[Target]
     strategy: str = "ordered"
-    options: dict[str, Any] = field(default_factory=dict)
+    settings: Any = None  # RouteSettings (core.route_settings); None means the defaults
     implicit: bool = False  # a bare model resolved on the fly, not a configured route
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Strategy-specific options (``strategy_options`` in config)."""
+        return dict(self.settings.strategy_options) if self.settings is not None else {}
+
+
+@dataclass(frozen=True, slots=True)
+class RouteChoice:
+    """A ``select_route`` answer: the route to use and why (shown in the decision record)."""
+
+    route: str
+    reason: str | None = None  # e.g. "rule 'long-context': prompt_tokens >= 32000"
 
 
 @dataclass(slots=True)
@@ -183,6 +199,8 @@ class RequestContext:
     team: str | None = None
     user: str | None = None
     tags: list[str] = field(default_factory=list)
+    rule: str | None = None  # set when a select_route answer changed the route
+    models_override: list[str] | None = None  # a per-request fallback list (OpenRouter-style ``models``)
 
 
 @dataclass(slots=True)
@@ -203,6 +221,8 @@ class Attempt:
     response_id: str | None = None
     response_model: str | None = None
     finish_reasons: list[str] = field(default_factory=list)
+    start_ms: float = 0.0  # when the attempt started, from the request's arrival
+    hedge: bool = False  # started as a hedge alongside another attempt
 
 
 @dataclass(slots=True)
@@ -230,6 +250,11 @@ class Decision:
     team: str | None = None
     user: str | None = None
     tags: list[str] = field(default_factory=list)
+    rule: str | None = None  # why a rule changed the route, if one did
+    reasons: list[str] = field(default_factory=list)  # the candidate order, with why
+    skipped: list[str] = field(default_factory=list)  # candidates not tried, with why (cooldown, window)
+    events: list[str] = field(default_factory=list)  # retries, fallbacks, hedges, breaker transitions
+    hedged: bool = False
 
     @property
     def fallback_used(self) -> bool:

@@ -41,3 +41,24 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one() -> None:
     assert "pytest" in test_cmd
     assert readme.index(serve_cmd) < 200, "the README must open with the commands"
     assert test_cmd in (ROOT / ".ci" / "run").read_text()
+
+
+class _AnyEnv(dict[str, str]):
+    """Every ${VAR} in a docs example is set."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: str) -> str:
+        return "x"
+
+
+def test_every_toml_example_in_the_readme_is_a_valid_config() -> None:
+    import tomllib
+
+    from interlock.core import config
+
+    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) >= 3
+    for block in blocks:
+        config.parse(tomllib.loads(block), environ=_AnyEnv())  # raises ConfigError with key paths

@@ -673,7 +673,7 @@ async def test_select_route_hook_reroutes_by_content(fake: FakeOpenAI, make_gate
     assert rule.seen_routes == [("smart", ["cheap", "smart"])] * 2
 
 
-def test_select_route_hook_naming_a_missing_route_is_a_server_error() -> None:
+async def test_select_route_hook_naming_a_missing_route_is_a_server_error() -> None:
     class Nowhere:
         @hookimpl
         def select_route(self) -> str:
@@ -682,7 +682,7 @@ def test_select_route_hook_naming_a_missing_route_is_a_server_error() -> None:
     gateway = gateway_for('[providers.openai]\napi_key = "k"\n[routes.smart]\nchain = "openai/gpt-4o"\n',
                           extra_plugins=[("nowhere", Nowhere())])
     with pytest.raises(GatewayError, match="route 'nowhere', which does not exist") as excinfo:
-        gateway.router.plan(ctx_for(), "smart")
+        await gateway.router.plan(ctx_for(), "smart")
     assert excinfo.value.status == 500
 
 
@@ -820,12 +820,12 @@ def test_compute_cost_hook_answers_first_result() -> None:
     # nothing built in prices a model nobody has heard of
     pm = make_plugin_manager(load_entrypoints=False, environ={})
     usage = Usage(prompt_tokens=1000, completion_tokens=100)
-    unknown = {"provider_type": "house", "model": "house-model"}
+    unknown = {"provider_type": "house", "model": "house-model", "prices": None}
     assert pm.hook.compute_cost(usage=usage, provider="house", **unknown) is None
 
     plugins = [("flat", FlatFee()), ("prices", Prices())]
     pm = make_plugin_manager(load_entrypoints=False, extra_plugins=plugins, environ={})
-    cost = pm.hook.compute_cost(usage=usage, provider="openai", provider_type="openai", model="gpt-4o")
+    cost = pm.hook.compute_cost(usage=usage, provider="openai", provider_type="openai", model="gpt-4o", prices=None)
     assert cost == Decimal("0.0035") and isinstance(cost, Decimal)
     # the specific table has no price for this model: the next plugin is asked
     assert pm.hook.compute_cost(usage=usage, provider="openai", **unknown) == Decimal("0.01")

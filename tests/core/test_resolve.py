@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from interlock import hookimpl
 from interlock.core import config as config_mod
 from interlock.core.errors import GatewayError
 from interlock.core.gateway import Gateway
-from interlock.core.provider import Provider
 from interlock.core.types import Target
 from interlock.plugins.detection import detect
 
@@ -87,19 +84,6 @@ def test_detect_more(model: str, expected: str | None) -> None:
 # --------------------------------------------------------------------------- #
 # Resolver through a Gateway
 # --------------------------------------------------------------------------- #
-
-
-class _Gemini(Provider):
-    """A stand-in provider type named like Google's, to exercise the ``google/`` alias."""
-
-    type_name = "gemini"
-    env_key = "GEMINI_API_KEY"
-
-
-class _GeminiPlugin:
-    @hookimpl
-    def register_providers(self, register: Callable[..., None]) -> None:
-        register(_Gemini)
 
 
 def make(toml: str, tmp_path: Path, environ: dict[str, str] | None = None, **kwargs: object) -> Gateway:
@@ -178,7 +162,6 @@ def test_type_aliases(tmp_path: Path) -> None:
         + '\n[providers.g]\ntype = "gemini"\napi_key = "k"\n[providers.grok]\ntype = "xai"\napi_key = "k"\n'
         '[providers.tg]\ntype = "together"\napi_key = "k"\n',
         tmp_path,
-        extra_plugins=[("test-gemini", _GeminiPlugin())],
     )
     assert gw.resolver.resolve_target("google/gemini-2.5-flash") == Target("g", "gemini-2.5-flash")
     assert gw.resolver.resolve_target("gemini/gemini-2.5-pro") == Target("g", "gemini-2.5-pro")
@@ -186,7 +169,7 @@ def test_type_aliases(tmp_path: Path) -> None:
     assert gw.resolver.resolve_target("together_ai/meta-llama/Llama-3.3-70B") == Target(
         "tg", "meta-llama/Llama-3.3-70B"
     )
-    # auto-detection uses the stand-in type too
+    # auto-detection finds the built-in gemini type too
     assert gw.resolver.resolve_target("gemini-2.5-flash") == Target("g", "gemini-2.5-flash")
 
 
@@ -288,7 +271,8 @@ def test_type_prefix_of_an_unconfigured_provider(tmp_path: Path) -> None:
 
 
 def test_detected_type_without_a_plugin(tmp_path: Path) -> None:
-    gw = make('[providers.openai]\napi_key = "k"\n', tmp_path)
+    # with the anthropic plugin blocked, nothing registers the type the name is detected as
+    gw = make('[providers.openai]\napi_key = "k"\n[plugins]\ndisabled = ["interlock.plugins.providers.anthropic"]\n', tmp_path)
     with pytest.raises(GatewayError) as info:
         gw.resolver.resolve("claude-sonnet-4-5")
     assert info.value.status == 404

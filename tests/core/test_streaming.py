@@ -258,6 +258,8 @@ async def test_stream_all_targets_fail_before_content_is_a_plain_http_error(
         await stream_chat(gw, model="smart")
     assert rate.value.response.headers["retry-after"] == "2"
 
+    # a 429 with Retry-After trips both targets' breakers: a fresh gateway for the last case
+    gw = await make_gateway(openai_config(fake.base_url))
     fake.add_fault(Fault(cut_after=0, times=2))
     resp = await raw_request(
         "POST",

@@ -1,4 +1,4 @@
-"""The built-in strategies: ordered, round-robin, weighted."""
+"""The built-in strategies: ordered, round-robin, weighted (the dynamic ones: test_strategies_dynamic.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ from collections import Counter
 import pytest
 
 from interlock.core.plugins import collect, make_plugin_manager
+from interlock.core.store import MemoryStore
 from interlock.core.types import RequestContext, Route, Target
+from interlock.plugins.strategies.least_busy import LeastBusy
+from interlock.plugins.strategies.least_latency import LeastLatency
+from interlock.plugins.strategies.lowest_cost import LowestCost
 from interlock.plugins.strategies.ordered import Ordered
 from interlock.plugins.strategies.round_robin import RoundRobin
 from interlock.plugins.strategies.weighted import Weighted
@@ -27,7 +31,14 @@ def route(*weights: float, strategy: str = "ordered") -> Route:
 
 def test_builtin_strategies_are_registered() -> None:
     registry = collect(make_plugin_manager(load_entrypoints=False, environ={}))
-    assert registry.strategies == {"ordered": Ordered, "weighted": Weighted, "round-robin": RoundRobin}
+    assert registry.strategies == {
+        "ordered": Ordered,
+        "weighted": Weighted,
+        "round-robin": RoundRobin,
+        "least-latency": LeastLatency,
+        "least-busy": LeastBusy,
+        "lowest-cost": LowestCost,
+    }
 
 
 def test_ordered_keeps_the_configured_order() -> None:
@@ -39,10 +50,16 @@ def test_ordered_keeps_the_configured_order() -> None:
         assert order is not r.targets  # a copy the router may consume freely
 
 
-def test_round_robin_rotates_exactly() -> None:
-    r = route(1, 1, 1, strategy="round-robin")
+def round_robin(r: Route, store: MemoryStore | None = None) -> RoundRobin:
     strategy = RoundRobin(r)
-    orders = [keys(strategy.order(r.targets, ctx())) for _ in range(7)]
+    strategy.store = store or MemoryStore()
+    return strategy
+
+
+async def test_round_robin_rotates_exactly() -> None:
+    r = route(1, 1, 1, strategy="round-robin")
+    strategy = round_robin(r)
+    orders = [keys(await strategy.order(r.targets, ctx())) for _ in range(7)]
     assert orders == [
         ["a", "b", "c"],
         ["b", "c", "a"],
@@ -55,28 +72,31 @@ def test_round_robin_rotates_exactly() -> None:
 
 
 @pytest.mark.parametrize(("n", "k"), [(12, 3), (100, 4), (35, 5)])
-def test_round_robin_spreads_first_targets_evenly(n: int, k: int) -> None:
+async def test_round_robin_spreads_first_targets_evenly(n: int, k: int) -> None:
     r = route(*[1] * k, strategy="round-robin")
-    strategy = RoundRobin(r)
-    firsts = Counter(strategy.order(r.targets, ctx())[0].provider for _ in range(n))
+    strategy = round_robin(r)
+    firsts = Counter([(await strategy.order(r.targets, ctx()))[0].provider for _ in range(n)])
     assert firsts == {t.provider: n // k for t in r.targets}
 
 
-def test_round_robin_ignores_weights_and_handles_edge_cases() -> None:
+async def test_round_robin_ignores_weights_and_handles_edge_cases() -> None:
     r = route(10, 1, strategy="round-robin")
-    strategy = RoundRobin(r)
-    assert [keys(strategy.order(r.targets, ctx()))[0] for _ in range(4)] == ["a", "b", "a", "b"]
-    assert strategy.order([], ctx()) == []
+    strategy = round_robin(r)
+    assert [keys(await strategy.order(r.targets, ctx()))[0] for _ in range(4)] == ["a", "b", "a", "b"]
+    assert await strategy.order([], ctx()) == []
     single = [Target("only", "m")]
-    assert strategy.order(single, ctx()) == single
+    assert await strategy.order(single, ctx()) == single
 
 
-def test_round_robin_state_is_per_instance() -> None:
+async def test_round_robin_position_is_shared_through_the_store() -> None:
+    # two gateway processes sharing a store rotate together; separate stores rotate independently
     r = route(1, 1, strategy="round-robin")
-    one, two = RoundRobin(r), RoundRobin(r)
-    assert keys(one.order(r.targets, ctx())) == ["a", "b"]
-    assert keys(one.order(r.targets, ctx())) == ["b", "a"]
-    assert keys(two.order(r.targets, ctx())) == ["a", "b"]
+    shared = MemoryStore()
+    one, two, alone = round_robin(r, shared), round_robin(r, shared), round_robin(r)
+    assert keys(await one.order(r.targets, ctx())) == ["a", "b"]
+    assert keys(await two.order(r.targets, ctx())) == ["b", "a"]
+    assert keys(await one.order(r.targets, ctx())) == ["a", "b"]
+    assert keys(await alone.order(r.targets, ctx())) == ["a", "b"]
 
 
 def test_weighted_first_target_frequencies_follow_weights() -> None:

@@ -1,0 +1,1 @@
+"""Data files shipped with interlock (the built-in price table, ``prices.toml``)."""

@@ -1,0 +1,78 @@
+"""``lowest-cost``: the cheapest healthy target for this request first.
+
+Each target is priced for an estimate of this request: the estimated prompt tokens
+(:func:`interlock.core.rules.estimate_prompt_tokens`) at its input price, plus the
+request's ``max_completion_tokens`` (else ``max_tokens``, else ``output_tokens``,
+default 500) at its output price. Targets are ordered by that cost, cheapest first;
+equal costs keep config order, and targets without a known price go last, in config
+order, so the fallback after the cheapest is the next cheapest.
+
+Prices come from the gateway's :class:`~interlock.core.pricing.PriceTable` (the
+built-in table with the config's ``[prices]`` on top, so ``[prices."ollama/*"]`` or a
+negotiated rate count here too). The strategy reaches it through the store the router
+gives it (:func:`interlock.core.pricing.table_for`), or through :attr:`prices` when set.
+
+Options (``strategy_options``): ``output_tokens`` (the output estimate when the
+request sets no limit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from interlock import hookimpl
+from interlock.core.pricing import PriceTable, cost, table_for
+from interlock.core.rules import estimate_prompt_tokens
+from interlock.core.strategy import Strategy
+from interlock.core.types import RequestContext, Route, Target, Usage
+
+OUTPUT_TOKENS = 500  # assumed output when the request sets no max_tokens
+
+
+def _positive_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+class LowestCost(Strategy):
+    name = "lowest-cost"
+    #: the price table; None: the one bound to :attr:`store` by the gateway
+    prices: PriceTable | None = None
+
+    def __init__(self, route: Route, options: dict[str, Any] | None = None) -> None:
+        super().__init__(route, options)
+        output = self.options.get("output_tokens", OUTPUT_TOKENS)
+        if _positive_int(output) is None:
+            raise ValueError(
+                f"lowest-cost: strategy_options.output_tokens must be a positive whole number, not {output!r}"
+            )
+        self.output_tokens: int = output
+
+    def usage_estimate(self, request: RequestContext) -> Usage:
+        """The tokens this request is expected to use."""
+        body = request.body
+        output = _positive_int(body.get("max_completion_tokens")) or _positive_int(body.get("max_tokens"))
+        prompt = estimate_prompt_tokens(body)
+        return Usage(prompt_tokens=prompt, completion_tokens=output or self.output_tokens)
+
+    def costs(self, targets: Sequence[Target], request: RequestContext) -> list[Decimal | None]:
+        """Each target's estimated cost for ``request`` in USD (None: no known price)."""
+        table = self.prices if self.prices is not None else table_for(getattr(self, "store", None))
+        usage = self.usage_estimate(request)
+        out: list[Decimal | None] = []
+        for target in targets:
+            price = table.for_target(target.provider, target.model)
+            out.append(None if price is None else cost(usage, price))
+        return out
+
+    def order(self, targets: Sequence[Target], request: RequestContext) -> list[Target]:
+        costs = self.costs(targets, request)
+        priced = sorted((c, i) for i, c in enumerate(costs) if c is not None)
+        unpriced = [i for i, c in enumerate(costs) if c is None]
+        return [targets[i] for i in (*(i for _, i in priced), *unpriced)]
+
+
+@hookimpl
+def register_strategies(register: Callable[..., None]) -> None:
+    register("lowest-cost", LowestCost)
