@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import pluggy
 
-from interlock.core import stats
+from interlock.core import pricing, stats
 from interlock.core.breaker import Breaker, Transition
 from interlock.core.errors import GatewayError
 from interlock.core.health import HealthBoard
@@ -213,8 +213,9 @@ class Router:
                 decision.events.append(f"total timeout {s.total_timeout:g}s reached")
                 break
             target = queue.pop(0)
-            if window_floor is not None and target.context_window is not None and target.context_window <= window_floor:
-                decision.skipped.append(f"{target.key}: context window {target.context_window} <= {window_floor}")
+            window = self._window(target) if window_floor is not None else None
+            if window is not None and window_floor is not None and window <= window_floor:
+                decision.skipped.append(f"{target.key}: context window {window} <= {window_floor}")
                 continue
             partner = await self._hedge_partner(ctx, s, target, queue)
             try:
@@ -235,8 +236,8 @@ class Router:
                     cls = verdict.failure_class
                     if cls is F.CONTENT_POLICY and s.on_content_policy == "fallback":
                         action = Action.FALLBACK
-                    if cls is F.CONTEXT_LENGTH and failed_target.context_window is not None:
-                        window_floor = max(window_floor or 0, failed_target.context_window)
+                    if cls is F.CONTEXT_LENGTH and (failed_window := self._window(failed_target)) is not None:
+                        window_floor = max(window_floor or 0, failed_window)
                     if action is Action.FAIL:
                         attempt.action = "fail"
                         raise self.client_error(errors, decision) from None
@@ -315,6 +316,13 @@ class Router:
         finally:
             if not streaming:  # a committed stream stays in flight until it ends
                 await stats.leave(self.store, target.key)
+
+    def _window(self, target: Target) -> int | None:
+        """The target's context window: its config, else the price table's, else unknown."""
+        if target.context_window is not None:
+            return target.context_window
+        provider = self.providers[target.provider]
+        return pricing.table_for(self.store).context_window(provider.type_name, target.model, target.provider)
 
     async def _hedge_partner(
         self, ctx: RequestContext, s: RouteSettings, target: Target, queue: list[Target]

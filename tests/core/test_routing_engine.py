@@ -310,3 +310,16 @@ async def test_the_decision_summary_header_lists_every_attempt(fake: FakeOpenAI)
         )
         assert gw.log.last.reasons == ["1. openai/gpt-4o (strategy ordered)", "2. backup/gpt-4o-mini (strategy ordered)"]
         assert json.dumps(gw.log.last.events)  # plain strings: exporters can store them as they are
+
+
+async def test_context_windows_default_to_the_price_table() -> None:
+    # gpt-4o and gpt-4o-mini both have 128k windows in the shipped table, gpt-4.1 has ~1M
+    body = {"error": {"message": "This model's maximum context length is 128000 tokens.",
+                      "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}
+    async with FakeOpenAI(models=["gpt-4o", "gpt-4o-mini", "gpt-4.1"]) as fake:
+        chain = "openai/gpt-4o > backup/gpt-4o-mini > backup/gpt-4.1"
+        async with running_gateway(config(fake, chain=chain)) as gw:
+            fake.add_fault(Fault(status=400, body=body, model=PRIMARY))
+            await chat(gw)
+            assert chat.headers["x-interlock-model"] == "gpt-4.1"  # type: ignore[attr-defined]
+            assert gw.log.last.skipped == ["backup/gpt-4o-mini: context window 128000 <= 128000"]
