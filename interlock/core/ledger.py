@@ -17,8 +17,9 @@ Conventions, for whoever writes the queries:
   and ``output_tokens`` includes ``reasoning_tokens``. They are ``NULL`` when
   the upstream reported no usage (a failed request, a provider that does not
   report it), ``0`` when it reported zero.
-* ``cost_usd`` is a fixed-point ``Numeric(18, 10)`` and is ``NULL`` until
-  pricing is implemented.
+* ``cost_usd`` is a fixed-point ``Numeric(18, 10)`` in US dollars, from the
+  price table (``NULL`` when the model has no known price or no usage was
+  reported); a request's cost is the sum of its attempts' costs.
 * ``user`` is a reserved word in PostgreSQL: write ``"user"`` there.
 
 Example (SQLite)::
@@ -54,7 +55,9 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -180,8 +183,63 @@ schema_version = Table(
     Column("applied_at", DateTime(timezone=True), nullable=False),  # UTC
 )
 
-#: the current schema (see :func:`_v1_tables` for the column documentation)
+def _v2_columns() -> tuple[list[Column[Any]], list[Column[Any]]]:
+    """Columns migration 2 adds to ``requests`` and ``attempts`` (fresh objects per call)."""
+    return (
+        [
+            # US dollars the request would have cost on its first-choice target minus what it did
+            # cost: negative when a fallback was cheaper, positive when it was dearer; NULL when
+            # no fallback happened or a price is unknown
+            Column("cost_delta_usd", Numeric(18, 10)),
+            Column("rule", Text),  # the routing rule that changed the route, with its reason
+            Column("hedged", Boolean),  # a hedge attempt was started
+            Column("events", Text),  # JSON list: retries, fallbacks, hedges, breaker transitions
+        ],
+        [
+            Column("hedge", Boolean),  # this attempt was started as a hedge
+            Column("start_ms", Float),  # when the attempt started, from the request's arrival
+        ],
+    )
+
+
+def _v2_tables(metadata: MetaData) -> tuple[Table, Table]:
+    """Tables migration 2 creates: gateway API keys and alerts."""
+    api_keys = Table(
+        "api_keys",
+        metadata,
+        Column("id", String, primary_key=True),  # "key_<hex>", shown in requests.api_key_id
+        Column("name", String),  # a label for humans
+        # sha256 hex of the key: the key itself is never stored (keys are random and long, so a
+        # fast hash is the right tool, as for bearer tokens generally)
+        Column("key_hash", String, nullable=False, unique=True),
+        Column("prefix", String, nullable=False),  # the key's first characters, to recognise it
+        Column("team", String),
+        Column("tags", Text),  # JSON list of default tags for the key's requests
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("revoked_at", DateTime(timezone=True)),  # NULL while the key is valid
+    )
+    alerts = Table(
+        "alerts",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("ts", DateTime(timezone=True), nullable=False),
+        Column("kind", String, nullable=False),  # budget_soft, budget_hard, anomaly
+        Column("scope", String, nullable=False),  # e.g. "team:search", "model:gpt-4o", "key:key_12ab"
+        Column("message", Text, nullable=False),
+        Column("value_usd", Numeric(18, 10)),  # the spend that triggered it
+        Column("threshold_usd", Numeric(18, 10)),  # the budget or the baseline it departed from
+        Column("details", Text),  # JSON object
+        Index("ix_alerts_ts", "ts"),
+    )
+    return api_keys, alerts
+
+
+#: the current schema (see :func:`_v1_tables` and :func:`_v2_columns` for the column documentation)
 requests, attempts = _v1_tables(metadata)
+for _table, _columns in zip((requests, attempts), _v2_columns(), strict=True):
+    for _column in _columns:
+        _table.append_column(_column)
+api_keys, alerts = _v2_tables(metadata)
 
 
 # --------------------------------------------------------------------------- #
@@ -195,8 +253,22 @@ def _migration_1(conn: Connection) -> None:
         table.create(conn, checkfirst=True)  # tolerate a half-applied run on non-transactional DDL
 
 
+def _migration_2(conn: Connection) -> None:
+    """Cost delta and decision details on requests and attempts; api_keys and alerts tables."""
+    preparer = conn.dialect.identifier_preparer
+    existing = {t: {c["name"] for c in inspect(conn).get_columns(t)} for t in ("requests", "attempts")}
+    for table, columns in zip(("requests", "attempts"), _v2_columns(), strict=True):
+        for column in columns:
+            if column.name in existing[table]:
+                continue  # a half-applied run on non-transactional DDL
+            ddl = column.type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {preparer.quote(table)} ADD COLUMN {preparer.quote(column.name)} {ddl}"))
+    for table in _v2_tables(MetaData()):
+        table.create(conn, checkfirst=True)
+
+
 #: ordered: MIGRATIONS[i] brings the schema from version i to version i + 1. Append only.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migration_1,)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migration_1, _migration_2)
 
 #: the schema version this code writes
 SCHEMA_VERSION = len(MIGRATIONS)

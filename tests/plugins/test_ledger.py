@@ -267,16 +267,17 @@ async def test_migrations_are_idempotent(tmp_path: Path) -> None:
         exporter.record(decision(f"r{i}"))
         await exporter.close()
     versions = query(db, "SELECT version, applied_at FROM schema_version")
-    assert [v["version"] for v in versions] == [1] and versions[0]["applied_at"]
+    assert [v["version"] for v in versions] == list(range(1, ledger.SCHEMA_VERSION + 1))
+    assert all(v["applied_at"] for v in versions)
     assert count(db, "requests") == 2
 
     engine = await ledger.open_engine(sqlite_url(db))
     try:
-        assert await ledger.migrate(engine) == ledger.SCHEMA_VERSION == 1
-        assert await ledger.migrate(engine) == 1
+        assert await ledger.migrate(engine) == ledger.SCHEMA_VERSION == 2
+        assert await ledger.migrate(engine) == 2
     finally:
         await engine.dispose()
-    assert count(db, "schema_version") == 1
+    assert count(db, "schema_version") == ledger.SCHEMA_VERSION
 
 
 async def test_migrated_schema_matches_the_tables(tmp_path: Path) -> None:
@@ -312,7 +313,7 @@ async def test_an_unwritable_database_does_not_fail_requests(
     later.mkdir()
     await exporter.flush()
     assert exporter.buffered == 0
-    assert count(db, "requests") == 2 and count(db, "schema_version") == 1
+    assert count(db, "requests") == 2 and count(db, "schema_version") == ledger.SCHEMA_VERSION
 
 
 async def test_the_flush_loop_retries_until_the_database_is_there(tmp_path: Path) -> None:
@@ -458,3 +459,29 @@ def test_embedded_defaults_write_interlock_db_in_the_working_directory(serve: An
         {"requested_model": "gpt-4o", "provider": "openai", "status": 200, "user": "bob"},
         {"requested_model": "gpt-4o-mini", "provider": "openai", "status": 200, "user": None},
     ]
+
+
+async def test_migration_2_upgrades_a_version_1_database(tmp_path: Path) -> None:
+    """A ledger written by the first release keeps its rows and gains the new columns and tables."""
+    from sqlalchemy import insert, text
+
+    db = tmp_path / "old.db"
+    engine = await ledger.open_engine(sqlite_url(db))
+    try:
+        async with engine.begin() as conn:
+            def v1(sync_conn: Any) -> None:
+                ledger.schema_version.create(sync_conn)
+                ledger._migration_1(sync_conn)
+                sync_conn.execute(insert(ledger.schema_version).values(version=1, applied_at=ledger.datetime.now(ledger.UTC)))
+                sync_conn.execute(text(
+                    "INSERT INTO requests (id, ts, endpoint, requested_model, tags, status, stream, attempts, fallback_used,"
+                    " latency_ms) VALUES ('old', '2026-01-01 00:00:00', 'chat', 'gpt-4o', '[]', 200, 0, 1, 0, 1.0)"
+                ))
+            await conn.run_sync(v1)
+        assert await ledger.migrate(engine) == 2
+    finally:
+        await engine.dispose()
+    assert count(db, "requests") == 1
+    columns = {r["name"] for r in query(db, "PRAGMA table_info(requests)")}
+    assert {"cost_delta_usd", "rule", "hedged", "events"} <= columns
+    assert {r["name"] for r in query(db, "SELECT name FROM sqlite_master WHERE type = 'table'")} >= {"api_keys", "alerts"}
