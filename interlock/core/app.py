@@ -12,6 +12,7 @@ import logging
 import re
 import time
 import uuid
+from decimal import Decimal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -182,7 +183,22 @@ def _finish(gateway: Gateway, ctx: RequestContext, decision: Decision, attempt: 
     decision.latency_ms = (time.perf_counter() - ctx.started) * 1000
     if attempt is not None:
         decision.provider, decision.model, decision.usage = attempt.provider, attempt.model, attempt.usage
+    gateway.router.account(decision)
     gateway.record(decision)
+
+
+def _cost_header(decision: Decision) -> dict[str, str]:
+    """``x-interlock-cost-usd`` (and the fallback's delta) once the request is priced."""
+    headers = {}
+    if decision.cost_usd is not None:
+        headers["x-interlock-cost-usd"] = _usd(decision.cost_usd)
+    if decision.cost_delta_usd is not None:
+        headers["x-interlock-cost-delta-usd"] = _usd(decision.cost_delta_usd)
+    return headers
+
+
+def _usd(value: Decimal) -> str:
+    return f"{value.quantize(Decimal('0.0000000001')).normalize():f}"
 
 
 # --------------------------------------------------------------------------- #
@@ -207,7 +223,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await _stream(request, gateway, ctx, decision)
     result, attempt, target = await _routed(gateway, ctx, decision, gateway.router.run(ctx, decision, chat_op(ctx)))
     _finish(gateway, ctx, decision, attempt)
-    return json_response(result.body, headers=_routing_headers(decision, attempt, target))
+    return json_response(result.body, headers={**_routing_headers(decision, attempt, target), **_cost_header(decision)})
 
 
 async def _stream(request: web.Request, gateway: Gateway, ctx: RequestContext, decision: Decision) -> web.StreamResponse:
@@ -231,6 +247,10 @@ async def _stream(request: web.Request, gateway: Gateway, ctx: RequestContext, d
         while True:
             failure = await _relay(resp, ctx, decision, current)
             if failure is None:
+                # headers are long gone: the cost goes out as an SSE comment, which clients ignore
+                router.account(decision)
+                if decision.cost_usd is not None:
+                    await resp.write(f": x-interlock-cost-usd={_usd(decision.cost_usd)}\n\n".encode())
                 await resp.write(DONE)
                 break
             err, partial = failure
@@ -313,7 +333,7 @@ async def embeddings(request: web.Request) -> web.Response:
     decision = gateway.router.new_decision(ctx, body["model"])
     result, attempt, target = await _routed(gateway, ctx, decision, gateway.router.run(ctx, decision, embeddings_op(ctx)))
     _finish(gateway, ctx, decision, attempt)
-    return json_response(result.body, headers=_routing_headers(decision, attempt, target))
+    return json_response(result.body, headers={**_routing_headers(decision, attempt, target), **_cost_header(decision)})
 
 
 async def models(request: web.Request) -> web.Response:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from interlock.core.provider import Provider
     from interlock.core.strategy import Strategy
     from interlock.core.types import (
-        Classification, Decision, RequestContext, Route, RouteChoice, Target, UpstreamError, Usage,
+        Alert, Classification, Decision, RequestContext, Route, RouteChoice, Target, UpstreamError, Usage,
     )
 
 PROJECT = "interlock"
@@ -163,4 +163,16 @@ def record_decision(decision: Decision) -> None:
     Called once per client request after the response is complete, for light
     observers. Must not block: buffer and flush elsewhere. Exporters with a
     lifecycle (batching, connections) should use ``register_exporters``.
+    """
+
+
+@hookspec
+def alert(alert: Alert) -> None:
+    """Deliver a budget or spend-anomaly alert.
+
+    Called for every alert the gateway raises (a soft budget threshold crossed,
+    a hard budget reached, spend departing from its baseline). Alert exporters
+    (a log line, a webhook, an OpenTelemetry event) implement it; like
+    ``record_decision`` it must not block: queue the work and deliver it in a
+    background task.
     """

@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import pluggy
@@ -43,6 +44,7 @@ from interlock.core.types import (
     RouteChoice,
     Target,
     UpstreamError,
+    Usage,
 )
 
 log = logging.getLogger("interlock.router")
@@ -451,6 +453,38 @@ class Router:
             result.settings = start.settings
             return result
         raise self.client_error(errors, decision) if errors else GatewayError(502, "no target left to continue the stream")
+
+    # -- cost ------------------------------------------------------------- #
+
+    def price(self, usage: Usage | None, provider: str, model: str) -> Decimal | None:
+        """What ``usage`` costs on ``provider``/``model``, through the ``compute_cost`` hook."""
+        if usage is None or provider not in self.providers:
+            return None
+        cost: Decimal | None = self.pm.hook.compute_cost(
+            usage=usage, provider=provider, provider_type=self.providers[provider].type_name, model=model,
+            prices=pricing.table_for(self.store),
+        )
+        return cost
+
+    def account(self, decision: Decision) -> None:
+        """Price every attempt, sum them into the request's cost, and the fallback's cost delta.
+
+        Every attempt that reported usage is costed: successes, failed attempts that
+        consumed tokens, retries, hedges. The delta compares the answer's cost with what
+        the same usage would have cost on the first target tried.
+        """
+        total: Decimal | None = None
+        for attempt in decision.attempts:
+            if attempt.cost_usd is None:
+                attempt.cost_usd = self.price(attempt.usage, attempt.provider, attempt.model)
+            if attempt.cost_usd is not None:
+                total = attempt.cost_usd if total is None else total + attempt.cost_usd
+        decision.cost_usd = total
+        if decision.fallback_used:
+            final, first = decision.attempts[-1], decision.attempts[0]
+            primary = self.price(final.usage, first.provider, first.model)
+            if final.cost_usd is not None and primary is not None:
+                decision.cost_delta_usd = final.cost_usd - primary
 
     # -- errors ----------------------------------------------------------- #
 

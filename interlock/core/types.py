@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 
 
@@ -223,6 +224,7 @@ class Attempt:
     finish_reasons: list[str] = field(default_factory=list)
     start_ms: float = 0.0  # when the attempt started, from the request's arrival
     hedge: bool = False  # started as a hedge alongside another attempt
+    cost_usd: Decimal | None = None  # priced through the compute_cost hook; None when unknown
 
 
 @dataclass(slots=True)
@@ -255,6 +257,8 @@ class Decision:
     skipped: list[str] = field(default_factory=list)  # candidates not tried, with why (cooldown, window)
     events: list[str] = field(default_factory=list)  # retries, fallbacks, hedges, breaker transitions
     hedged: bool = False
+    cost_usd: Decimal | None = None  # the sum of every attempt's cost (failed, retried, hedged ones too)
+    cost_delta_usd: Decimal | None = None  # after a fallback: its cost minus the first choice's, same usage
 
     @property
     def fallback_used(self) -> bool:
@@ -263,3 +267,16 @@ class Decision:
             self.attempts[-1].provider,
             self.attempts[-1].model,
         ) != (self.attempts[0].provider, self.attempts[0].model)
+
+
+@dataclass(slots=True)
+class Alert:
+    """A budget or spend-anomaly event, for the ``alert`` hook (log, webhook, OpenTelemetry)."""
+
+    kind: str  # budget_soft, budget_hard, anomaly
+    scope: str  # what it is about: "team:search", "key:key_12ab", "tag:batch", "model:gpt-4o"
+    message: str
+    value_usd: Decimal | None = None  # the spend that triggered it
+    threshold_usd: Decimal | None = None  # the budget, or the baseline the spend departed from
+    details: dict[str, Any] = field(default_factory=dict)
+    ts: float = field(default_factory=time.time)

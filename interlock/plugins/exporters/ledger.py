@@ -358,9 +358,13 @@ def request_row(d: Decision) -> dict[str, Any]:
         "latency_ms": float(d.latency_ms),
         "ttft_ms": d.ttft_ms,
         **_usage(d.usage),
-        "cost_usd": None,
+        "cost_usd": d.cost_usd,
         "error_type": _text(d.error_type, limit),
         "error_message": _text(d.error_message, limit),
+        "cost_delta_usd": d.cost_delta_usd,
+        "rule": _text(d.rule, limit),
+        "hedged": bool(d.hedged),
+        "events": jsonutil.dumps_str([_text(e, limit) for e in d.events]) if d.events else None,
     }
 
 
@@ -378,9 +382,11 @@ def attempt_row(request_id: str, a: Attempt) -> dict[str, Any]:
         "latency_ms": float(a.latency_ms),
         "ttft_ms": a.ttft_ms,
         **_usage(a.usage),
-        "cost_usd": None,
+        "cost_usd": a.cost_usd,
         "error": _text(a.error, ledger.MAX_ERROR_CHARS),
         "response_id": _text(a.response_id, ledger.MAX_ERROR_CHARS),
+        "hedge": bool(a.hedge),
+        "start_ms": float(a.start_ms),
     }
 
 

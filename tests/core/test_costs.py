@@ -1,0 +1,97 @@
+"""Every attempt is costed, the request's cost is their sum, and a fallback's delta is recorded."""
+
+from __future__ import annotations
+
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+
+import aiohttp
+
+from interlock.core.pricing import PriceTable, cost
+from interlock.core.types import Usage
+from interlock.testing import FakeOpenAI, Fault
+from interlock.testing.gateway import running_gateway
+from tests.conftest import SECRET
+
+HI = [{"role": "user", "content": "hello there"}]
+
+
+def config(fake: FakeOpenAI, db: Path | None = None) -> str:
+    ledger = f'[database]\nurl = "sqlite+aiosqlite:///{db}"' if db else "[exporters.ledger]\nenabled = false"
+    return f"""
+[providers.openai]
+base_url = "{fake.base_url}"
+api_key = "{SECRET}"
+[providers.backup]
+type = "openai"
+base_url = "{fake.base_url}"
+api_key = "{SECRET}"
+[routes.smart]
+chain = "openai/gpt-4o > backup/gpt-4o-mini"
+{ledger}
+"""
+
+
+def expected(model: str, usage: Usage) -> Decimal:
+    price = PriceTable.builtin().lookup("openai", model)
+    assert price is not None
+    return cost(usage, price)
+
+
+async def test_cost_header_matches_the_price_table(fake: FakeOpenAI) -> None:
+    async with running_gateway(config(fake)) as gw:
+        raw = await gw.client.chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
+        usage = raw.parse().usage
+        assert usage is not None
+        want = expected("gpt-4o", Usage(usage.prompt_tokens, usage.completion_tokens))
+        assert Decimal(raw.headers["x-interlock-cost-usd"]) == want
+        assert gw.log.last.cost_usd == want and want > 0
+
+
+async def test_a_fallback_records_its_cost_delta_against_the_primary(fake: FakeOpenAI) -> None:
+    async with running_gateway(config(fake)) as gw:
+        fake.add_fault(Fault(status=503, model="gpt-4o"))
+        raw = await gw.client.chat.completions.with_raw_response.create(model="smart", messages=HI)
+        d = gw.log.last
+        final = d.attempts[-1]
+        assert final.usage is not None and d.attempts[0].cost_usd is None  # the failed attempt used nothing
+        on_mini, on_4o = expected("gpt-4o-mini", final.usage), expected("gpt-4o", final.usage)
+        assert d.cost_usd == on_mini
+        assert d.cost_delta_usd == on_mini - on_4o < 0  # mini is cheaper: the fallback saved money
+        assert Decimal(raw.headers["x-interlock-cost-delta-usd"]) == d.cost_delta_usd
+
+
+async def test_streams_are_costed_even_when_the_client_did_not_ask_for_usage(fake: FakeOpenAI) -> None:
+    async with running_gateway(config(fake)) as gw:
+        async with aiohttp.ClientSession() as s:
+            body = {"model": "gpt-4o", "messages": HI, "stream": True}
+            async with s.post(f"{gw.base_url}/chat/completions", json=body) as resp:
+                text = await resp.text()
+        usage = gw.log.last.usage
+        assert usage is not None
+        want = expected("gpt-4o", usage)
+        assert gw.log.last.cost_usd == want
+        # the cost travels as an SSE comment before [DONE] (clients ignore comments)
+        assert f": x-interlock-cost-usd={want.normalize():f}" in text
+        assert text.rstrip().endswith("data: [DONE]")
+
+
+async def test_retries_are_costed_and_summed(fake: FakeOpenAI, tmp_path: Path) -> None:
+    db = tmp_path / "ledger.db"
+    toml = config(fake, db).replace('chain = "openai/gpt-4o > backup/gpt-4o-mini"', 'chain = "openai/gpt-4o"\nretries = 1\nbackoff = 0.01')
+    async with running_gateway(toml) as gw:
+        await gw.client.chat.completions.create(model="smart", messages=HI)
+        fake.add_fault(Fault(status=500, model="gpt-4o"))  # then a retry on the same target
+        await gw.client.chat.completions.create(model="smart", messages=HI)
+        for exporter in gw.gateway.exporters:
+            await exporter.flush()
+        d = gw.log.last
+        assert [a.outcome for a in d.attempts] == ["server_error", "ok"]
+        assert d.cost_usd == d.attempts[1].cost_usd
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT cost_usd FROM requests ORDER BY ts").fetchall()
+        assert all(r[0] is not None and Decimal(str(r[0])) > 0 for r in rows)
+        attempt_costs = conn.execute("SELECT sum(cost_usd) FROM attempts").fetchone()[0]
+        request_costs = conn.execute("SELECT sum(cost_usd) FROM requests").fetchone()[0]
+        assert abs(Decimal(str(attempt_costs)) - Decimal(str(request_costs))) < Decimal("1e-9")
