@@ -119,7 +119,7 @@ async def test_requests_and_attempts_rows(fake: FakeOpenAI, make_gateway: Gatewa
     assert (r["input_tokens"], r["output_tokens"]) == (ok.usage.prompt_tokens, ok.usage.completion_tokens)
     assert r["input_tokens"] > 0 and r["output_tokens"] > 0
     assert r["cached_tokens"] == 0 and r["reasoning_tokens"] == 0
-    assert r["cost_usd"] is None and r["error_type"] is None and r["error_message"] is None
+    assert r["cost_usd"] > 0 and r["error_type"] is None and r["error_message"] is None  # priced
     assert r["latency_ms"] > 0 and r["ttft_ms"] is None
     assert r["api_key_id"] is None and r["team"] is None
     # ts: UTC text that sorts and works with SQLite's date functions
