@@ -144,7 +144,10 @@ class ProviderConformance:
                     case.provider_toml(fake, TIMEOUT),
                     provider_table("conformance-backup", type="openai", base_url=backup.base_url, api_key="sk-backup"),
                     "[routes.conformance]",
-                    f'chain = "{case.model} > conformance-backup/gpt-4o-mini"',
+                    'strategy = "ordered"',
+                    # the backup's window is declared larger than any model's, so a context-length
+                    # failure may fall back to it (the router only falls back to larger windows)
+                    f'targets = ["{case.model}", {{ model = "conformance-backup/gpt-4o-mini", context_window = 100000000 }}]',
                     "[exporters.ledger]",
                     "enabled = false",
                 ]

@@ -66,7 +66,8 @@ async def _env(**options: Any) -> AsyncIterator[Env]:
                 ),
                 provider_table("backup", type="openai", base_url=backup.base_url, api_key="sk-backup"),
                 "[routes.smart]",
-                f'chain = "{TARGET} > backup/gpt-4o-mini"',
+                'strategy = "ordered"',  # a backup window larger than Claude's: context errors may fall back
+                f'targets = ["{TARGET}", {{ model = "backup/gpt-4o-mini", context_window = 100000000 }}]',
                 "[exporters.ledger]",
                 "enabled = false",
             ]

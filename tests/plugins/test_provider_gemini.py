@@ -60,7 +60,8 @@ async def gateway(
                 provider_table("gemini", **{k: v for k, v in values.items() if v is not None}),
                 provider_table("backup", type="openai", base_url=backup.base_url, api_key="sk-backup"),
                 "[routes.smart]",
-                f'chain = "gemini/{MODEL} > backup/gpt-4o-mini"',
+                'strategy = "ordered"',  # a backup window larger than Gemini's: context errors may fall back
+                f'targets = ["gemini/{MODEL}", {{ model = "backup/gpt-4o-mini", context_window = 100000000 }}]',
                 "[routes.solo]",
                 f'chain = "gemini/{MODEL}"',
                 "[exporters.ledger]",
