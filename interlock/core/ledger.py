@@ -187,9 +187,9 @@ def _v2_columns() -> tuple[list[Column[Any]], list[Column[Any]]]:
     """Columns migration 2 adds to ``requests`` and ``attempts`` (fresh objects per call)."""
     return (
         [
-            # US dollars the request would have cost on its first-choice target minus what it did
-            # cost: negative when a fallback was cheaper, positive when it was dearer; NULL when
-            # no fallback happened or a price is unknown
+            # US dollars the answer cost on the fallback target minus what the same usage would
+            # have cost on the first-choice target: negative when the fallback was cheaper,
+            # positive when it was dearer; NULL when no fallback happened or a price is unknown
             Column("cost_delta_usd", Numeric(18, 10)),
             Column("rule", Text),  # the routing rule that changed the route, with its reason
             Column("hedged", Boolean),  # a hedge attempt was started

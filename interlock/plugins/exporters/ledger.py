@@ -54,7 +54,7 @@ from interlock import hookimpl
 from interlock.core import jsonutil, ledger
 from interlock.core.config import DEFAULT_DATABASE_URL
 from interlock.core.exporter import Exporter
-from interlock.core.types import Attempt, Decision, Usage
+from interlock.core.types import Alert, Attempt, Decision, Usage
 
 log = logging.getLogger("interlock.ledger")
 
@@ -93,6 +93,7 @@ class LedgerExporter(Exporter):
         #: database refused (see :meth:`_write_one_by_one`)
         self.dropped = 0
         self._buffer: deque[_Entry] = deque()
+        self._alerts: list[dict[str, Any]] = []  # ``alerts`` rows, written with the next flush
         self._rows = 0  # rows in _buffer
         self._engine: AsyncEngine | None = None
         self._migrated = False
@@ -102,6 +103,7 @@ class LedgerExporter(Exporter):
         self._failures = 0  # consecutive failed background flushes
         self._dropped_logged = 0
         self._inserts: tuple[Any, Any] | None = None
+        self._insert_alerts: Any = None
 
     @property
     def buffered(self) -> int:
@@ -123,6 +125,19 @@ class LedgerExporter(Exporter):
             self._trim()
         if self._rows >= self.batch_size:
             self._wake.set()
+
+    @hookimpl
+    def alert(self, alert: Alert) -> None:
+        """Buffer an alert as an ``alerts`` row (``interlock costs --anomalies`` lists them)."""
+        try:
+            self._alerts.append(alert_row(alert))
+        except Exception:
+            log.exception("ledger: cannot convert an alert; dropped")
+            return
+        if len(self._alerts) > self.max_buffer:
+            del self._alerts[0]
+            self.dropped += 1
+        self._wake.set()
 
     def _trim(self) -> None:
         """Drop the oldest decisions until the buffer fits ``max_buffer``."""
@@ -146,6 +161,7 @@ class LedgerExporter(Exporter):
         self._engine = await ledger.open_engine(self.url)
         dialect = self._engine.dialect.name
         self._inserts = (_insert(ledger.requests, dialect), _insert(ledger.attempts, dialect))
+        self._insert_alerts = insert(ledger.alerts)
         try:
             await ledger.migrate(self._engine)
             self._migrated = True
@@ -193,22 +209,36 @@ class LedgerExporter(Exporter):
         if self._engine is None:
             return
         async with self._lock:
-            if not self._buffer:
+            if not self._buffer and not self._alerts:
                 return
             if not self._migrated:
                 await ledger.migrate(self._engine)
                 self._migrated = True
             batch, self._buffer, self._rows = self._buffer, deque(), 0
+            alerts, self._alerts = self._alerts, []
             try:
                 try:
-                    await self._write(batch)
+                    await self._write(batch, alerts)
                     batch.clear()
+                    alerts = []
                 except Exception as exc:
                     if _transient(exc):
                         raise
                     # the database rejects something in the batch: isolate it so the rest is kept
+                    if alerts:
+                        try:
+                            await self._write([], alerts)
+                        except Exception as alert_exc:
+                            if _transient(alert_exc):
+                                raise
+                            self.dropped += len(alerts)
+                            log.error("ledger: the database rejected %d alert rows (%s)", len(alerts), alert_exc)
+                        alerts = []
                     await self._write_one_by_one(batch)
             finally:
+                if alerts:  # unwritten alerts go back ahead of newer ones
+                    self._alerts = alerts + self._alerts
+                    self._migrated = False
                 if batch:  # unwritten rows go back, oldest first, ahead of what arrived meanwhile
                     batch.extend(self._buffer)
                     self._buffer = batch
@@ -216,15 +246,18 @@ class LedgerExporter(Exporter):
                     self._trim()
                     self._migrated = False  # re-check the schema on the next try (cheap)
 
-    async def _write(self, batch: deque[_Entry] | list[_Entry]) -> None:
+    async def _write(self, batch: deque[_Entry] | list[_Entry], alerts: list[dict[str, Any]] | None = None) -> None:
         assert self._engine is not None and self._inserts is not None
         request_rows = [req for req, _ in batch]
         attempt_rows = [a for _, atts in batch for a in atts]
         insert_requests, insert_attempts = self._inserts
         async with self._engine.begin() as conn:
-            await conn.execute(insert_requests, request_rows)
+            if request_rows:
+                await conn.execute(insert_requests, request_rows)
             if attempt_rows:
                 await conn.execute(insert_attempts, attempt_rows)
+            if alerts:
+                await conn.execute(self._insert_alerts, alerts)
 
     async def _write_one_by_one(self, batch: deque[_Entry]) -> None:
         """Write a batch the database rejected, one decision per transaction.
@@ -365,6 +398,19 @@ def request_row(d: Decision) -> dict[str, Any]:
         "rule": _text(d.rule, limit),
         "hedged": bool(d.hedged),
         "events": jsonutil.dumps_str([_text(e, limit) for e in d.events]) if d.events else None,
+    }
+
+
+def alert_row(alert: Alert) -> dict[str, Any]:
+    """The ``alerts`` row of an alert."""
+    return {
+        "ts": datetime.fromtimestamp(alert.ts, UTC),
+        "kind": alert.kind,
+        "scope": _text(alert.scope, ledger.MAX_ERROR_CHARS),
+        "message": _text(alert.message, ledger.MAX_ERROR_CHARS),
+        "value_usd": alert.value_usd,
+        "threshold_usd": alert.threshold_usd,
+        "details": jsonutil.dumps_str(alert.details),
     }
 
 

@@ -1,0 +1,251 @@
+"""Budgets: reservation before routing, reconciliation after, 429 at the limit, alerts, shared store."""
+
+from __future__ import annotations
+
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+
+import openai
+import pytest
+
+from interlock import hookimpl
+from interlock.core import config as config_mod
+from interlock.core.budgets import Budgets, parse_budgets
+from interlock.core.config import ConfigError
+from interlock.core.store import MemoryStore
+from interlock.core.types import Alert
+from interlock.testing import FakeOpenAI
+from tests.conftest import GatewayFactory, openai_config
+
+HELLO = [{"role": "user", "content": "hello there"}]
+# $1 per input and per output token: costs are large and exact
+PRICES = """
+[prices."gpt-4o"]
+input = 1000000
+output = 1000000
+"""
+TAGGED = {"x-interlock-tags": "batch"}
+
+
+class AlertSink:
+    def __init__(self) -> None:
+        self.alerts: list[Alert] = []
+
+    @hookimpl
+    def alert(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+
+
+def budget_config(base_url: str, budgets: str) -> str:
+    return openai_config(base_url, PRICES + budgets)
+
+
+async def flush_ledger(gateway: object) -> None:
+    for exporter in gateway.exporters:  # type: ignore[attr-defined]
+        await exporter.flush()
+
+
+async def test_budget_rejects_at_the_limit_through_the_sdk(
+    fake: FakeOpenAI, make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    sink = AlertSink()
+    gw = await make_gateway(
+        budget_config(fake.base_url, '[[budgets]]\nscope = "tag:batch"\ndaily_usd = 100\nsoft = 0.5\n'),
+        extra_plugins=[("sink", sink)],
+    )
+    budgets = gw.gateway.budgets
+    spent = Decimal(0)
+    rejected = None
+    for _ in range(30):
+        try:
+            raw = await gw.client.chat.completions.with_raw_response.create(
+                model="openai/gpt-4o", messages=HELLO, max_tokens=10, extra_headers=TAGGED
+            )
+        except openai.RateLimitError as exc:
+            rejected = exc
+            break
+        spent += Decimal(raw.headers["x-interlock-cost-usd"])
+        # reconciled: the counter is exactly the actual spend, the reservation is gone
+        assert await budgets.spent("tag:batch") == spent
+    assert rejected is not None, "the budget never rejected"
+    assert rejected.status_code == 429 and rejected.code == "budget_exceeded"
+    message = rejected.message
+    assert "tag:batch" in message and "daily" in message and "$100.00" in message
+    # the request was rejected because its worst case would not fit: the spend never went over
+    assert spent <= 100
+    upstream_calls = len([r for r in fake.requests if r.path.endswith("/chat/completions")])
+
+    # released: the rejection left the counter where it was, and nothing went upstream
+    assert await budgets.spent("tag:batch") == spent
+    with pytest.raises(openai.RateLimitError):
+        await gw.client.chat.completions.create(model="openai/gpt-4o", messages=HELLO, max_tokens=10, extra_headers=TAGGED)
+    assert len([r for r in fake.requests if r.path.endswith("/chat/completions")]) == upstream_calls
+    assert await budgets.spent("tag:batch") == spent
+
+    # other traffic is not limited by the tag's budget
+    await gw.client.chat.completions.create(model="openai/gpt-4o", messages=HELLO, max_tokens=10)
+
+    # alerts: the soft threshold once, the hard limit once (on the first rejection)
+    kinds = [(a.kind, a.scope) for a in sink.alerts]
+    assert kinds.count(("budget_soft", "tag:batch")) == 1
+    assert kinds.count(("budget_hard", "tag:batch")) == 1
+    soft = next(a for a in sink.alerts if a.kind == "budget_soft")
+    assert soft.threshold_usd == Decimal(100) and soft.value_usd is not None and soft.value_usd >= 50
+    assert soft.details["period"] == "daily"
+
+    # the ledger agrees with the counter; rejected requests are recorded with their reason
+    await flush_ledger(gw.gateway)
+    with sqlite3.connect(tmp_path / "interlock.db") as db:
+        rows = db.execute("SELECT tags, cost_usd, status, error_type FROM requests").fetchall()
+    assert sum(Decimal(str(cost)) for tags, cost, _, _ in rows if "batch" in tags and cost is not None) == spent
+    errors = [(status, error) for _, cost, status, error in rows if cost is None]
+    assert errors == [(429, "budget_exceeded"), (429, "budget_exceeded")]
+
+
+class SpyStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.deltas: list[tuple[str, int]] = []
+
+    async def incr(self, key: str, delta: int = 1) -> int:
+        if key.startswith("budget:"):
+            self.deltas.append((key, delta))
+        return await super().incr(key, delta)
+
+
+async def test_streams_hold_their_reservation_until_they_end(fake: FakeOpenAI, make_gateway: GatewayFactory) -> None:
+    store = SpyStore()
+    gw = await make_gateway(
+        budget_config(fake.base_url, '[[budgets]]\nscope = "global"\nmonthly_usd = 1000\n'), store=store
+    )
+    stream = await gw.client.chat.completions.create(
+        model="openai/gpt-4o", messages=HELLO, max_tokens=50, stream=True, stream_options={"include_usage": True}
+    )
+    usage = None
+    async for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+    assert usage is not None
+    actual = (usage.prompt_tokens + usage.completion_tokens) * 1_000_000
+    # the worst case (prompt estimate + 50 output tokens at $1) was reserved before the call,
+    # and the end of the stream replaced it with the actual cost
+    (key, reserved), (key2, correction) = store.deltas
+    assert key == key2 and key.startswith("budget:global:")
+    assert reserved == (3 + 50) * 1_000_000
+    assert reserved + correction == actual
+    assert await gw.gateway.budgets.spent("global", "monthly") == Decimal(actual) / 1_000_000
+
+
+async def test_alert_action_never_rejects_but_alerts_once(fake: FakeOpenAI, make_gateway: GatewayFactory) -> None:
+    sink = AlertSink()
+    gw = await make_gateway(
+        budget_config(fake.base_url, '[[budgets]]\nscope = "global"\ndaily_usd = 5\naction = "alert"\nsoft = 0\n'),
+        extra_plugins=[("sink", sink)],
+    )
+    for _ in range(3):
+        await gw.client.chat.completions.create(model="openai/gpt-4o", messages=HELLO, max_tokens=10)
+    assert await gw.gateway.budgets.spent("global") > 5
+    assert [(a.kind, a.scope) for a in sink.alerts] == [("budget_hard", "global")]
+
+
+async def test_gateways_sharing_a_store_agree(fake: FakeOpenAI, make_gateway: GatewayFactory) -> None:
+    """Two gateways on one store (as two processes on one shared store) count into the same budget."""
+    store = MemoryStore()
+    toml = budget_config(fake.base_url, '[[budgets]]\nscope = "global"\ndaily_usd = 60\n')
+    one = await make_gateway(toml, store=store)
+    two = await make_gateway(toml, store=store)
+    spent = Decimal(0)
+    statuses = []
+    for i in range(12):
+        gw = (one, two)[i % 2]
+        try:
+            raw = await gw.client.chat.completions.with_raw_response.create(
+                model="openai/gpt-4o", messages=HELLO, max_tokens=10
+            )
+            spent += Decimal(raw.headers["x-interlock-cost-usd"])
+            statuses.append(200)
+        except openai.RateLimitError as exc:
+            assert exc.code == "budget_exceeded"
+            statuses.append(429)
+    assert 200 in statuses and 429 in statuses
+    assert statuses.index(429) > 1  # both served some before the shared limit
+    assert spent <= 60
+    assert await one.gateway.budgets.spent("global") == await two.gateway.budgets.spent("global") == spent
+
+
+async def test_unknown_price_reserves_nothing_and_counts_actual(fake: FakeOpenAI, make_gateway: GatewayFactory) -> None:
+    toml = openai_config(fake.base_url, '[prices."gpt-4o"]\ninput = 0\noutput = 0\n[[budgets]]\nscope = "global"\ndaily_usd = 1\n')
+    gw = await make_gateway(toml)
+    cost, note = gw.gateway.budgets.estimate(
+        _ctx({"model": "backup/unpriced-model", "messages": HELLO}), gw.gateway.router, 100
+    )
+    assert cost is None and note is not None and "no price" in note
+    await gw.client.chat.completions.create(model="openai/gpt-4o", messages=HELLO)
+    assert await gw.gateway.budgets.spent("global") == 0
+
+
+def _ctx(body: dict[str, object]) -> object:
+    from interlock.core.types import RequestContext
+
+    return RequestContext(request_id="r", endpoint="chat", body=body)
+
+
+async def test_reserve_and_reconcile_units() -> None:
+    """Period keys, micro-dollar counters, release on rejection, once-only alerts (no HTTP)."""
+    store = MemoryStore()
+    alerts: list[Alert] = []
+    problems: list[tuple[str, str]] = []
+    budgets_cfg = parse_budgets([{"scope": "team:search", "daily_usd": 20, "monthly_usd": 25}], problems)
+    assert not problems
+    budgets = Budgets(budgets_cfg, store, alerts.append, clock=lambda: 1_700_000_000.0)  # 2023-11-14 UTC
+
+    class Router:
+        def route_for(self, ctx: object, model: str) -> object:
+            from interlock.core.types import Route, Target
+
+            return Route("r", [Target("p", "m")])
+
+        def price(self, usage: object, provider: str, model: str) -> Decimal:
+            return Decimal("0.000001") * (usage.prompt_tokens + usage.completion_tokens) * 1_000_000  # type: ignore[attr-defined]
+
+    from interlock.core.types import RequestContext
+
+    ctx = RequestContext(request_id="r", endpoint="chat", body={"model": "m", "messages": HELLO, "max_tokens": 5}, team="search")
+    held = await budgets.reserve(ctx, Router())  # type: ignore[arg-type]
+    assert held is not None and held.micros == (3 + 5) * 1_000_000
+    assert await store.get("budget:team:search:2023-11-14") == held.micros
+    assert await store.get("budget:team:search:2023-11") == held.micros
+    await budgets.reconcile(held, Decimal("7.25"))
+    await budgets.reconcile(held, Decimal("7.25"))  # settled once
+    assert await store.get("budget:team:search:2023-11-14") == 7_250_000
+    assert [a.kind for a in alerts] == []  # 7.25 < 0.8 x 20
+    held = await budgets.reserve(ctx, Router())  # type: ignore[arg-type]
+    await budgets.reconcile(held, Decimal("9"))  # 16.25: soft on the day (16), not on the month (20)
+    assert [(a.kind, a.details["period"]) for a in alerts] == [("budget_soft", "daily")]
+    from interlock.core.errors import GatewayError
+
+    with pytest.raises(GatewayError) as info:
+        await budgets.reserve(ctx, Router())  # type: ignore[arg-type]  # 16.25 + 8 > 20
+    assert info.value.status == 429 and info.value.code == "budget_exceeded"
+    assert "team:search" in info.value.message and "2023-11-14" in info.value.message
+    assert await store.get("budget:team:search:2023-11-14") == 16_250_000  # released
+    assert await store.get("budget:team:search:2023-11") == 16_250_000
+    assert budgets.applicable(RequestContext(request_id="x", endpoint="chat", body={}, team="other")) == []
+
+
+def test_budget_config_is_validated(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[[budgets]]\nscope = "teams:x"\ndaily_usd = 1\n'
+        '[[budgets]]\nscope = "global"\n'
+        '[[budgets]]\nscope = "tag:a"\ndaily_usd = -1\nsoft = 2\naction = "block"\nbogus = 1\n'
+        "[anomaly]\nsensitivity = 0\nbucket_minutes = \"5\"\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        config_mod.load(str(path), environ={})
+    paths = {p for p, _ in info.value.problems}
+    assert {
+        "budgets[0].scope", "budgets[1]", "budgets[2].daily_usd", "budgets[2].soft", "budgets[2].action",
+        "budgets[2].bogus", "anomaly.sensitivity", "anomaly.bucket_minutes",
+    } <= paths
