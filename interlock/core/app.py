@@ -8,6 +8,7 @@ Every error leaves as an OpenAI error body; every response carries
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
 import time
@@ -18,10 +19,12 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from interlock.core import jsonutil, stats
+from interlock.core import jsonutil, spend, stats
+from interlock.core.budgets import Reservation
 from interlock.core.config import ConfigError
 from interlock.core.errors import GatewayError
 from interlock.core.gateway import Gateway
+from interlock.core.keys import ApiKey, check_tags, request_tags
 from interlock.core.plugins import plugin_info
 from interlock.core.router import StreamStart, chat_op, embeddings_op, note_chunk
 from interlock.core.sse import DONE, encode_event
@@ -32,16 +35,20 @@ log = logging.getLogger("interlock.app")
 
 T = TypeVar("T")
 GATEWAY = web.AppKey("gateway", Gateway)
+LEDGER_READER = web.AppKey("ledger_reader", spend.LedgerReader)  # GET /spend's read-only engine
 # typed request storage on aiohttp >= 3.14, a plain key before it
 REQUEST_ID: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+API_KEY: Any = web.RequestKey("api_key", ApiKey) if hasattr(web, "RequestKey") else "api_key"
 _JSON = "application/json"
 
 
 def create_app(gateway: Gateway) -> web.Application:
-    app = web.Application(client_max_size=gateway.cfg.max_body_bytes, middlewares=[error_middleware])
+    app = web.Application(client_max_size=gateway.cfg.max_body_bytes, middlewares=[telemetry_middleware, error_middleware, auth_middleware])
     app[GATEWAY] = gateway
+    app[LEDGER_READER] = spend.LedgerReader(gateway.cfg.database_url)  # opened on the first GET /spend
     app.cleanup_ctx.append(_lifecycle)
+    gateway.telemetry.add_routes(app, gateway.exporters)  # e.g. Prometheus' GET /metrics
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)  # clients configured without /v1
     app.router.add_post("/v1/embeddings", embeddings)
@@ -52,6 +59,10 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/health/providers", health_providers)
     app.router.add_get("/-/plugins", plugins)
     app.router.add_post("/-/reload", reload_config)
+    app.router.add_post("/-/keys", create_key)
+    app.router.add_get("/-/keys", list_keys)
+    app.router.add_delete("/-/keys/{id}", revoke_key)
+    app.router.add_get("/spend", spend_report)
     return app
 
 
@@ -59,7 +70,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     gateway = app[GATEWAY]
     await gateway.start()
     yield
-    await gateway.close()  # flushes exporters on graceful shutdown
+    try:
+        await gateway.close()  # flushes exporters on graceful shutdown
+    finally:
+        await app[LEDGER_READER].close()
 
 
 # --------------------------------------------------------------------------- #
@@ -109,6 +123,29 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
     return resp
 
 
+# headers that carry a gateway key: never handed to rules, plugins or upstreams
+_CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
+
+
+@web.middleware
+async def telemetry_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """A SERVER span and request metrics for the OpenAI endpoints (core.telemetry); nothing when telemetry is off."""
+    telemetry = request.app[GATEWAY].telemetry
+    if not telemetry.active or request.match_info.handler not in _TRACED_HANDLERS:
+        return await handler(request)
+    return await telemetry.serve(request, handler)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Gateway API keys on the OpenAI endpoints (see :mod:`interlock.core.keys`); memory only."""
+    if request.match_info.handler in _OPENAI_HANDLERS:
+        key = request.app[GATEWAY].keys.authenticate(request.headers)
+        if key is not None:
+            request[API_KEY] = key
+    return await handler(request)
+
+
 async def read_json(request: web.Request) -> dict[str, Any]:
     limit = request.app[GATEWAY].cfg.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
@@ -130,15 +167,18 @@ def _context(request: web.Request, body: dict[str, Any], endpoint: str) -> Reque
     stream = bool(body.get("stream")) if endpoint == "chat" else False
     opts = body.get("stream_options")
     tags_header = request.headers.get("x-interlock-tags", "")
+    key: ApiKey | None = request.get(API_KEY)
     return RequestContext(
         request_id=request[REQUEST_ID],
         endpoint=endpoint,  # type: ignore[arg-type]
         body=body,
         stream=stream,
         client_wants_usage=stream and isinstance(opts, dict) and bool(opts.get("include_usage")),
-        headers={k.lower(): v for k, v in request.headers.items() if k.lower() != "authorization"},
+        headers={k.lower(): v for k, v in request.headers.items() if k.lower() not in _CREDENTIAL_HEADERS},
         user=body.get("user") if isinstance(body.get("user"), str) else None,
-        tags=[t.strip() for t in tags_header.split(",") if t.strip()],
+        api_key_id=key.id if key else None,
+        team=key.team if key else None,
+        tags=request_tags(key.tags if key else (), tags_header, body.get("metadata")),
     )
 
 
@@ -166,7 +206,19 @@ def _header_safe(value: str, limit: int = 1024) -> str:
     return value if len(value) <= limit else value[: limit - 3] + "..."
 
 
-async def _routed(gateway: Gateway, ctx: RequestContext, decision: Decision, routing: Awaitable[T]) -> T:
+async def _reserve(gateway: Gateway, ctx: RequestContext, decision: Decision) -> Reservation | None:
+    """Reserve the request's worst-case cost on its budgets (core.budgets); an exhausted one is a 429."""
+    try:
+        return await gateway.budgets.reserve(ctx, gateway.router)
+    except GatewayError as err:
+        decision.status, decision.error_type, decision.error_message = err.status, err.code, err.message
+        await _finish(gateway, ctx, decision, None)
+        raise
+
+
+async def _routed(
+    gateway: Gateway, ctx: RequestContext, decision: Decision, routing: Awaitable[T], held: Reservation | None = None
+) -> T:
     """Await the router; when no target can answer, record the decision and let the error out."""
     try:
         return await routing
@@ -175,16 +227,23 @@ async def _routed(gateway: Gateway, ctx: RequestContext, decision: Decision, rou
         decision.error_type = decision.error_type or err.code or err.type
         decision.error_message = decision.error_message or err.message
         err.headers.update(_routing_headers(decision, None, None))
-        _finish(gateway, ctx, decision, None)
+        await _finish(gateway, ctx, decision, None, held)
+        raise
+    except BaseException:  # cancelled (client gone) or a bug: still settle the budget reservation
+        gateway.router.account(decision)
+        await gateway.settle(decision, held)
         raise
 
 
-def _finish(gateway: Gateway, ctx: RequestContext, decision: Decision, attempt: Attempt | None) -> None:
+async def _finish(
+    gateway: Gateway, ctx: RequestContext, decision: Decision, attempt: Attempt | None, held: Reservation | None = None
+) -> None:
     decision.latency_ms = (time.perf_counter() - ctx.started) * 1000
     if attempt is not None:
         decision.provider, decision.model, decision.usage = attempt.provider, attempt.model, attempt.usage
     gateway.router.account(decision)
     gateway.record(decision)
+    await gateway.settle(decision, held)  # budgets: actual cost replaces the reservation; anomaly buckets
 
 
 def _cost_header(decision: Decision) -> dict[str, str]:
@@ -219,16 +278,21 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     ctx = _context(request, body, "chat")
     ctx.models_override = models
     decision = gateway.router.new_decision(ctx, body["model"])
+    held = await _reserve(gateway, ctx, decision)
     if ctx.stream:
-        return await _stream(request, gateway, ctx, decision)
-    result, attempt, target = await _routed(gateway, ctx, decision, gateway.router.run(ctx, decision, chat_op(ctx)))
-    _finish(gateway, ctx, decision, attempt)
+        return await _stream(request, gateway, ctx, decision, held)
+    result, attempt, target = await _routed(
+        gateway, ctx, decision, gateway.router.run(ctx, decision, chat_op(ctx)), held
+    )
+    await _finish(gateway, ctx, decision, attempt, held)
     return json_response(result.body, headers={**_routing_headers(decision, attempt, target), **_cost_header(decision)})
 
 
-async def _stream(request: web.Request, gateway: Gateway, ctx: RequestContext, decision: Decision) -> web.StreamResponse:
+async def _stream(
+    request: web.Request, gateway: Gateway, ctx: RequestContext, decision: Decision, held: Reservation | None = None
+) -> web.StreamResponse:
     router = gateway.router  # this request finishes on the config it started with, even across a reload
-    start = await _routed(gateway, ctx, decision, router.stream(ctx, decision))
+    start = await _routed(gateway, ctx, decision, router.stream(ctx, decision), held)
     headers = _routing_headers(decision, start.attempt, start.target)
     if start.settings.continue_stream:
         headers["x-interlock-continuation"] = "enabled"
@@ -277,7 +341,7 @@ async def _stream(request: web.Request, gateway: Gateway, ctx: RequestContext, d
         if current.rest is not None:
             await current.rest.aclose()  # releases the upstream connection whatever happened
         await router.stream_ended(current)
-        _finish(gateway, ctx, decision, current.attempt)
+        await _finish(gateway, ctx, decision, current.attempt, held)  # a stream reconciles its budget here
     return resp
 
 
@@ -331,8 +395,11 @@ async def embeddings(request: web.Request) -> web.Response:
     validate_embeddings(body)
     ctx = _context(request, body, "embeddings")
     decision = gateway.router.new_decision(ctx, body["model"])
-    result, attempt, target = await _routed(gateway, ctx, decision, gateway.router.run(ctx, decision, embeddings_op(ctx)))
-    _finish(gateway, ctx, decision, attempt)
+    held = await _reserve(gateway, ctx, decision)
+    result, attempt, target = await _routed(
+        gateway, ctx, decision, gateway.router.run(ctx, decision, embeddings_op(ctx)), held
+    )
+    await _finish(gateway, ctx, decision, attempt, held)
     return json_response(result.body, headers={**_routing_headers(decision, attempt, target), **_cost_header(decision)})
 
 
@@ -379,17 +446,23 @@ async def health_providers(request: web.Request) -> web.Response:
     )
 
 
-async def reload_config(request: web.Request) -> web.Response:
-    """``POST /-/reload``: re-read the config file; an invalid one is rejected and the old stays."""
-    gateway = request.app[GATEWAY]
-    admin = gateway.cfg.admin_key
+def require_admin(request: web.Request) -> None:
+    """The guard of every admin endpoint: ``[server] admin_key`` as a bearer token, else loopback only."""
+    admin = request.app[GATEWAY].cfg.admin_key
     if admin is not None:
-        if request.headers.get("Authorization", "") != f"Bearer {admin.get()}":
+        sent = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(sent, f"Bearer {admin.get()}".encode()):
             raise GatewayError(401, "admin endpoints need 'Authorization: Bearer <server.admin_key>'",
                                type="authentication_error", code="invalid_admin_key")
     elif request.remote not in ("127.0.0.1", "::1"):
         raise GatewayError(403, "without server.admin_key, admin endpoints answer loopback clients only",
                            type="permission_error", code="admin_forbidden")
+
+
+async def reload_config(request: web.Request) -> web.Response:
+    """``POST /-/reload``: re-read the config file; an invalid one is rejected and the old stays."""
+    require_admin(request)
+    gateway = request.app[GATEWAY]
     try:
         notes = gateway.reload_from_source()
     except ConfigError as exc:
@@ -405,3 +478,70 @@ async def reload_config(request: web.Request) -> web.Response:
 async def plugins(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     return json_response({"plugins": plugin_info(gateway.pm, gateway.registry)})
+
+
+# --------------------------------------------------------------------------- #
+# gateway API keys (admin)
+# --------------------------------------------------------------------------- #
+
+_OPENAI_HANDLERS = frozenset({chat_completions, embeddings, models})
+_TRACED_HANDLERS = frozenset({chat_completions, embeddings})
+
+
+async def create_key(request: web.Request) -> web.Response:
+    """``POST /-/keys`` ``{"name", "team", "tags"}``: a new key, returned once, stored hashed."""
+    require_admin(request)
+    body = await read_json(request)
+    problems: list[tuple[str, str]] = []
+    for field in body:
+        if field not in ("name", "team", "tags"):
+            problems.append((field, "unknown field (known: name, team, tags)"))
+    values: dict[str, str | None] = {}
+    for field in ("name", "team"):
+        value = body.get(field)
+        if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > 128):
+            problems.append((field, "must be a non-empty string of at most 128 characters"))
+            value = None
+        values[field] = value.strip() if isinstance(value, str) else None
+    tags = check_tags(body.get("tags"), "tags", problems)
+    if problems:
+        path, message = problems[0]
+        raise GatewayError(400, f"{path}: {message}", param=path.split("[")[0], code="invalid_value")
+    key, record = await request.app[GATEWAY].keys.create(values["name"], values["team"], tags)
+    return json_response({**record, "key": key}, status=201, headers={"Cache-Control": "no-store"})
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    """``GET /-/keys``: ids, names, teams, tags, prefixes, created/revoked; never a key or its hash."""
+    require_admin(request)
+    return json_response({"object": "list", "data": await request.app[GATEWAY].keys.list()})
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    """``DELETE /-/keys/{id}``: revoke a stored key; every gateway sharing the database follows."""
+    require_admin(request)
+    return json_response(await request.app[GATEWAY].keys.revoke(request.match_info["id"]))
+
+
+async def spend_report(request: web.Request) -> web.Response:
+    """``GET /spend?by=model,team&since=24h``: spend aggregated from the ledger (admin).
+
+    Real time within the ledger exporter's flush interval: rows are written every
+    ``[exporters.ledger] flush_interval`` seconds (1 s by default).
+    """
+    require_admin(request)
+    try:
+        by = spend.parse_by(request.query.get("by", "model"))
+    except ValueError as exc:
+        raise GatewayError(400, str(exc), param="by", code="invalid_value") from None
+    try:
+        since = spend.parse_duration(request.query.get("since", "24h"))
+    except ValueError as exc:
+        raise GatewayError(400, f"since: {exc}", param="since", code="invalid_value") from None
+    try:
+        report = await spend.spend(request.app[LEDGER_READER].engine(), by, since)
+    except Exception as exc:  # unreachable database, unusable URL: the gateway itself is fine
+        log.warning("GET /spend: cannot read the ledger (%s: %s)", type(exc).__name__, exc)
+        raise GatewayError(503, f"the ledger cannot be read ({type(exc).__name__}); see the gateway log",
+                           type="server_error", code="ledger_unavailable") from None
+    return json_response(report.to_json())

@@ -1,4 +1,4 @@
-"""The ``interlock`` command line: serve, check, plugins, explain."""
+"""The ``interlock`` command line: serve, check, plugins, explain, costs."""
 
 from __future__ import annotations
 
@@ -108,6 +108,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         print("rules (first match wins):")
         for i, rule in enumerate(gateway.resolver.rules, 1):
             print(f"  {i}. {rule.name}: {rule.describe()} -> {rule.route}")
+    if cfg.keys:  # ids, names, teams and tags only: never a key or its hash
+        print("gateway API keys (plus any created with POST /-/keys):")
+        for spec in cfg.keys:
+            k = spec.record
+            print(f"  {k.id}: name={k.name or '-'} team={k.team or '-'} tags={','.join(k.tags) or '-'}")
     return 0
 
 
@@ -192,6 +197,44 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_costs(args: argparse.Namespace) -> int:
+    """Spend (or recent alerts) straight from the ledger database, read-only."""
+    from interlock.core import spend
+    from interlock.core.ledger import safe_url
+
+    try:
+        by = spend.parse_by(args.by)
+        since = spend.parse_duration(args.since or ("7d" if args.anomalies else "24h"))
+    except ValueError as exc:
+        print(f"interlock costs: {exc}", file=sys.stderr)
+        return 2
+    url = _load(args.config).database_url
+    path = spend.sqlite_path(url)
+    if path is not None and not os.path.isfile(path):
+        print(f"interlock costs: no ledger database at {os.path.abspath(path)} ({safe_url(url)}); the gateway "
+              "creates it when it starts (or pass --config with the [database] url it uses)", file=sys.stderr)
+        return 1
+
+    async def read() -> Any:
+        engine = spend.open_read_only(url)
+        try:
+            return await (spend.anomalies(engine, since) if args.anomalies else spend.spend(engine, by, since))
+        finally:
+            await engine.dispose()
+
+    try:
+        result = asyncio.run(read())
+    except Exception as exc:  # unreachable server, unusable URL, not a ledger
+        print(f"interlock costs: cannot read the ledger at {safe_url(url)}: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return 1
+    if args.anomalies:
+        print(json.dumps(spend.alerts_json(result), indent=2) if args.json else spend.format_alerts(result, since))
+    else:
+        print(json.dumps(result.to_json(), indent=2) if args.json else spend.format_report(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="interlock", description="An observability-first LLM gateway.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -220,6 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--header", action="append", metavar="'NAME: VALUE'", help="a request header for header and tag rules (repeatable)"
     )
     explain.set_defaults(func=cmd_explain)
+
+    costs = sub.add_parser("costs", help="spend from the ledger, grouped (or recent cost alerts)")
+    costs.add_argument("--by", default="model", help="comma-separated: model, provider, team, tag, route, user, "
+                       "api_key (default model)")
+    costs.add_argument("--since", help="window: 30m, 24h, 7d, 2w (default 24h; 7d with --anomalies)")
+    costs.add_argument("--json", action="store_true", help="machine-readable output (costs as exact decimal strings)")
+    costs.add_argument("--anomalies", action="store_true", help="list recent budget and anomaly alerts instead")
+    costs.add_argument("--config", help="TOML config file (its [database] url is read)")
+    costs.set_defaults(func=cmd_costs)
     return parser
 
 

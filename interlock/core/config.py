@@ -16,10 +16,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from interlock.core.anomaly import AnomalySettings
 from interlock.core.breaker import BreakerSettings
+from interlock.core.budgets import Budget, parse_budgets
 from interlock.core.pricing import Price, parse_prices
 from interlock.core.provider import ProviderSettings, Secret
+from interlock.core.keys import KeySpec, parse_keys
 from interlock.core.rules import Rule, parse_rules
+from interlock.core.telemetry import check_config as check_telemetry
 from interlock.core.route_settings import (
     TARGET_KEYS,
     RouteSettings,
@@ -39,7 +43,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # keys of [providers.NAME] the core itself understands; the rest are provider options
 _PROVIDER_CORE_KEYS = {"type", "base_url", "api_key", "headers", "timeout", "connect_timeout", "models"}
 _ROUTE_KEYS = {"chain", "targets", "strategy", "description", *RouteSettings.keys()}
-_TOP_KEYS = {"server", "database", "providers", "routes", "rules", "plugins", "logging", "exporters", "breaker", "prices"}
+_TOP_KEYS = {
+    "server", "database", "providers", "routes", "rules", "plugins", "logging", "exporters", "breaker", "prices", "keys",
+    "telemetry", "budgets", "anomaly",
+}
 _SERVER_KEYS = {"host", "port", "max_body_bytes", "auto_providers", "admin_key"}
 
 
@@ -85,6 +92,10 @@ class Config:
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     admin_key: Secret | None = None  # guards admin endpoints; without it they answer loopback clients only
     prices: dict[str, Price] = field(default_factory=dict)  # [prices]: "model" or "instance/model" -> price
+    budgets: list[Budget] = field(default_factory=list)  # [[budgets]] (core.budgets)
+    anomaly: AnomalySettings = field(default_factory=AnomalySettings)  # [anomaly] (core.anomaly)
+    keys: list[KeySpec] = field(default_factory=list)  # [[keys]]: gateway API keys (hashes only)
+    telemetry: dict[str, Any] = field(default_factory=dict)  # [telemetry], see core.telemetry
 
     def settings_view(self) -> dict[str, Any]:
         """What exporter plugins receive: everything but provider credentials."""
@@ -152,6 +163,9 @@ def parse(data: Mapping[str, Any], *, source: str | None = None, environ: Mappin
 
     cfg.rules = parse_rules(data.get("rules"), problems)
     cfg.prices = parse_prices(data.get("prices"), problems)
+    cfg.budgets = parse_budgets(data.get("budgets"), problems)
+    cfg.anomaly = AnomalySettings.parse(data.get("anomaly"), problems)
+    cfg.keys = parse_keys(data.get("keys"), problems)
 
     plugins = _table(data, "plugins", problems)
     _unknown(plugins, {"disabled"}, "plugins", problems)
@@ -164,6 +178,7 @@ def parse(data: Mapping[str, Any], *, source: str | None = None, environ: Mappin
         problems.append(("logging.level", f"{cfg.log_level!r} is not one of debug, info, warning, error"))
     cfg.log_decisions = _typed(logging_, "decisions", bool, "logging", problems, False)
     cfg.exporters = dict(_table(data, "exporters", problems))
+    cfg.telemetry = check_telemetry(_table(data, "telemetry", problems), problems)
 
     if problems:
         raise ConfigError(problems, source)

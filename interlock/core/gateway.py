@@ -8,23 +8,29 @@ exporters' lifetimes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 
 import pluggy
 
+from interlock.core.anomaly import AnomalyDetector
 from interlock.core.breaker import Breaker
+from interlock.core.budgets import Budgets, Reservation
 from interlock.core import config as config_mod
 from interlock.core.config import Config, ConfigError
 from interlock.core.health import HealthBoard
+from interlock.core.keys import KeyStore
 from interlock.core.plugins import collect, make_plugin_manager
 from interlock.core.pricing import PriceTable, bind
 from interlock.core.provider import HttpPool, Provider
 from interlock.core.store import MemoryStore, Store
 from interlock.core.resolve import Resolver, build_providers
 from interlock.core.router import Router
-from interlock.core.types import Decision
+from interlock.core.telemetry import Telemetry, TelemetrySettings
+from interlock.core.types import Alert, Decision
 
 log = logging.getLogger("interlock")
 
@@ -38,20 +44,32 @@ class Gateway:
         extra_plugins: Iterable[tuple[str, object]] = (),
         load_entrypoints: bool = True,
         environ: Mapping[str, str] = os.environ,
+        store: Store | None = None,
+        clock: Callable[[], float] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.cfg = cfg
+        # traces and metrics (core.telemetry); tests pass Telemetry.for_tests(...)
+        self.telemetry = telemetry or Telemetry(TelemetrySettings.resolve(cfg.telemetry, environ))
         self.pm = pm or make_plugin_manager(
             load_entrypoints=load_entrypoints, extra_plugins=extra_plugins, disabled=cfg.disabled_plugins, environ=environ
         )
-        self.registry = collect(self.pm, cfg.settings_view())
+        self.registry = collect(self.pm, {**cfg.settings_view(), "telemetry": self.telemetry.settings})
         self.environ = environ
         self.http = HttpPool()
         self.health = HealthBoard()
         # shared routing state outlives reloads: breakers and latencies are about targets, not configs
-        self.store: Store = MemoryStore()
+        self.store: Store = store if store is not None else MemoryStore()  # several gateways may share one
+        self.clock = clock or time.time  # budgets' periods and anomaly buckets (tests inject one)
         self.providers, self.resolver, self.router = self._build(cfg)
         self.prices = self._prices(cfg)
         self.exporters = self.registry.exporters
+        for exporter in self.exporters:  # an exporter may also implement hooks (alert exporters)
+            if any(hasattr(getattr(exporter, h, None), "interlock_impl") for h in ("alert", "record_decision")):
+                self.pm.register(exporter, name=f"exporter:{exporter.name or type(exporter).__name__}:{id(exporter):x}")
+        self.budgets, self.anomaly = self._spend_guards(cfg)
+        self._ticker: asyncio.Task[None] | None = None
+        self.keys = KeyStore(cfg.keys, cfg.database_url)  # gateway API keys: config + stored (api_keys)
         self.reloads = 0
         self.on_reload: list[Callable[[Gateway], None]] = []  # e.g. the log redactor learning new keys
 
@@ -60,6 +78,37 @@ class Gateway:
         resolver = Resolver(self.pm, self.registry, providers, cfg)
         router = Router(self.pm, self.registry, resolver, self.health, self.store, Breaker(self.store, cfg.breaker))
         return providers, resolver, router
+
+    def _spend_guards(self, cfg: Config) -> tuple[Budgets, AnomalyDetector]:
+        """Budgets and the anomaly detector for ``cfg``; their counters live in the shared store."""
+        return (
+            Budgets(cfg.budgets, self.store, self.raise_alert, self.clock),
+            AnomalyDetector(cfg.anomaly, self.store, self.raise_alert, self.clock),
+        )
+
+    def raise_alert(self, alert: Alert) -> None:
+        """Deliver an alert to every ``alert`` hook (log line, webhook, OTel event, ledger)."""
+        try:
+            self.pm.hook.alert(alert=alert)
+        except Exception:
+            log.exception("an alert plugin failed")
+
+    async def settle(self, decision: Decision, held: Reservation | None) -> None:
+        """After a priced request: reconcile its budget reservation, feed the anomaly detector."""
+        try:
+            await self.budgets.reconcile(held, decision.cost_usd)
+            await self.anomaly.observe(decision)
+        except Exception:  # the store failing must not fail a request that already succeeded
+            log.exception("budgets/anomaly bookkeeping failed for request %s", decision.request_id)
+
+    async def _tick(self) -> None:
+        """Close anomaly buckets even when no request arrives (a spike followed by silence)."""
+        while True:
+            await asyncio.sleep(min(60.0, self.anomaly.settings.bucket_seconds))
+            try:
+                await self.anomaly.tick()
+            except Exception:
+                log.exception("anomaly check failed")
 
     def _prices(self, cfg: Config) -> PriceTable:
         """The price table for ``cfg`` (built-in data plus ``[prices]``), bound to the store.
@@ -84,11 +133,15 @@ class Gateway:
             notes.append("database.url changed: takes effect after a restart")
         if cfg.disabled_plugins != self.cfg.disabled_plugins:
             notes.append("plugins.disabled changed: takes effect after a restart")
+        if cfg.telemetry != self.cfg.telemetry:
+            notes.append("telemetry changed: takes effect after a restart")
         if (cfg.host, cfg.port) != (self.cfg.host, self.cfg.port):
             notes.append("server host/port changed: takes effect after a restart")
         cfg.host, cfg.port, cfg.database_url = self.cfg.host, self.cfg.port, self.cfg.database_url
         self.cfg, self.providers, self.resolver, self.router = cfg, providers, resolver, router
         self.prices = self._prices(cfg)
+        self.keys.configure(cfg.keys)
+        self.budgets, self.anomaly = self._spend_guards(cfg)  # in-flight reservations settle on their own keys
         self.reloads += 1
         log.info("configuration reloaded from %s (%d routes, %d providers)", cfg.source, len(resolver.routes), len(providers))
         return notes
@@ -104,24 +157,40 @@ class Gateway:
 
     def secrets(self) -> list[str]:
         """Every credential value, so logs can be scrubbed of them."""
-        return [p.settings.api_key.get() for p in self.providers.values() if p.settings.api_key]
+        admin = [self.cfg.admin_key.get()] if self.cfg.admin_key else []
+        return [p.settings.api_key.get() for p in self.providers.values() if p.settings.api_key] + [
+            k.secret.get() for k in self.cfg.keys if k.secret
+        ] + admin
 
     async def start(self) -> None:
         await self.http.start()
         for exporter in self.exporters:
             await exporter.start()
+        await self.telemetry.start(self.exporters)
+        self._ticker = asyncio.create_task(self._tick(), name="interlock-anomaly-tick")
+        await self.keys.start()  # after the ledger exporter, which creates the database
 
     async def close(self) -> None:
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.cancel()
+            await asyncio.wait([ticker])
+        await self.keys.close()
         await self.store.close()
         for exporter in self.exporters:
             try:
                 await exporter.close()
             except Exception:  # one exporter failing must not lose the others' buffers
                 log.exception("exporter %s failed to close", getattr(exporter, "name", exporter))
+        await self.telemetry.close()  # flushes the last spans and metrics
         await self.http.close()
 
     def record(self, decision: Decision) -> None:
         """Hand a finished decision to every exporter and ``record_decision`` observer."""
+        try:
+            self.telemetry.record(decision)  # closes the routing span, records the metrics
+        except Exception:
+            log.exception("telemetry failed to record a decision")
         for exporter in self.exporters:
             try:
                 exporter.record(decision)

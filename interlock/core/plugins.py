@@ -61,6 +61,12 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "interlock.plugins.pricing",
     "interlock.plugins.exporters.log",
     "interlock.plugins.exporters.ledger",
+    "interlock.plugins.exporters.alert_log",
+    "interlock.plugins.exporters.alert_otel",
+    "interlock.plugins.exporters.webhook",
+    "interlock.plugins.exporters.otlp",
+    "interlock.plugins.exporters.console",
+    "interlock.plugins.exporters.prometheus",
 )
 
 
@@ -226,8 +232,15 @@ def plugin_info(pm: pluggy.PluginManager, registry: Registry) -> list[dict[str, 
     from interlock import __version__
 
     out = []
+    # exporters implementing hooks themselves (alert exporters) are registered by the gateway as
+    # "exporter:<name>:<id>"; they are shown as part of the plugin that registered them
+    exporter_hooks: dict[str, set[str]] = {}
+    for name, plugin in pm.list_name_plugin():
+        if name.startswith("exporter:") and plugin is not None:
+            owner = registry.owner.get(("exporters", name.split(":")[1]), "")
+            exporter_hooks.setdefault(owner, set()).update(h.name for h in pm.get_hookcallers(plugin) or [])
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda np: np[0]):
-        if plugin is None:
+        if plugin is None or name.startswith("exporter:"):
             continue
         dist = _DIST_INFO.get(id(plugin))
         builtin = name in BUILTIN_PLUGINS
@@ -237,7 +250,7 @@ def plugin_info(pm: pluggy.PluginManager, registry: Registry) -> list[dict[str, 
                 "version": __version__ if builtin else (dist[1] if dist else getattr(plugin, "__version__", None)),
                 "distribution": "interlock" if builtin else (dist[0] if dist else None),
                 "builtin": builtin,
-                "hooks": sorted(h.name for h in pm.get_hookcallers(plugin) or []),
+                "hooks": sorted({h.name for h in pm.get_hookcallers(plugin) or []} | exporter_hooks.get(name, set())),
                 **registry.registered_by(name),
             }
         )

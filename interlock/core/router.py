@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import pluggy
 
-from interlock.core import pricing, stats
+from interlock.core import pricing, stats, telemetry
 from interlock.core.breaker import Breaker, Transition
 from interlock.core.errors import GatewayError
 from interlock.core.health import HealthBoard
@@ -204,6 +204,8 @@ class Router:
         decision.rule, decision.strategy = ctx.rule, plan.strategy
         decision.candidates = [t.key for t in plan.order]
         decision.reasons, decision.skipped = list(plan.reasons), list(plan.skipped)
+        tel = telemetry.current()
+        tel.planned(decision)
         s = plan.settings
         deadline = ctx.started + s.total_timeout if s.total_timeout else None
         queue = list(plan.order)
@@ -242,6 +244,7 @@ class Router:
                         window_floor = max(window_floor or 0, failed_window)
                     if action is Action.FAIL:
                         attempt.action = "fail"
+                        self._span_ended(tel, attempt, cls.value)
                         raise self.client_error(errors, decision) from None
                     wait = verdict.retry_after
                     wants_retry = action is Action.RETRY or (cls in (F.RATE_LIMITED, F.OVERLOADED) and not queue)
@@ -255,12 +258,19 @@ class Router:
                             wait = min(wait, max(0.0, deadline - time.perf_counter()))
                         retries += 1
                         attempt.action = "retry"
+                        self._span_ended(tel, attempt, cls.value)
                         decision.events.append(f"retry {failed_target.key} in {wait:.2f}s after {cls.value}")
+                        tel.event(telemetry.EVENT_RETRY, **{telemetry.INTERLOCK_TARGET: failed_target.key,
+                                                            telemetry.ERROR_TYPE: cls.value,
+                                                            telemetry.INTERLOCK_RETRY_WAIT: wait})
                         await asyncio.sleep(wait)
                         queue.insert(0, failed_target)
                         break
                     attempt.action = "fallback"
+                    self._span_ended(tel, attempt, cls.value)
                     decision.events.append(f"fallback from {failed_target.key} after {cls.value}")
+                    tel.event(telemetry.EVENT_FALLBACK, **{telemetry.INTERLOCK_TARGET: failed_target.key,
+                                                           telemetry.ERROR_TYPE: cls.value})
         if not errors:
             raise GatewayError(504, "the request's total timeout passed before any target answered", type="timeout",
                                code="timeout")
@@ -276,6 +286,8 @@ class Router:
         attempt.start_ms = (time.perf_counter() - ctx.started) * 1000
         attempt.hedge = hedge
         decision.attempts.append(attempt)
+        tel = telemetry.current()
+        span = tel.attempt_started(attempt, target, provider, ctx)  # a CLIENT span, current during the call
         _, transition = await self.breaker.acquire(target.key)
         self._note(decision, transition)
         limits = [x for x in (target.timeout or s.timeout, target.latency_threshold or s.latency_threshold) if x]
@@ -287,7 +299,8 @@ class Router:
         streaming = False
         try:
             try:
-                result = await (asyncio.wait_for(op(provider, target, attempt), limit) if limit else op(provider, target, attempt))
+                with tel.use(span):
+                    result = await (asyncio.wait_for(op(provider, target, attempt), limit) if limit else op(provider, target, attempt))
             except asyncio.TimeoutError:
                 what = "first token" if ctx.stream else "response"
                 raise UpstreamError(f"{target.key}: no {what} within {limit:g}s", kind="timeout") from None
@@ -306,6 +319,7 @@ class Router:
             attempt.latency_ms = (time.perf_counter() - t0) * 1000
             attempt.outcome, attempt.action = "cancelled", "hedge_lost" if hedge or decision.hedged else None
             await self.breaker.release(target.key)
+            tel.attempt_ended(attempt, "cancelled")
             raise
         else:
             attempt.latency_ms = (time.perf_counter() - t0) * 1000
@@ -314,6 +328,8 @@ class Router:
             self._note(decision, await self.breaker.record(target.key, ok=True))
             await stats.record(self.store, target.key, latency_ms=attempt.latency_ms, ttft_ms=attempt.ttft_ms, stream=ctx.stream)
             self._observe(target, ok=True, attempt=attempt)
+            if not streaming:  # a committed stream's span ends with the stream (stream_ended)
+                self._span_ended(tel, attempt, None, result)
             return result
         finally:
             if not streaming:  # a committed stream stays in flight until it ends
@@ -353,6 +369,9 @@ class Router:
             return first.result(), primary
         decision.hedged = True
         decision.events.append(f"hedge: started {secondary.key} after {delay:.3f}s without an answer from {primary.key}")
+        telemetry.current().event(telemetry.EVENT_HEDGE, **{
+            telemetry.INTERLOCK_TARGET: primary.key, telemetry.INTERLOCK_HEDGE_TARGET: secondary.key,
+            telemetry.INTERLOCK_HEDGE_DELAY: delay})
         second = asyncio.ensure_future(self._attempt(ctx, decision, op, s, deadline, secondary, hedge=True))
         owners = {first: primary, second: secondary}
         pending = {first, second}
@@ -382,6 +401,7 @@ class Router:
         """Release a hedge result that lost by a hair: its stream is closed and leaves the in-flight count."""
         if isinstance(result, StreamStart):
             result.attempt.outcome, result.attempt.action = "cancelled", "hedge_lost"
+            telemetry.current().attempt_ended(result.attempt, "cancelled")
             if result.rest is not None:
                 await result.rest.aclose()  # type: ignore[attr-defined]
                 await stats.leave(self.store, result.target.key)
@@ -390,6 +410,14 @@ class Router:
         if transition is not None:
             decision.events.append(f"breaker {transition.target}: {transition.old} -> {transition.new} ({transition.reason})")
             log.info("breaker %s: %s -> %s (%s)", transition.target, transition.old, transition.new, transition.reason)
+            telemetry.current().breaker(transition.target, transition.old, transition.new, transition.reason)
+
+    def _span_ended(self, tel: Any, attempt: Attempt, error_type: str | None, result: Any = None) -> None:
+        """End an attempt's span, priced first (``account`` reuses the price) when it is recorded."""
+        if tel.recording:
+            if attempt.cost_usd is None and attempt.usage is not None:
+                attempt.cost_usd = self.price(attempt.usage, attempt.provider, attempt.model)
+            tel.attempt_ended(attempt, error_type, result)
 
     def _observe(self, target: Target, *, ok: bool, attempt: Attempt) -> None:
         for (route, _), strategy in self._strategies.items():
@@ -420,11 +448,13 @@ class Router:
         if start.rest is not None:
             await stats.leave(self.store, start.target.key)
         if err is None:
+            self._span_ended(telemetry.current(), start.attempt, None)
             return None
         provider = self.providers[start.target.provider]
         verdict = self.classify(err, start.target, provider)
         start.attempt.outcome, start.attempt.error = verdict.failure_class.value, err.message
         start.attempt.action = "fail"
+        self._span_ended(telemetry.current(), start.attempt, verdict.failure_class.value)
         self.health.failure(start.target, verdict.failure_class, start.attempt.latency_ms)
         await self.breaker.record(start.target.key, ok=False, failure=verdict.failure_class)
         return verdict
@@ -447,6 +477,8 @@ class Router:
                 result: StreamStart = await self._attempt(cont, decision, op, start.settings, None, target)
             except _Failed as failed:
                 errors.extend(f[0] for f in failed.failures)
+                for err, verdict, attempt, _ in failed.failures:
+                    self._span_ended(telemetry.current(), attempt, verdict.failure_class.value)
                 continue
             decision.attempts[-1].action = "continuation"
             result.remaining = plan.order[plan.order.index(target) + 1 :]

@@ -867,6 +867,25 @@ def test_trace_plugins_prints_hook_calls(capsys: pytest.CaptureFixture[str]) -> 
 # meta: every hook in the contract is exercised by a test in this file
 # --------------------------------------------------------------------------- #
 
+class AlertCollector:
+    def __init__(self, into: list[Any]) -> None:
+        self.alerts = into
+
+    @hookimpl
+    def alert(self, alert: Any) -> None:
+        self.alerts.append(alert)
+
+
+async def test_alert_hook_receives_budget_alerts(fake: FakeOpenAI, make_gateway: GatewayFactory) -> None:
+    alerts: list[Any] = []
+    budget = '[prices."gpt-4o"]\ninput = 1000000\noutput = 1000000\n[[budgets]]\nscope = "global"\ndaily_usd = 1\n'
+    gw = await make_gateway(openai_config(fake.base_url, budget), extra_plugins=[("alerts", AlertCollector(alerts))])
+    with pytest.raises(openai.RateLimitError) as info:  # $1 a token: the worst case cannot fit in $1
+        await gw.client.chat.completions.create(model="openai/gpt-4o", messages=[{"role": "user", "content": "hello"}])
+    assert info.value.code == "budget_exceeded"
+    assert [(a.kind, a.scope, a.threshold_usd) for a in alerts] == [("budget_hard", "global", Decimal(1))]
+
+
 #: hook name -> a test above that drives a third-party implementation of it
 HOOK_TESTS: dict[str, str] = {
     "register_providers": "test_serve_routes_through_the_installed_plugin",
@@ -878,6 +897,7 @@ HOOK_TESTS: dict[str, str] = {
     "classify_failure": "test_classify_failure_hook_overrides_the_builtin",
     "compute_cost": "test_compute_cost_hook_answers_first_result",
     "record_decision": "test_record_decision_hook_sees_every_attempt",
+    "alert": "test_alert_hook_receives_budget_alerts",
 }
 
 #: the plugin objects those tests use, keyed like HOOK_TESTS (the installed package for register_providers)
@@ -890,6 +910,7 @@ HOOK_PLUGINS: dict[str, Any] = {
     "classify_failure": FailFast500,
     "compute_cost": Prices,
     "record_decision": Recorder,
+    "alert": AlertCollector,
 }
 
 
