@@ -145,6 +145,8 @@ METRIC_TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"  # hi
 METRIC_REQUESTS = "interlock.requests"  # counter; interlock.route, http.response.status_code_class
 METRIC_COST = "interlock.cost"  # counter USD; gen_ai.provider.name, gen_ai.request.model, interlock.team
 METRIC_FALLBACKS = "interlock.fallbacks"  # counter; interlock.route
+# up-down counter USD; interlock.route: what fallbacks cost beyond (or saved against) the first choice
+METRIC_FALLBACK_COST_DELTA = "interlock.fallback.cost_delta"
 METRIC_RETRIES = "interlock.retries"  # counter; interlock.route
 METRIC_BREAKER_STATE = "interlock.breaker.state"  # observable gauge; interlock.target; 0 closed 1 half_open 2 open
 METRIC_BREAKER_TRIPS = "interlock.breaker.trips"  # counter; interlock.target
@@ -739,6 +741,10 @@ class Telemetry:
         self.requests = m.create_counter(METRIC_REQUESTS, unit="{request}", description="Client requests")
         self.cost = m.create_counter(METRIC_COST, unit="USD", description="Upstream cost in US dollars")
         self.fallbacks = m.create_counter(METRIC_FALLBACKS, unit="{fallback}", description="Fallbacks to the next target")
+        self.fallback_cost_delta = m.create_up_down_counter(
+            METRIC_FALLBACK_COST_DELTA, unit="USD",
+            description="Cost of fallback answers minus what the same usage costs on the first choice",
+        )
         self.retries = m.create_counter(METRIC_RETRIES, unit="{retry}", description="Retries of the same target")
         self.trips = m.create_counter(METRIC_BREAKER_TRIPS, unit="{trip}", description="Circuit breaker trips")
         self.in_flight = m.create_up_down_counter(METRIC_IN_FLIGHT, unit="{request}", description="Requests in flight")
@@ -830,6 +836,8 @@ class Telemetry:
             elif attempt.action == "retry":
                 self.retries.add(1, route)
             intervals.append((attempt.start_ms, attempt.start_ms + attempt.latency_ms))
+        if decision.cost_delta_usd is not None:
+            self.fallback_cost_delta.add(float(decision.cost_delta_usd), route)
         self.overhead.record(max(0.0, decision.latency_ms - _covered(intervals)) / 1000)
 
     # -- helpers ---------------------------------------------------------- #

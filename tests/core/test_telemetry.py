@@ -161,6 +161,9 @@ async def test_fallback_produces_one_complete_trace(
     assert requests.value == 1
     (fallbacks,) = m[T.METRIC_FALLBACKS]
     assert dict(fallbacks.attributes) == {T.INTERLOCK_ROUTE: "smart"} and fallbacks.value == 1
+    (delta,) = m[T.METRIC_FALLBACK_COST_DELTA]  # the fallback to the cheaper mini saved money
+    assert dict(delta.attributes) == {T.INTERLOCK_ROUTE: "smart"}
+    assert delta.value == pytest.approx(ra[T.INTERLOCK_COST_DELTA_USD]) and delta.value < 0
     (cost,) = m[T.METRIC_COST]
     assert dict(cost.attributes) == {T.GEN_AI_PROVIDER_NAME: "openai", T.GEN_AI_REQUEST_MODEL: "gpt-4o-mini"}
     assert cost.value == pytest.approx(oa[T.INTERLOCK_COST_USD])
