@@ -1,0 +1,131 @@
+"""Streaming load client: C concurrent SSE streams (closed loop), time to first content chunk.
+
+Each of ``--concurrency`` workers opens a stream, reads it to the end, and opens
+the next, until ``--streams`` streams have started or ``--duration`` seconds
+have passed. Per stream it records the time from sending the request to the
+first *content* event (an OpenAI delta with non-empty ``content`` or an
+Anthropic ``text_delta``; the role chunk and ``message_start`` do not count),
+the total time, and the number of content events. A stream counts as an error
+unless it is a 200 that ends properly (``[DONE]`` / ``message_stop``) with at
+least ``--min-chunks`` content events. Prints one JSON object.
+
+The client does as little per byte as possible (no line splitting: it scans
+the accumulated body once for the first content event and counts events at
+the end), and its ceiling is the "direct" row of the benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import statistics
+import time
+
+import aiohttp
+
+_OPENAI_CONTENT = re.compile(rb'"content":\s?"[^"]')
+_ANTHROPIC_CONTENT = re.compile(rb'"text_delta"')
+
+
+def pct(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))
+    return values[k]
+
+
+async def run(args: argparse.Namespace) -> dict:
+    body = args.body.encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {args.key}"}
+    if args.anthropic:
+        headers.update({"x-api-key": args.key, "anthropic-version": "2023-06-01"})
+    content_re = _ANTHROPIC_CONTENT if args.anthropic else _OPENAI_CONTENT
+    ttfts: list[float] = []
+    totals: list[float] = []
+    chunk_counts: list[int] = []
+    errors: dict[str, int] = {}
+    started = 0
+    deadline = time.perf_counter() + args.duration
+    connector = aiohttp.TCPConnector(limit=args.concurrency, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=args.timeout)
+
+    async def one(session: aiohttp.ClientSession) -> None:
+        t0 = time.perf_counter()
+        first = None
+        buf = bytearray()
+        try:
+            async with session.post(args.url, data=body, headers=headers) as resp:
+                if resp.status != 200:
+                    await resp.read()
+                    errors[f"status {resp.status}"] = errors.get(f"status {resp.status}", 0) + 1
+                    return
+                async for piece in resp.content.iter_any():
+                    if first is None:
+                        scan_from = max(0, len(buf) - 32)
+                        buf += piece
+                        if content_re.search(buf, scan_from):
+                            first = time.perf_counter()
+                    else:
+                        buf += piece
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            key = type(exc).__name__
+            errors[key] = errors.get(key, 0) + 1
+            return
+        end = time.perf_counter()
+        n = len(content_re.findall(buf))
+        ended = buf.rstrip().endswith(b"[DONE]") or b"message_stop" in buf[-200:]
+        if first is None or n < args.min_chunks or not ended:
+            errors["incomplete stream"] = errors.get("incomplete stream", 0) + 1
+            if args.verbose and errors["incomplete stream"] == 1:
+                print(bytes(buf[:2000]).decode(errors="replace"))
+            return
+        ttfts.append(first - t0)
+        totals.append(end - t0)
+        chunk_counts.append(n)
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal started
+        while started < args.streams and time.perf_counter() < deadline:
+            started += 1
+            await one(session)
+
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(args.concurrency)))
+        elapsed = time.perf_counter() - t0
+    ms = lambda v: None if v is None else round(v * 1000, 3)  # noqa: E731
+    return {
+        "started": started,
+        "completed": len(ttfts),
+        "errors": errors,
+        "elapsed_s": round(elapsed, 3),
+        "streams_per_s": round(len(ttfts) / elapsed, 2) if elapsed else 0.0,
+        "ttft_p50_ms": ms(pct(ttfts, 50)),
+        "ttft_p99_ms": ms(pct(ttfts, 99)),
+        "ttft_mean_ms": ms(statistics.fmean(ttfts)) if ttfts else None,
+        "stream_p50_ms": ms(pct(totals, 50)),
+        "chunks_median": statistics.median(chunk_counts) if chunk_counts else 0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--body", required=True, help="JSON request body (must ask for stream: true)")
+    parser.add_argument("--anthropic", action="store_true", help="the target speaks the Anthropic wire format")
+    parser.add_argument("--key", default="sk-bench")
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--streams", type=int, default=1000, help="stop after starting this many streams")
+    parser.add_argument("--duration", type=float, default=30.0, help="...or after this many seconds")
+    parser.add_argument("--min-chunks", type=int, default=20)
+    parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(run(args))))
+
+
+if __name__ == "__main__":
+    main()
