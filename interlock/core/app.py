@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 from decimal import Decimal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -38,6 +39,10 @@ GATEWAY = web.AppKey("gateway", Gateway)
 LEDGER_READER = web.AppKey("ledger_reader", spend.LedgerReader)  # GET /spend's read-only engine
 # typed request storage on aiohttp >= 3.14, a plain key before it
 REQUEST_ID: Any = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
+# request ids: a random per-process prefix and a counter, unique across processes without a
+# uuid4 (an os.urandom call) on every request
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 API_KEY: Any = web.RequestKey("api_key", ApiKey) if hasattr(web, "RequestKey") else "api_key"
 _JSON = "application/json"
@@ -99,7 +104,7 @@ _HTTP_ERRORS: dict[int, tuple[str, str]] = {
 @web.middleware
 async def error_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     incoming = request.headers.get("x-request-id", "")
-    request_id = incoming if _REQUEST_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+    request_id = incoming if _REQUEST_ID.match(incoming) else f"req_{_ID_PREFIX}{next(_ID_COUNTER):012x}"
     request[REQUEST_ID] = request_id
     try:
         resp = await handler(request)
