@@ -10,6 +10,8 @@ auth and :meth:`HTTPProvider.error_fields` for their error body shape.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
 import aiohttp
@@ -100,6 +102,29 @@ class HTTPProvider(Provider):
     def error_fields(self, body: Any) -> tuple[str, str | None, str | None]:
         """``(message, code, type)`` from an error body; the default reads OpenAI-like shapes."""
         return error_fields(body)
+
+    @contextlib.asynccontextmanager
+    async def reading(
+        self, resp: aiohttp.ClientResponse, complete: Callable[[], bool], end: str | None = None
+    ) -> AsyncIterator[None]:
+        """Read a streamed response inside this block.
+
+        A read timeout or a broken connection becomes a classified failure; the
+        connection goes back to the pool only if ``complete()`` says the stream
+        reached its end, and is dropped otherwise (broken, or abandoned by the
+        client); with ``end`` named, a stream that stops before its end marker is
+        a broken stream.
+        """
+        try:
+            yield
+        except asyncio.TimeoutError:
+            raise UpstreamError(f"{self.name}: stream timed out", kind="timeout") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"{self.name}: stream broken ({type(exc).__name__})", kind="stream") from None
+        finally:
+            resp.release() if complete() else resp.close()
+        if end is not None and not complete():
+            raise UpstreamError(f"{self.name}: stream ended without {end}", kind="stream")
 
     async def read_object(self, resp: aiohttp.ClientResponse) -> dict[str, Any]:
         """Read a successful response's JSON object, classifying every way that can fail."""

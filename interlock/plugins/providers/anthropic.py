@@ -31,7 +31,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
 
 from interlock import hookimpl
 from interlock.core.provider import ProviderSettings
@@ -108,20 +107,13 @@ class Anthropic(HTTPProvider):
         body = build_request(ctx, model, stream=True, max_tokens_default=self.max_tokens_default)
         resp = await self.post(self.messages_url, body, stream=True, headers={"Accept": "text/event-stream"})
         done = False
-        try:
+        async with self.reading(resp, lambda: done):
             chunks = stream_chunks(
                 iter_sse(resp.content), self.name, model=model, json_tool=json_tool_of(ctx.body)
             )
             async for chunk in chunks:
                 yield chunk
             done = True  # stream_chunks only returns after message_stop
-        except TimeoutError:  # aiohttp's read timeouts
-            raise UpstreamError(f"{self.name}: stream timed out", kind="timeout") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"{self.name}: stream broken ({type(exc).__name__})", kind="stream") from None
-        finally:
-            # a finished stream's connection goes back to the pool; a broken one is dropped
-            resp.release() if done else resp.close()
 
 
 @hookimpl

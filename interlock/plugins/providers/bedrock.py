@@ -241,7 +241,7 @@ class Bedrock(HTTPProvider):
         payload = await converse_body(ctx.body, self.http.session)
         resp = await self._post_model(model, "converse-stream", payload, stream=True)
         translator = StreamTranslator(ChunkWriter(_response_id(resp), model))
-        try:
+        async with self.reading(resp, lambda: translator.stopped, "messageStop"):
             async for headers, raw in iter_frames(resp.content, self.name):
                 if headers.get(":message-type") in ("exception", "error"):
                     raise self._stream_exception(headers, raw)
@@ -255,14 +255,6 @@ class Bedrock(HTTPProvider):
                     raise UpstreamError(f"{self.name}: stream event is not a JSON object", kind="stream")
                 for chunk in translator.event(headers.get(":event-type"), event):
                     yield chunk
-        except TimeoutError:  # asyncio's is the builtin since 3.11
-            raise UpstreamError(f"{self.name}: stream timed out", kind="timeout") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"{self.name}: stream broken ({type(exc).__name__})", kind="stream") from None
-        finally:
-            resp.release() if translator.stopped else resp.close()
-        if not translator.stopped:
-            raise UpstreamError(f"{self.name}: stream ended without messageStop", kind="stream")
 
     def _stream_exception(self, headers: dict[str, Any], raw: bytes) -> UpstreamError:
         """An in-band ``exception`` (or ``error``) frame as a ``stream`` failure of the right class."""

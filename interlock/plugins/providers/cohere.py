@@ -39,14 +39,12 @@ an auth failure and 499 (request cancelled upstream) a server error; ``too many 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
-import aiohttp
 
 from interlock import hookimpl
 from interlock.core import jsonutil
@@ -171,7 +169,7 @@ class Cohere(HTTPProvider):
             headers={"Accept": "text/event-stream"},
         )
         state = _StreamState(self.name, model)
-        try:
+        async with self.reading(resp, lambda: state.ended, "message-end"):
             async for _event, data in iter_sse(resp.content):
                 if data == b"[DONE]":
                     break
@@ -185,14 +183,6 @@ class Cohere(HTTPProvider):
                     raise UpstreamError(f"{self.name}: stream event is not a JSON object", kind="stream")
                 for chunk in state.feed(obj):
                     yield chunk
-        except asyncio.TimeoutError:
-            raise UpstreamError(f"{self.name}: stream timed out", kind="timeout") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"{self.name}: stream broken ({type(exc).__name__})", kind="stream") from None
-        finally:
-            resp.release() if state.ended else resp.close()
-        if not state.ended:
-            raise UpstreamError(f"{self.name}: stream ended without message-end", kind="stream")
 
     # -- embeddings ------------------------------------------------------ #
 

@@ -26,11 +26,9 @@ are generated.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
 
 from interlock import hookimpl
 from interlock.core import jsonutil
@@ -162,7 +160,7 @@ class Ollama(HTTPProvider):
         writer: ChunkWriter | None = None
         calls = 0
         done = False
-        try:
+        async with self.reading(resp, lambda: done, "its final done line"):
             async for raw in iter_lines(resp.content, self.name):
                 obj = self._line(raw)
                 if writer is None:
@@ -181,14 +179,6 @@ class Ollama(HTTPProvider):
                     yield writer.usage(usage_of(obj))
                     done = True
                     break
-        except asyncio.TimeoutError:
-            raise UpstreamError(f"{self.name}: stream timed out", kind="timeout") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"{self.name}: stream broken ({type(exc).__name__})", kind="stream") from None
-        finally:
-            resp.release() if done else resp.close()
-        if not done:
-            raise UpstreamError(f"{self.name}: stream ended without its final done line", kind="stream")
 
     async def embeddings(self, ctx: RequestContext, model: str) -> EmbeddingsResult:
         raw = ctx.body.get("input")

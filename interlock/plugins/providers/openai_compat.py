@@ -8,7 +8,6 @@ upstream's own bytes unless a quirk must rewrite one.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -100,7 +99,7 @@ class OpenAICompatible(HTTPProvider):
     async def chat_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:  # type: ignore[override]
         resp = await self._post(self.chat_path, model, self._body(ctx, model, stream=True), stream=True)
         done = False
-        try:
+        async with self.reading(resp, lambda: done, "[DONE]"):
             async for data in iter_sse_data(resp.content):
                 if data == b"[DONE]":
                     done = True
@@ -118,14 +117,6 @@ class OpenAICompatible(HTTPProvider):
                         body=obj, code=code, error_type=etype,
                     )
                 yield self._chunk(data, obj, strip_usage=not ctx.client_wants_usage)
-        except asyncio.TimeoutError:
-            raise UpstreamError(f"{self.name}: stream timed out", kind="timeout") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"{self.name}: stream broken ({type(exc).__name__})", kind="stream") from None
-        finally:
-            resp.release() if done else resp.close()
-        if not done:
-            raise UpstreamError(f"{self.name}: stream ended without [DONE]", kind="stream")
 
     def _chunk(self, data: bytes, obj: dict[str, Any], *, strip_usage: bool) -> Chunk:
         changed = self.fix_chunk(obj)  # first: a quirk may rewrite the usage (xAI)

@@ -266,7 +266,7 @@ class Replicate(HTTPProvider):
         )
         yield writer.role()
         done = False
-        try:
+        async with self.reading(resp, lambda: done, "a done event"):
             async for event, data in iter_sse(resp.content):
                 if event == "output":
                     text = self._decode(data)
@@ -282,14 +282,6 @@ class Replicate(HTTPProvider):
                     raise self._stream_error(data)
                 elif event != "logs":
                     raise UpstreamError(f"{self.name}: malformed stream (unknown event {event[:40]!r})", kind="stream")
-        except TimeoutError:
-            raise UpstreamError(f"{self.name}: stream timed out", kind="timeout") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"{self.name}: stream broken ({type(exc).__name__})", kind="stream") from None
-        finally:
-            resp.release() if done else resp.close()
-        if not done:
-            raise UpstreamError(f"{self.name}: stream ended without a done event", kind="stream")
         yield writer.finish("stop")
         final = await self._final(prediction)
         if final is not None and (usage := usage_of(final)) is not None:

@@ -249,17 +249,10 @@ class Vertex(HTTPProvider):
             resp = await self._post(model, "streamGenerateContent?alt=sse", body, stream=True)
             chunks = gemini.stream_chunks(iter_sse_data(resp.content), model, self.name)
         clean = False
-        try:
+        async with self.reading(resp, lambda: clean):
             async for chunk in chunks:
                 yield chunk
             clean = True  # both translators return only after the stream's end marker
-        except TimeoutError:
-            raise UpstreamError(f"{self.name}: stream timed out", kind="timeout") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"{self.name}: stream broken ({type(exc).__name__})", kind="stream") from None
-        finally:
-            # a finished stream's connection goes back to the pool; a broken or abandoned one is dropped
-            resp.release() if clean else resp.close()
 
     async def embeddings(self, ctx: RequestContext, model: str) -> EmbeddingsResult:
         if publisher_of(model) != "google":
