@@ -290,11 +290,33 @@ def _migrate(conn: Connection) -> int:
     return SCHEMA_VERSION
 
 
+def sqlite_path_problem(url: Any) -> str | None:
+    """Why a SQLite database file cannot be opened, found without opening it (None: it can, or not SQLite).
+
+    aiosqlite reports a failed connect from its worker thread, which can then
+    outlive the event loop that waited for it; a path that is a directory, or
+    whose directory is missing, is caught here instead.
+    """
+    import os
+
+    url = make_url(str(url)) if not hasattr(url, "get_backend_name") else url
+    db = url.database
+    if url.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    if os.path.isdir(db):
+        return f"{db} is a directory, not a SQLite file"
+    if not os.path.isdir(os.path.dirname(os.path.abspath(db))):
+        return f"the directory of {db} does not exist"
+    return None
+
+
 async def migrate(engine: AsyncEngine) -> int:
     """Apply every missing migration in one transaction; returns the schema version.
 
     Idempotent: on an up-to-date database it only reads ``schema_version``.
     """
+    if problem := sqlite_path_problem(engine.url):
+        raise OSError(f"cannot open the SQLite database: {problem}")
     async with engine.begin() as conn:
         return await conn.run_sync(_migrate)
 
