@@ -6,6 +6,7 @@ OpenAI-wire upstream from :mod:`interlock.testing`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -16,15 +17,14 @@ import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import openai
 import pytest
-from aiohttp import web
 
-from interlock.core import config as config_mod
-from interlock.core.app import create_app
-from interlock.core.gateway import Gateway
 from interlock.testing import FakeOpenAI
+from interlock.testing.gateway import RunningGateway, running_gateway
+
+__all__ = ["RunningGateway"]  # re-exported: tests import it from here
 
 SECRET = "sk-test-secret-0123456789abcdef"
 
@@ -53,52 +53,19 @@ chain = "openai/gpt-4o > backup/gpt-4o-mini"
 """
 
 
-@dataclass
-class RunningGateway:
-    gateway: Gateway
-    base_url: str  # ends in /v1
-    client: openai.AsyncOpenAI
-
-    @property
-    def root(self) -> str:
-        return self.base_url.removesuffix("/v1")
-
-
 GatewayFactory = Callable[..., Awaitable[RunningGateway]]
 
 
 @pytest.fixture
 async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
-    """Start an in-process gateway from TOML text; everything is torn down after the test."""
-    runners: list[web.AppRunner] = []
-    clients: list[openai.AsyncOpenAI] = []
+    """Start in-process gateways from TOML text (``running_gateway``); all torn down after the test."""
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def make(toml: str, *, environ: dict[str, str] | None = None, **kwargs: object) -> RunningGateway:
-        path = tmp_path / f"interlock-{len(runners)}.toml"
-        path.write_text(toml)
-        env = environ if environ is not None else {}
-        cfg = config_mod.load(str(path), environ=env)
-        if cfg.database_url == config_mod.DEFAULT_DATABASE_URL:
-            # the ledger's default file is relative to the working directory: keep it in tmp_path
-            cfg.database_url = f"sqlite+aiosqlite:///{tmp_path / 'interlock.db'}"
-        kwargs.setdefault("load_entrypoints", False)
-        gateway = Gateway(cfg, environ=env, **kwargs)  # type: ignore[arg-type]
-        runner = web.AppRunner(create_app(gateway))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        runners.append(runner)
-        port = runner.addresses[0][1]
-        base_url = f"http://127.0.0.1:{port}/v1"
-        client = openai.AsyncOpenAI(base_url=base_url, api_key="client-key", max_retries=0)
-        clients.append(client)
-        return RunningGateway(gateway, base_url, client)
+        async def make(toml: str, *, environ: dict[str, str] | None = None, **kwargs: Any) -> RunningGateway:
+            # every gateway of a test shares tmp_path, so the default ledger is tmp_path/interlock.db
+            return await stack.enter_async_context(running_gateway(toml, environ=environ, workdir=tmp_path, **kwargs))
 
-    yield make
-    for client in clients:
-        await client.close()
-    for runner in runners:
-        await runner.cleanup()
+        yield make
 
 
 def free_port() -> int:

@@ -61,12 +61,14 @@ async def running_gateway(
     extra_plugins: Iterable[tuple[str, object]] = (),
     load_entrypoints: bool = False,
     workdir: str | Path | None = None,
+    **gateway_kwargs: Any,
 ) -> AsyncIterator[RunningGateway]:
     """Start a gateway from config text on a free loopback port; stop it afterwards.
 
     The default SQLite ledger goes to ``workdir`` (a temporary directory if not given), never
     the current directory. ``environ`` replaces the process environment for ``${VAR}``
     expansion and provider key variables, so tests do not depend on the developer's shell.
+    Other keyword arguments go to :class:`Gateway` (``telemetry=``, ``store=``, ``clock=``).
     """
     with contextlib.ExitStack() as stack:
         tmp = Path(workdir) if workdir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -82,6 +84,7 @@ async def running_gateway(
             extra_plugins=[*extra_plugins, ("interlock-test-decision-log", log)],
             load_entrypoints=load_entrypoints,
             environ=env,
+            **gateway_kwargs,
         )
         runner = web.AppRunner(create_app(gateway), access_log=None)
         await runner.setup()
