@@ -181,6 +181,8 @@ class Budgets:
         self._unpriced: set[str] = set()
 
     def applicable(self, ctx: RequestContext) -> list[Budget]:
+        if not self.budgets:
+            return []
         scopes = [f"key:{ctx.api_key_id}" if ctx.api_key_id else None, f"team:{ctx.team}" if ctx.team else None]
         scopes += [f"tag:{t}" for t in ctx.tags]
         scopes.append("global")

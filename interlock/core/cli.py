@@ -13,6 +13,8 @@ from interlock.core import config as config_mod
 from interlock.core.config import Config, ConfigError
 from interlock.core.plugins import PluginError, plugin_info
 
+SWITCH_INTERVAL = 0.0005  # seconds; see cmd_serve
+
 
 def _gateway(cfg: Config) -> Any:
     from interlock.core.gateway import Gateway
@@ -61,6 +63,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print('interlock: try: curl -s localhost:%d/v1/chat/completions -H "content-type: application/json" '
               '-d \'{"model": "smart", "messages": [{"role": "user", "content": "hi"}]}\' -i' % cfg.port, flush=True)
     app.on_startup.append(_reload_on_sighup)
+    # span export and ledger writes run on threads; when one of them holds the GIL the event loop
+    # waits up to the switch interval for it (5 ms by default), which is what a request's p99 sees
+    sys.setswitchinterval(SWITCH_INTERVAL)
     web.run_app(app, host=cfg.host, port=cfg.port, print=None, access_log=None, loop=_event_loop())
     return 0
 

@@ -300,7 +300,11 @@ class Router:
         try:
             try:
                 with tel.use(span):
-                    result = await (asyncio.wait_for(op(provider, target, attempt), limit) if limit else op(provider, target, attempt))
+                    if limit:
+                        async with asyncio.timeout(limit):  # no extra task per attempt, unlike wait_for
+                            result = await op(provider, target, attempt)
+                    else:
+                        result = await op(provider, target, attempt)
             except asyncio.TimeoutError:
                 what = "first token" if ctx.stream else "response"
                 raise UpstreamError(f"{target.key}: no {what} within {limit:g}s", kind="timeout") from None

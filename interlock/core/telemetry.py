@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Meter, NoOpMeter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
@@ -401,6 +402,7 @@ class TelemetryExporter(Exporter):
 # --------------------------------------------------------------------------- #
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+_ROOT = Context()  # a request without traceparent starts a new trace
 _NO_STATUS_ON_EXIT = {"end_on_exit": False, "record_exception": False, "set_status_on_exception": False}
 
 
@@ -451,7 +453,15 @@ def current() -> RequestTrace | _NoTrace:
 
 
 class RequestTrace:
-    """The spans of one request: server, routing, one per attempt."""
+    """The spans of one request: server, routing, one per attempt.
+
+    Attributes are collected in plain dicts while a span is open and handed to
+    the SDK in one ``set_attributes`` call just before it ends: the SDK
+    validates every attribute on each call (and once more when they are passed
+    to ``start_span``, for the sampler), which made attribute handling the
+    largest part of a span's cost. The built-in samplers decide on trace ids and
+    parents only, so nothing needs the attributes at creation.
+    """
 
     recording = True
 
@@ -459,8 +469,9 @@ class RequestTrace:
         self.telemetry = telemetry
         self.server = server
         self.routing: trace.Span | None = None
+        self.routing_attrs: dict[str, Any] = {}
         self.route: str | None = None
-        self._attempts: dict[int, trace.Span] = {}
+        self._attempts: dict[int, tuple[trace.Span, dict[str, Any]]] = {}
         self._input_json: str | None = None
 
     # -- routing ---------------------------------------------------------- #
@@ -469,8 +480,8 @@ class RequestTrace:
         if self.routing is None:
             self.routing = self.telemetry.tracer.start_span(
                 f"route {model}", context=trace.set_span_in_context(self.server), kind=SpanKind.INTERNAL,
-                attributes={INTERLOCK_REQUEST_MODEL: model},
             )
+            self.routing_attrs[INTERLOCK_REQUEST_MODEL] = model
         return self.routing
 
     def planned(self, decision: Decision) -> None:
@@ -480,10 +491,9 @@ class RequestTrace:
         if not span.is_recording():
             return
         span.update_name(f"route {decision.route or decision.requested_model}")
-        attrs: dict[str, Any] = {
-            INTERLOCK_STRATEGY: decision.strategy or "",
-            INTERLOCK_CANDIDATES: list(decision.candidates),
-        }
+        attrs = self.routing_attrs
+        attrs[INTERLOCK_STRATEGY] = decision.strategy or ""
+        attrs[INTERLOCK_CANDIDATES] = list(decision.candidates)
         if decision.route:
             attrs[INTERLOCK_ROUTE] = decision.route
         if decision.rule:
@@ -492,7 +502,6 @@ class RequestTrace:
             attrs[INTERLOCK_REASONS] = list(decision.reasons)
         if decision.skipped:
             attrs[INTERLOCK_SKIPPED] = list(decision.skipped)
-        span.set_attributes(attrs)
 
     def event(self, name: str, **attributes: Any) -> None:
         """A span event on the routing span (retry, fallback, hedge, breaker)."""
@@ -513,10 +522,9 @@ class RequestTrace:
             if id(attempt) in self._attempts:
                 self.attempt_ended(attempt, None if attempt.outcome == "ok" else attempt.outcome)
         if span.is_recording():
-            attrs: dict[str, Any] = {
-                INTERLOCK_ATTEMPTS: len(decision.attempts),
-                INTERLOCK_FALLBACK_USED: decision.fallback_used,
-            }
+            attrs = self.routing_attrs
+            attrs[INTERLOCK_ATTEMPTS] = len(decision.attempts)
+            attrs[INTERLOCK_FALLBACK_USED] = decision.fallback_used
             if decision.hedged:
                 attrs[INTERLOCK_HEDGED] = True
             if decision.provider:
@@ -537,10 +545,12 @@ class RequestTrace:
 
     def close(self) -> None:
         """End whatever is still open (the request ended without a decision being finished)."""
-        for span in self._attempts.values():
+        for span, attrs in self._attempts.values():
+            span.set_attributes(attrs)
             span.end()
         self._attempts.clear()
         if self.routing is not None and self.routing.is_recording():
+            self.routing.set_attributes(self.routing_attrs)
             self.routing.end()
 
     # -- attempts --------------------------------------------------------- #
@@ -567,14 +577,13 @@ class RequestTrace:
             if isinstance(value, typ) and not isinstance(value, bool):
                 attrs[name] = value
         parent = trace.set_span_in_context(self._routing_span(ctx.body.get("model") or target.model))
-        span = self.telemetry.tracer.start_span(f"{operation} {target.model}", context=parent, kind=SpanKind.CLIENT,
-                                                attributes=attrs)
+        span = self.telemetry.tracer.start_span(f"{operation} {target.model}", context=parent, kind=SpanKind.CLIENT)
         if self.telemetry.settings.capture_content and span.is_recording():
             if self._input_json is None:
                 self._input_json = self.telemetry.input_messages(body)
             if self._input_json:
-                span.set_attribute(GEN_AI_INPUT_MESSAGES, self._input_json)
-        self._attempts[id(attempt)] = span
+                attrs[GEN_AI_INPUT_MESSAGES] = self._input_json
+        self._attempts[id(attempt)] = (span, attrs)
         return span
 
     def use(self, span: Any) -> Any:
@@ -584,11 +593,12 @@ class RequestTrace:
         return trace.use_span(span, **_NO_STATUS_ON_EXIT)
 
     def attempt_ended(self, attempt: Attempt, error_type: str | None = None, result: Any = None) -> None:
-        span = self._attempts.pop(id(attempt), None)
-        if span is None:
+        entry = self._attempts.pop(id(attempt), None)
+        if entry is None:
             return
+        span, attrs = entry
         if span.is_recording():
-            attrs: dict[str, Any] = {INTERLOCK_OUTCOME: attempt.outcome}
+            attrs[INTERLOCK_OUTCOME] = attempt.outcome
             if attempt.response_model:
                 attrs[GEN_AI_RESPONSE_MODEL] = attempt.response_model
             if attempt.response_id:
@@ -771,12 +781,8 @@ class Telemetry:
         """Run ``handler`` inside a SERVER span continuing the caller's trace; count the request."""
         route = request.match_info.route.resource
         path = route.canonical if route is not None else request.path
-        parent = _PROPAGATOR.extract(request.headers)
-        span = self.tracer.start_span(
-            f"{request.method} {path}", context=parent, kind=SpanKind.SERVER,
-            attributes={HTTP_REQUEST_METHOD: request.method, HTTP_ROUTE: path, URL_PATH: request.path,
-                        URL_SCHEME: request.scheme},
-        )
+        parent = _PROPAGATOR.extract(request.headers) if "traceparent" in request.headers else _ROOT
+        span = self.tracer.start_span(f"{request.method} {path}", context=parent, kind=SpanKind.SERVER)
         rt = RequestTrace(self, span)
         token = _CURRENT.set(rt)
         self.in_flight.add(1)
@@ -795,12 +801,14 @@ class Telemetry:
             self.requests.add(1, {INTERLOCK_ROUTE: rt.route or NO_ROUTE, INTERLOCK_HTTP_STATUS_CLASS: f"{status // 100}xx"})
             rt.close()
             if span.is_recording():
-                span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
+                attrs: dict[str, Any] = {HTTP_REQUEST_METHOD: request.method, HTTP_ROUTE: path, URL_PATH: request.path,
+                                         URL_SCHEME: request.scheme, HTTP_RESPONSE_STATUS_CODE: status}
                 if request_id:
-                    span.set_attribute(INTERLOCK_REQUEST_ID, request_id)
+                    attrs[INTERLOCK_REQUEST_ID] = request_id
                 if status >= 500:
-                    span.set_attribute(ERROR_TYPE, str(status))
+                    attrs[ERROR_TYPE] = str(status)
                     span.set_status(Status(StatusCode.ERROR))
+                span.set_attributes(attrs)
             span.end()
 
     def record(self, decision: Decision) -> None:
