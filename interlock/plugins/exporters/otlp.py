@@ -9,15 +9,29 @@ through a ``BatchSpanProcessor`` and metrics through a periodic reader, both on
 their own threads; each export call gives up after ``export_timeout`` seconds
 (5 by default), so an unreachable collector drops telemetry and never slows or
 fails a request.
+
+Spans over http/protobuf go through the official ``OTLPSpanExporter`` (endpoint,
+headers, timeout, compression, certificates, credential providers, retries with
+backoff, shutdown: all its own), subclassed only to serialize the batch with
+:mod:`interlock.plugins.exporters.otlp_wire` (the same bytes, several times
+faster) and to read the proxy/netrc/CA-bundle environment once instead of on
+every export. When the installed exporter no longer has the seam this relies on
+(``_client.export(bytes)``, opentelemetry-exporter-otlp-proto-http 1.45), it
+exports exactly as the official one does. grpc and metrics use the official
+exporters unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import functools
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from interlock import hookimpl
 from interlock.core.exporter import Exporter
@@ -58,10 +72,8 @@ class OTLPExporter(TelemetryExporter):
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 
             return GrpcSpanExporter(**self._grpc_kwargs(endpoint))
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        return OTLPSpanExporter(endpoint=endpoint, headers=self.settings.headers or None,
-                                timeout=self.settings.export_timeout)
+        return http_span_exporter(endpoint=endpoint, headers=self.settings.headers or None,
+                                  timeout=self.settings.export_timeout)
 
     def metric_reader(self) -> MetricReader | None:
         if not self.metrics:
@@ -80,6 +92,140 @@ class OTLPExporter(TelemetryExporter):
         interval = self.settings.metric_export_interval * 1000
         return PeriodicExportingMetricReader(exporter, export_interval_millis=interval,
                                              export_timeout_millis=self.settings.export_timeout * 1000)
+
+
+_logger = logging.getLogger(__name__)
+
+# the credential-provider variables that make the official exporter load its own requests.Session
+_CREDENTIAL_PROVIDER_VARS = (
+    "OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER",
+    "OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER",
+)
+
+
+def http_span_exporter(**kwargs: Any) -> SpanExporter:
+    """An OTLP/HTTP span exporter: the official one, serializing with ``otlp_wire`` (see the module docstring)."""
+    return _fast_exporter_class()(**kwargs)
+
+
+def _pin_requests_environment(session: Any, url: str) -> None:
+    """Resolve what ``requests`` reads from the environment on every request, once, then stop it reading.
+
+    With ``trust_env`` on, each request looks up proxies (``*_PROXY``,
+    ``NO_PROXY``), ``~/.netrc`` credentials and ``REQUESTS_CA_BUNDLE`` /
+    ``CURL_CA_BUNDLE`` for the URL. The exporter always posts to the same URL,
+    so the answers are fixed: put them on the session, as requests would merge
+    them, and turn ``trust_env`` off.
+    """
+    from requests.utils import get_environ_proxies, get_netrc_auth
+
+    for scheme, proxy in get_environ_proxies(url).items():  # {} when NO_PROXY covers the URL
+        session.proxies.setdefault(scheme, proxy)
+    if session.auth is None:
+        session.auth = get_netrc_auth(url)
+    # requests prefers these to the session's verify whenever trust_env is on
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    session.trust_env = False
+
+
+_fallback_logged = False
+
+
+def _log_fallback_once(reason: str) -> None:
+    global _fallback_logged
+    if not _fallback_logged:
+        _fallback_logged = True
+        _logger.debug("otlp: the fast span encoder is off (%s); using the official OTLP encoder", reason)
+
+
+@functools.cache
+def _fast_exporter_class() -> type[SpanExporter]:
+    from opentelemetry.exporter.otlp.proto.http import trace_exporter as official
+
+    from interlock.plugins.exporters.otlp_wire import encode_spans
+
+    too_large_error: type[Exception] = getattr(official, "RequestPayloadTooLargeError", ValueError)
+    log: logging.Logger = getattr(official, "_logger", _logger)  # log as the official exporter does
+
+    class FastOTLPSpanExporter(official.OTLPSpanExporter):  # type: ignore[misc]
+        """``OTLPSpanExporter`` that encodes with ``otlp_wire`` and hands the bytes to its own HTTP client.
+
+        The seam is the exporter's ``_client.export(serialized: bytes)``
+        (``_OTLPHTTPClient``: compression, headers, retries with backoff,
+        timeout, shutdown), which the official ``export()`` calls right after
+        encoding. ``export()`` below is the official one with the encoder
+        swapped: the same shutdown check, self-metrics, size limit and result.
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            own_session = None
+            # session is the 8th positional parameter; a credential provider brings its own session
+            if kwargs.get("session") is None and len(args) < 8 and not any(
+                os.environ.get(name) for name in _CREDENTIAL_PROVIDER_VARS
+            ):
+                try:
+                    import requests
+                except ImportError:  # pragma: no cover - requests comes with the http exporter
+                    pass
+                else:
+                    own_session = kwargs["session"] = requests.Session()
+            super().__init__(*args, **kwargs)
+            self._wire_send = self._find_seam()
+            self._wire_session = None
+            endpoint = getattr(self, "_endpoint", None)
+            # only where the transport sends through session.request() without per-request settings
+            # (1.45): older exporters pass verify= per request, which the pinned CA bundle would lose
+            if own_session is not None and self._wire_send is not None and isinstance(endpoint, str):
+                try:
+                    _pin_requests_environment(own_session, endpoint)
+                    self._wire_session = own_session
+                except Exception:  # then requests keeps reading the environment itself
+                    _logger.debug("otlp: could not resolve the proxy/netrc environment once", exc_info=True)
+
+        def _find_seam(self) -> Callable[[bytes], Any] | None:
+            send = getattr(getattr(self, "_client", None), "export", None)
+            metrics = getattr(self, "_metrics", None)
+            if not callable(send):
+                _log_fallback_once("OTLPSpanExporter has no _client.export")
+                return None
+            if not callable(getattr(metrics, "export_operation", None)) or not hasattr(self, "_shutdown"):
+                _log_fallback_once("OTLPSpanExporter has no _metrics.export_operation or _shutdown")
+                return None
+            return send  # type: ignore[no-any-return]
+
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            send = self._wire_send
+            if send is None:
+                return super().export(spans)  # type: ignore[no-any-return]
+            if self._shutdown:
+                log.warning("Exporter already shutdown, ignoring batch")
+                return SpanExportResult.FAILURE
+            with self._metrics.export_operation(len(spans)) as result:
+                try:
+                    data = encode_spans(spans)
+                except Exception as error:  # noqa: BLE001 - as the official exporter: fail the batch
+                    log.error("Failed to encode span batch: %s", error)
+                    result.error = error
+                    return SpanExportResult.FAILURE
+                limit = getattr(self, "_max_request_size", 0) or 0
+                if 0 < limit < len(data):
+                    log.warning(
+                        "Dropping span batch: serialized size %d bytes exceeds max_request_size %d bytes.",
+                        len(data), limit)
+                    result.error = too_large_error(
+                        f"Serialized span request size {len(data)} bytes exceeds max_request_size {limit} bytes.")
+                    return SpanExportResult.FAILURE
+                outcome = send(data)
+                if not outcome.success:
+                    result.error = outcome.error
+                    status = outcome.status_code
+                    result.error_attrs = {"http.response.status_code": status} if status is not None else None
+                    return SpanExportResult.FAILURE
+            return SpanExportResult.SUCCESS
+
+    return FastOTLPSpanExporter
 
 
 @hookimpl
