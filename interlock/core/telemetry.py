@@ -28,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
+import threading
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -384,7 +386,12 @@ class TelemetryExporter(Exporter):
     app starts, and optionally HTTP routes (Prometheus' ``GET /metrics``).
     """
 
+    def span_processor(self) -> SpanProcessor | None:
+        """A ready span processor, for exporters that batch their own way; None: wrap :meth:`span_exporter`."""
+        return None
+
     def span_exporter(self) -> SpanExporter | None:
+        """A span exporter, run in a ``BatchSpanProcessor`` (used when :meth:`span_processor` gives None)."""
         return None
 
     def metric_reader(self) -> MetricReader | None:
@@ -703,11 +710,12 @@ class Telemetry:
             if not isinstance(exporter, TelemetryExporter):
                 continue
             try:
-                span_exporter = exporter.span_exporter()
-                if span_exporter is not None:
+                processor = exporter.span_processor()
+                if processor is None and (span_exporter := exporter.span_exporter()) is not None:
                     # never Simple with a network exporter: Batch exports on its own thread
-                    processors.append(BatchSpanProcessor(
-                        span_exporter, export_timeout_millis=self.settings.export_timeout * 1000))
+                    processor = batch_processor(span_exporter, self.settings)
+                if processor is not None:
+                    processors.append(processor)
                 reader = exporter.metric_reader()
                 if reader is not None:
                     readers.append(reader)
@@ -885,6 +893,35 @@ class Telemetry:
         for exporter in exporters:
             if isinstance(exporter, TelemetryExporter):
                 exporter.add_routes(app)
+
+
+def batch_processor(exporter: SpanExporter, settings: TelemetrySettings) -> BatchSpanProcessor:
+    """The SDK's ``BatchSpanProcessor`` for ``exporter``, its thread below the event loop's priority."""
+    batch = BatchSpanProcessor(exporter, export_timeout_millis=settings.export_timeout * 1000)
+    background_thread(getattr(getattr(batch, "_batch_processor", None), "_worker_thread", None))
+    return batch
+
+
+BACKGROUND_NICE = int(os.environ.get("INTERLOCK_BACKGROUND_NICE", "5"))
+
+
+def background_thread(thread: threading.Thread | None, nice: int | None = None) -> None:
+    """Give a background thread (span export, ledger writes) a lower CPU priority than the event loop.
+
+    On a busy core the kernel otherwise lets the export thread finish its time
+    slice (milliseconds) before the woken event loop runs, and a request waits
+    that long. Linux only (per-thread nice); elsewhere, or when refused, nothing changes.
+    """
+    nice = BACKGROUND_NICE if nice is None else nice
+    if thread is None or not nice or not hasattr(os, "setpriority"):
+        return
+    tid = getattr(thread, "native_id", None)
+    if tid is None:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError:
+        log.debug("could not lower the priority of thread %s", thread.name)
 
 
 def _shutdown(providers: list[Any]) -> None:

@@ -23,19 +23,22 @@ exporters unchanged.
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from interlock import hookimpl
 from interlock.core.exporter import Exporter
-from interlock.core.telemetry import TelemetryExporter, TelemetrySettings
+from interlock.core.telemetry import TelemetryExporter, TelemetrySettings, background_thread, batch_processor
 
 
 class OTLPExporter(TelemetryExporter):
@@ -63,6 +66,15 @@ class OTLPExporter(TelemetryExporter):
             if endpoint.startswith("http://"):
                 kwargs["insecure"] = True
         return kwargs
+
+    def span_processor(self) -> SpanProcessor | None:
+        """OTLP/http: spans encoded as they end (:class:`EncodingSpanProcessor`); otherwise the usual batch processor."""
+        if not self.traces or self.settings.protocol == "grpc":
+            return None
+        exporter = self.span_exporter()
+        if getattr(exporter, "sends_encoded", False):
+            return EncodingSpanProcessor(exporter)
+        return None if exporter is None else batch_processor(exporter, self.settings)
 
     def span_exporter(self) -> SpanExporter | None:
         if not self.traces:
@@ -101,6 +113,111 @@ _CREDENTIAL_PROVIDER_VARS = (
     "OTEL_PYTHON_EXPORTER_OTLP_HTTP_CREDENTIAL_PROVIDER",
     "OTEL_PYTHON_EXPORTER_OTLP_HTTP_TRACES_CREDENTIAL_PROVIDER",
 )
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        value = int(os.environ.get(name, "") or default)
+    except ValueError:
+        _logger.warning("%s=%r is not an integer; using %d", name, os.environ.get(name), default)
+        return default
+    return value if value > 0 else default
+
+
+class EncodingSpanProcessor(SpanProcessor):
+    """Batch span export that encodes each span when it ends and queues only its bytes.
+
+    The SDK's ``BatchSpanProcessor`` queues span objects and has its export
+    thread encode a whole batch at once; on a busy single core that thread then
+    competes with the event loop for the GIL and the CPU for milliseconds at a
+    time, which is what a request's tail latency shows, and every queued span
+    object (several kB each) is memory and garbage-collector work. Here
+    :func:`~interlock.plugins.exporters.otlp_wire.encode_span` runs in
+    ``on_end`` (a few microseconds, on the event loop), the queue holds a few
+    hundred bytes per span, and the thread only joins a batch and sends it
+    through the exporter's own HTTP client (retries, compression, timeout).
+
+    It reads the standard batch settings: ``OTEL_BSP_SCHEDULE_DELAY`` (ms,
+    default 5000), ``OTEL_BSP_MAX_QUEUE_SIZE`` (2048; spans beyond it are
+    dropped and counted) and ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` (512).
+    """
+
+    def __init__(self, exporter: Any, *, schedule_delay_millis: int | None = None,
+                 max_queue_size: int | None = None, max_export_batch_size: int | None = None) -> None:
+        from interlock.plugins.exporters.otlp_wire import assemble, encode_span
+
+        self._encode, self._assemble = encode_span, assemble
+        self.exporter = exporter
+        self._delay = (schedule_delay_millis or _env_int("OTEL_BSP_SCHEDULE_DELAY", 5000)) / 1000
+        self._max_queue = max_queue_size or _env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048)
+        self._max_batch = min(self._max_queue, max_export_batch_size or _env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512))
+        self._queue: collections.deque[tuple[Any, Any, bytes]] = collections.deque()
+        self._wake = threading.Event()
+        self._export_lock = threading.Lock()
+        self._stopping = False
+        self.dropped = 0  # spans refused because the queue was full
+        self.failed = 0  # spans that could not be encoded
+        self._warned_at = 0.0
+        self._thread = threading.Thread(target=self._run, name="interlock-span-export", daemon=True)
+        self._thread.start()
+        background_thread(self._thread)
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self._stopping or not span.context.trace_flags.sampled:
+            return
+        try:
+            item = self._encode(span)
+        except Exception:  # a span the encoder cannot handle must not fail the request that ended it
+            self.failed += 1
+            _logger.exception("span %r could not be encoded; it is dropped", span.name)
+            return
+        queue = self._queue
+        if len(queue) >= self._max_queue:
+            self.dropped += 1
+            now = time.monotonic()
+            if now - self._warned_at > 60:
+                self._warned_at = now
+                _logger.warning("span export queue full (%d spans): dropping spans (%d so far); "
+                                "is the collector reachable?", self._max_queue, self.dropped)
+            return
+        queue.append(item)
+        if len(queue) >= self._max_batch and not self._wake.is_set():
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self._delay)
+            self._wake.clear()
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        """Send everything queued, in batches of at most ``max_export_batch_size``."""
+        with self._export_lock:
+            queue = self._queue
+            while queue:
+                batch = [queue.popleft() for _ in range(min(self._max_batch, len(queue)))]
+                try:
+                    self.exporter.export_encoded(lambda: self._assemble(batch), len(batch))
+                except Exception:  # the exporter reports failures as results; anything else is logged
+                    _logger.exception("span export failed; %d spans are lost", len(batch))
+
+    def shutdown(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout=30)
+        self.exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        if self._stopping:
+            return False
+        self._drain()
+        return True
 
 
 def http_span_exporter(**kwargs: Any) -> SpanExporter:
@@ -195,16 +312,27 @@ def _fast_exporter_class() -> type[SpanExporter]:
                 return None
             return send  # type: ignore[no-any-return]
 
+        @property
+        def sends_encoded(self) -> bool:
+            """Whether :meth:`export_encoded` works (the transport seam was found)."""
+            return self._wire_send is not None
+
         def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            if self._wire_send is None:
+                return super().export(spans)  # type: ignore[no-any-return]
+            return self.export_encoded(lambda: encode_spans(spans), len(spans))
+
+        def export_encoded(self, encode: Callable[[], bytes], count: int) -> SpanExportResult:
+            """Send ``count`` spans whose request bytes ``encode()`` produces (requires :attr:`sends_encoded`)."""
             send = self._wire_send
             if send is None:
-                return super().export(spans)  # type: ignore[no-any-return]
+                raise RuntimeError("this OTLPSpanExporter cannot send pre-encoded spans")
             if self._shutdown:
                 log.warning("Exporter already shutdown, ignoring batch")
                 return SpanExportResult.FAILURE
-            with self._metrics.export_operation(len(spans)) as result:
+            with self._metrics.export_operation(count) as result:
                 try:
-                    data = encode_spans(spans)
+                    data = encode()
                 except Exception as error:  # noqa: BLE001 - as the official exporter: fail the batch
                     log.error("Failed to encode span batch: %s", error)
                     result.error = error

@@ -549,23 +549,28 @@ class _Group:
 _MISSING = object()
 
 
-def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
-    """The serialized ``ExportTraceServiceRequest`` for ``spans`` (see the module docstring)."""
+def encode_span(span: ReadableSpan) -> tuple[Any, Any, bytes]:
+    """``(resource, scope, encoded span)``: one span encoded on its own, for :func:`assemble` later.
+
+    Lets a span processor encode each span when it ends (a few microseconds,
+    on the thread that ended it) and keep only bytes until the batch is sent.
+    """
+    if type(span) is ReadableSpan:
+        return span._resource, span._instrumentation_scope or None, _span(span)
+    return span.resource, span.instrumentation_scope or None, _span(span)
+
+
+def assemble(items: Iterable[tuple[Any, Any, bytes]]) -> bytes:
+    """The serialized ``ExportTraceServiceRequest`` for spans already encoded by :func:`encode_span`."""
     root = _Group(None)
     scope_group: _Group | None = None
     last_resource: Any = _MISSING
     last_scope: Any = _MISSING
-    for span in spans:
-        if type(span) is ReadableSpan:
-            resource = span._resource
-            scope = span._instrumentation_scope or None
-        else:
-            resource = span.resource
-            scope = span.instrumentation_scope or None
+    for resource, scope, data in items:
         if resource is not last_resource or scope is not last_scope or scope_group is None:
             scope_group = root.child(resource).child(scope)
             last_resource, last_scope = resource, scope
-        scope_group.children.append(_span(span))
+        scope_group.children.append(data)
 
     out = []
     for resource_group in root.children:
@@ -579,3 +584,7 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
         out.append(b"\x0a" + _varint(len(body)) + body)
     return b"".join(out)
 
+
+def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+    """The serialized ``ExportTraceServiceRequest`` for ``spans`` (see the module docstring)."""
+    return assemble([encode_span(span) for span in spans])
