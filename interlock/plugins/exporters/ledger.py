@@ -11,9 +11,15 @@ the working directory unless configured; a PostgreSQL URL such as
     max_buffer = 100000     # rows kept while the database is unreachable; the oldest go first
 
 How it writes: ``record`` (on the request path) only turns the decision into
-row dicts and appends them to an in-memory buffer. A background task writes
+row tuples and appends them to an in-memory buffer. A background task writes
 the whole buffer in one transaction every ``flush_interval`` seconds, or as
-soon as ``batch_size`` rows are waiting. If a write fails (database down,
+soon as ``batch_size`` rows are waiting. On SQLite the tuples already hold
+the values as SQLAlchemy's SQLite dialect would store them (timestamps as
+``YYYY-MM-DD HH:MM:SS.ffffff`` text, decimals as floats, booleans as 0/1) and
+go to the driver's ``executemany`` as they are, with INSERTs compiled once
+from the table definitions: no statement compilation and no per-row bind
+processing runs on the event loop. Other databases (PostgreSQL) get the same
+values through SQLAlchemy Core inserts. If a write fails (database down,
 locked, file not writable yet) the rows stay buffered and the write is retried
 every ``flush_interval``; requests are never failed or slowed by the ledger.
 Beyond ``max_buffer`` rows the oldest rows are dropped, counted in
@@ -47,14 +53,14 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import insert
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from interlock import hookimpl
 from interlock.core import jsonutil, ledger
 from interlock.core.config import DEFAULT_DATABASE_URL
 from interlock.core.exporter import Exporter
-from interlock.core.types import Alert, Attempt, Decision, Usage
+from interlock.core.types import Alert, Attempt, Decision
 
 log = logging.getLogger("interlock.ledger")
 
@@ -62,7 +68,15 @@ DEFAULT_FLUSH_INTERVAL = 1.0
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_MAX_BUFFER = 100_000
 
-_Entry = tuple[dict[str, Any], list[dict[str, Any]]]  # (requests row, attempts rows) of one decision
+#: SQLite: rows per executemany. The driver's thread binds and inserts a chunk in one go, and
+#: while it does the event loop waits for the GIL (and, on one core, for the CPU): a whole
+#: 1,000-row batch kept it waiting ~3-5 ms, 64 rows keep each wait well under a millisecond and
+#: the loop runs between chunks. One transaction either way.
+_SQLITE_CHUNK_ROWS = 64
+_SQLITE_MAX_PIECES = 8  # per table and flush: under saturation each piece waits a full loop turn
+
+_Row = tuple[Any, ...]  # one row's values, in the order of its table's columns (see _REQUEST_COLUMNS)
+_Entry = tuple[_Row, list[_Row]]  # (requests row, attempts rows) of one decision
 
 
 class LedgerExporter(Exporter):
@@ -98,12 +112,17 @@ class LedgerExporter(Exporter):
         self._engine: AsyncEngine | None = None
         self._migrated = False
         self._task: asyncio.Task[None] | None = None
+        self._closing = False  # close() has taken over: the flush loop must stop
         self._lock = asyncio.Lock()  # one flush at a time (the loop, an explicit flush, close)
         self._wake = asyncio.Event()
         self._failures = 0  # consecutive failed background flushes
         self._dropped_logged = 0
         self._inserts: tuple[Any, Any] | None = None
         self._insert_alerts: Any = None
+        # rows are built in the form the database stores (SQLite) or SQLAlchemy takes (others)
+        self._sqlite = _is_sqlite(url)
+        self._row_values = _SQLITE_ROWS if self._sqlite else _GENERIC_ROWS
+        self._sql: tuple[str, str] | None = None  # SQLite: the driver-level INSERTs, compiled at start
 
     @property
     def buffered(self) -> int:
@@ -113,8 +132,10 @@ class LedgerExporter(Exporter):
     # -- the request path: no I/O ----------------------------------------- #
 
     def record(self, decision: Decision) -> None:
+        request_values, attempt_values = self._row_values
         try:
-            entry = (request_row(decision), [attempt_row(decision.request_id, a) for a in decision.attempts])
+            request_id = decision.request_id
+            entry = (request_values(decision), [attempt_values(request_id, a) for a in decision.attempts])
         except Exception:  # a malformed decision must not break the request path
             log.exception("ledger: cannot convert decision %s; dropped", getattr(decision, "request_id", "?"))
             self.dropped += 1
@@ -158,10 +179,16 @@ class LedgerExporter(Exporter):
         """
         if self._engine is not None:
             return
+        self._closing = False
         self._engine = await ledger.open_engine(self.url)
         dialect = self._engine.dialect.name
         self._inserts = (_insert(ledger.requests, dialect), _insert(ledger.attempts, dialect))
         self._insert_alerts = insert(ledger.alerts)
+        if self._sqlite:
+            self._sql = (
+                _driver_sql(self._inserts[0], self._engine.dialect, _REQUEST_COLUMNS),
+                _driver_sql(self._inserts[1], self._engine.dialect, _ATTEMPT_COLUMNS),
+            )
         try:
             await ledger.migrate(self._engine)
             self._migrated = True
@@ -178,6 +205,7 @@ class LedgerExporter(Exporter):
         task, self._task = self._task, None
         if task is not None:
             async with self._lock:  # let a flush in progress finish rather than cut it
+                self._closing = True  # stops the loop even if the cancellation were lost
                 task.cancel()
                 # wait() neither raises the task's CancelledError nor swallows our own cancellation;
                 # (checking current_task().cancelling() would be wrong here: aiohttp runs cleanup
@@ -250,12 +278,22 @@ class LedgerExporter(Exporter):
         assert self._engine is not None and self._inserts is not None
         request_rows = [req for req, _ in batch]
         attempt_rows = [a for _, atts in batch for a in atts]
-        insert_requests, insert_attempts = self._inserts
         async with self._engine.begin() as conn:
-            if request_rows:
-                await conn.execute(insert_requests, request_rows)
-            if attempt_rows:
-                await conn.execute(insert_attempts, attempt_rows)
+            if self._sql is not None:
+                # SQLite: plain tuples straight to the driver's executemany, which binds and
+                # inserts them in its own thread; SQLAlchemy only wraps errors and the transaction
+                for sql, rows in zip(self._sql, (request_rows, attempt_rows), strict=True):
+                    # each piece is a round trip through the busy event loop: a backlog goes in
+                    # at most ~8 larger pieces, or a saturated loop would never catch up
+                    chunk = max(_SQLITE_CHUNK_ROWS, -(-len(rows) // _SQLITE_MAX_PIECES))
+                    for start in range(0, len(rows), chunk):
+                        await conn.exec_driver_sql(sql, rows[start : start + chunk])
+            else:
+                insert_requests, insert_attempts = self._inserts
+                if request_rows:
+                    await conn.execute(insert_requests, [dict(zip(_REQUEST_COLUMNS, r)) for r in request_rows])
+                if attempt_rows:
+                    await conn.execute(insert_attempts, [dict(zip(_ATTEMPT_COLUMNS, a)) for a in attempt_rows])
             if alerts:
                 await conn.execute(self._insert_alerts, alerts)
 
@@ -277,21 +315,27 @@ class LedgerExporter(Exporter):
                 self.dropped += n
                 log.error(
                     "ledger: the database rejected the rows of request %s; %d rows dropped (%s: %s)",
-                    entry[0].get("id"), n, type(exc).__name__, exc,
+                    entry[0][0], n, type(exc).__name__, exc,
                 )
             batch.popleft()
 
     async def _run(self) -> None:
         """Flush every ``flush_interval`` or when a batch is full; back off while failing."""
-        while True:
+        while not self._closing:
             if self._failures:
                 await asyncio.sleep(self.flush_interval)  # a full buffer must not cause a retry storm
             else:
+                # not wait_for: on Python 3.11 it swallows a cancellation that arrives as the wait
+                # ends (a batch filled up just as close() cancelled this task), and close() would
+                # then wait forever for this task, which would wait forever for close()'s lock
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval)
+                    async with asyncio.timeout(self.flush_interval):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
             self._wake.clear()
+            if self._closing:
+                return  # close() writes what is left
             try:
                 await self.flush()
             except Exception as exc:
@@ -316,6 +360,24 @@ class LedgerExporter(Exporter):
                 self.dropped - self._dropped_logged, self.dropped,
             )
             self._dropped_logged = self.dropped
+
+
+def _is_sqlite(url: str) -> bool:
+    try:
+        return make_url(url).get_backend_name() == "sqlite"
+    except Exception:  # start() reports an unusable URL
+        return False
+
+
+def _driver_sql(statement: Any, dialect: Dialect, columns: tuple[str, ...]) -> str:
+    """``statement`` (an INSERT of every column) compiled once for ``dialect``'s driver.
+
+    Positional parameters in the order of ``columns``, which the row tuples follow.
+    """
+    compiled = statement.compile(dialect=dialect)
+    if not dialect.positional or tuple(compiled.positiontup or ()) != columns:
+        raise RuntimeError(f"ledger: the compiled INSERT does not take the row columns in order: {compiled}")
+    return str(compiled)
 
 
 def _insert(table: Any, dialect: str) -> Any:
@@ -357,48 +419,152 @@ def _text(value: str | None, limit: int | None = None) -> str | None:
     return value.replace("\x00", "\ufffd") if "\x00" in value else value
 
 
-def _usage(usage: Usage | None) -> dict[str, int | None]:
-    if usage is None:
-        return {"input_tokens": None, "cached_tokens": None, "output_tokens": None, "reasoning_tokens": None}
-    return {
-        "input_tokens": usage.prompt_tokens,
-        "cached_tokens": usage.cached_tokens,
-        "output_tokens": usage.completion_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-    }
+# Row tuples. One pair of builders makes both forms of a row: the values SQLAlchemy takes
+# (datetimes, Decimals, bools: the generic form, written through Core inserts), and the values
+# SQLAlchemy's SQLite dialect would hand the driver for them (the SQLite form, written with
+# executemany). They differ only in the converters passed in, which mirror the SQLite bind
+# processors of the column types: DateTime -> DATETIME's storage format, Float and Numeric ->
+# float, Boolean -> 0/1; String, Text and Integer columns have none. tests/plugins/
+# test_ledger_rows.py checks both forms store identical rows.
+
+#: the order of the values in a ``requests`` / ``attempts`` row tuple: the tables' column order
+_REQUEST_COLUMNS: tuple[str, ...] = (
+    "id", "ts", "endpoint", "api_key_id", "team", "tags", "user", "route", "requested_model", "strategy",
+    "provider", "model", "status", "stream", "attempts", "fallback_used", "latency_ms", "ttft_ms",
+    "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "cost_usd", "error_type",
+    "error_message", "cost_delta_usd", "rule", "hedged", "events",
+)
+_ATTEMPT_COLUMNS: tuple[str, ...] = (
+    "request_id", "n", "provider", "provider_type", "model", "outcome", "action", "status", "latency_ms",
+    "ttft_ms", "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "cost_usd", "error",
+    "response_id", "hedge", "start_ms",
+)
+
+
+def _utc_datetime(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+_last_second: tuple[float, str] = (math.nan, "")  # the last whole second formatted, and its text
+
+
+def _sqlite_timestamp(ts: float) -> str:
+    """``ts`` as SQLite's DATETIME stores ``datetime.fromtimestamp(ts, UTC)``: ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    global _last_second
+    if type(ts) is float and ts >= 0.0:
+        # datetime.fromtimestamp's own arithmetic (CPython's _PyTime_DoubleToDenominator): the
+        # fraction's microseconds rounded half to even, carried into the second; the date and time
+        # of the second are formatted once per second
+        fraction, second = math.modf(ts)
+        micros = round(fraction * 1e6)
+        if micros >= 1_000_000:
+            micros -= 1_000_000
+            second += 1.0
+        last, prefix = _last_second
+        if second != last:
+            prefix = datetime.fromtimestamp(second, UTC).isoformat(" ")[:19]
+            _last_second = (second, prefix)
+        return f"{prefix}.{micros:06d}"
+    # aware isoformat with explicit microseconds: 'YYYY-MM-DD HH:MM:SS.ffffff+00:00'
+    return datetime.fromtimestamp(ts, UTC).isoformat(" ", "microseconds")[:26]
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _make_builders(
+    timestamp: Callable[[float], Any], number: Callable[[Any], Any], flag: Callable[[bool], Any]
+) -> tuple[Callable[[Decision], _Row], Callable[[str, Attempt], _Row]]:
+    """The (request, attempt) row builders for one set of value converters.
+
+    ``timestamp`` takes the unix time of a DateTime column, ``number`` the value of a Float or
+    Numeric column that may be None, ``flag`` the bool of a Boolean column.
+    """
+    limit = ledger.MAX_ERROR_CHARS
+    dumps = jsonutil.dumps_str
+    text = _text
+
+    def request_values(d: Decision) -> _Row:
+        usage = d.usage
+        events = d.events
+        return (
+            d.request_id,
+            timestamp(d.ts),
+            d.endpoint,
+            text(d.api_key_id),
+            text(d.team),
+            dumps(list(d.tags)),
+            text(d.user, limit),
+            d.route,
+            text(d.requested_model, limit),
+            d.strategy,
+            d.provider,
+            d.model,
+            int(d.status),
+            flag(bool(d.stream)),
+            len(d.attempts),
+            flag(bool(d.fallback_used)),
+            number(float(d.latency_ms)),
+            number(d.ttft_ms),
+            None if usage is None else usage.prompt_tokens,
+            None if usage is None else usage.cached_tokens,
+            None if usage is None else usage.completion_tokens,
+            None if usage is None else usage.reasoning_tokens,
+            number(d.cost_usd),
+            text(d.error_type, limit),
+            text(d.error_message, limit),
+            number(d.cost_delta_usd),
+            text(d.rule, limit),
+            flag(bool(d.hedged)),
+            dumps([text(e, limit) for e in events]) if events else None,
+        )
+
+    def attempt_values(request_id: str, a: Attempt) -> _Row:
+        usage = a.usage
+        return (
+            request_id,
+            a.n,
+            a.provider,
+            a.provider_type,
+            text(a.model, limit),
+            a.outcome,
+            a.action,
+            a.status,
+            number(float(a.latency_ms)),
+            number(a.ttft_ms),
+            None if usage is None else usage.prompt_tokens,
+            None if usage is None else usage.cached_tokens,
+            None if usage is None else usage.completion_tokens,
+            None if usage is None else usage.reasoning_tokens,
+            number(a.cost_usd),
+            text(a.error, limit),
+            text(a.response_id, limit),
+            flag(bool(a.hedge)),
+            number(float(a.start_ms)),
+        )
+
+    return request_values, attempt_values
+
+
+#: rows as SQLAlchemy takes them (datetime, Decimal, bool): written through Core inserts
+_GENERIC_ROWS = _make_builders(_utc_datetime, _same, _same)
+#: rows as SQLAlchemy's SQLite dialect stores them (text, float, 0/1): written with executemany
+_SQLITE_ROWS = _make_builders(_sqlite_timestamp, _float_or_none, int)
 
 
 def request_row(d: Decision) -> dict[str, Any]:
-    """The ``requests`` row of a decision."""
-    limit = ledger.MAX_ERROR_CHARS
-    return {
-        "id": d.request_id,
-        "ts": datetime.fromtimestamp(d.ts, UTC),
-        "endpoint": d.endpoint,
-        "api_key_id": _text(d.api_key_id),
-        "team": _text(d.team),
-        "tags": jsonutil.dumps_str(list(d.tags)),
-        "user": _text(d.user, limit),
-        "route": d.route,
-        "requested_model": _text(d.requested_model, limit),
-        "strategy": d.strategy,
-        "provider": d.provider,
-        "model": d.model,
-        "status": int(d.status),
-        "stream": bool(d.stream),
-        "attempts": len(d.attempts),
-        "fallback_used": d.fallback_used,
-        "latency_ms": float(d.latency_ms),
-        "ttft_ms": d.ttft_ms,
-        **_usage(d.usage),
-        "cost_usd": d.cost_usd,
-        "error_type": _text(d.error_type, limit),
-        "error_message": _text(d.error_message, limit),
-        "cost_delta_usd": d.cost_delta_usd,
-        "rule": _text(d.rule, limit),
-        "hedged": bool(d.hedged),
-        "events": jsonutil.dumps_str([_text(e, limit) for e in d.events]) if d.events else None,
-    }
+    """The ``requests`` row of a decision, as SQLAlchemy takes it."""
+    return dict(zip(_REQUEST_COLUMNS, _GENERIC_ROWS[0](d), strict=True))
+
+
+def attempt_row(request_id: str, a: Attempt) -> dict[str, Any]:
+    """The ``attempts`` row of one attempt, as SQLAlchemy takes it."""
+    return dict(zip(_ATTEMPT_COLUMNS, _GENERIC_ROWS[1](request_id, a), strict=True))
 
 
 def alert_row(alert: Alert) -> dict[str, Any]:
@@ -411,28 +577,6 @@ def alert_row(alert: Alert) -> dict[str, Any]:
         "value_usd": alert.value_usd,
         "threshold_usd": alert.threshold_usd,
         "details": jsonutil.dumps_str(alert.details),
-    }
-
-
-def attempt_row(request_id: str, a: Attempt) -> dict[str, Any]:
-    """The ``attempts`` row of one attempt."""
-    return {
-        "request_id": request_id,
-        "n": a.n,
-        "provider": a.provider,
-        "provider_type": a.provider_type,
-        "model": _text(a.model, ledger.MAX_ERROR_CHARS),
-        "outcome": a.outcome,
-        "action": a.action,
-        "status": a.status,
-        "latency_ms": float(a.latency_ms),
-        "ttft_ms": a.ttft_ms,
-        **_usage(a.usage),
-        "cost_usd": a.cost_usd,
-        "error": _text(a.error, ledger.MAX_ERROR_CHARS),
-        "response_id": _text(a.response_id, ledger.MAX_ERROR_CHARS),
-        "hedge": bool(a.hedge),
-        "start_ms": float(a.start_ms),
     }
 
 
