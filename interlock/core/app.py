@@ -207,7 +207,8 @@ def _routing_headers(decision: Decision, attempt: Attempt | None, target: Target
 
 
 def _header_safe(value: str, limit: int = 1024) -> str:
-    value = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in value)
+    if not (value.isascii() and value.isprintable()):
+        value = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in value)
     return value if len(value) <= limit else value[: limit - 3] + "..."
 
 

@@ -115,6 +115,11 @@ class Router:
         self.store = store
         self.breaker = breaker
         self._strategies: dict[tuple[str, str], Strategy] = {}
+        # select_route is only worth a hook call per request when a rule or a plugin could answer
+        self._route_hook = bool(resolver.rules) or any(
+            getattr(impl.plugin, "__name__", None) != "interlock.plugins.rules"
+            for impl in pm.hook.select_route.get_hookimpls()
+        )
         # an upstream may echo a credential in its error text; nothing downstream may see it
         self._secrets = tuple(p.settings.api_key.get() for p in self.providers.values() if p.settings.api_key)
 
@@ -125,7 +130,7 @@ class Router:
         if ctx.models_override:
             return self._override_route(ctx.models_override)
         route = self.resolver.resolve(model)
-        if self.resolver.routes:
+        if self._route_hook and self.resolver.routes:
             choice = self.pm.hook.select_route(request=ctx, route=route, routes=self.resolver.routes, rules=self.resolver.rules)
             if isinstance(choice, str):
                 choice = RouteChoice(choice)
