@@ -293,6 +293,9 @@ class KeyStore:
 
     def _no_database_yet(self) -> bool:
         """A SQLite file that does not exist holds no keys: do not create it just to read."""
+        m = _SQLITE_FILE_URL.fullmatch(self.database_url)
+        if m and m.group(1) != ":memory:":  # the default form: no SQLAlchemy needed
+            return not os.path.exists(m.group(1))
         from sqlalchemy.engine import make_url
 
         try:
@@ -301,6 +304,22 @@ class KeyStore:
             return False
         db = url.database
         return url.get_backend_name() == "sqlite" and bool(db) and db != ":memory:" and not os.path.exists(db)
+
+    async def _no_stored_keys(self) -> bool:
+        """True when the database certainly holds no stored keys, found without SQLAlchemy.
+
+        A default ``interlock serve`` (SQLite, no key ever created through the admin API)
+        must not import SQLAlchemy and aiosqlite (~20 MB) just to learn that: a missing
+        file, or one whose ``api_keys`` table is missing or empty, is read with the
+        standard library's sqlite3, read-only. Anything else (keys exist, another
+        database, an error) goes through SQLAlchemy, which then is imported.
+        """
+        if self._no_database_yet():
+            return True
+        m = _SQLITE_FILE_URL.fullmatch(self.database_url)
+        if m is None:
+            return False
+        return await asyncio.to_thread(_sqlite_has_no_keys, m.group(1))
 
     async def _open(self) -> Any:
         from interlock.core import ledger
@@ -349,14 +368,16 @@ class KeyStore:
 
     async def refresh(self) -> None:
         """Re-read the stored keys (one small SELECT) and swap the in-memory map."""
-        from sqlalchemy import select
-
-        from interlock.core.ledger import api_keys
-
         async with self._lock:
-            if self._engine is None and self._no_database_yet():
+            if self._engine is None and await self._no_stored_keys():
                 stored: dict[str, ApiKey] = {}
             else:
+                # keys were stored (or the database is not a plain SQLite file): SQLAlchemy is
+                # imported here, and stays loaded, only in a gateway that has stored keys to read
+                from sqlalchemy import select
+
+                from interlock.core.ledger import api_keys
+
                 engine = await self._open()
                 t = api_keys.c
                 async with engine.connect() as conn:
@@ -430,6 +451,33 @@ class KeyStore:
             raise GatewayError(404, f"no API key with id {key_id!r}", code="key_not_found", param="id")
         await self.refresh()
         return _public_row(dict(row))
+
+
+#: ``sqlite+aiosqlite:///path`` without a query: group 1 is the file (as SQLAlchemy reads the URL)
+_SQLITE_FILE_URL = re.compile(r"sqlite\+aiosqlite:///([^?#]+)")
+
+
+def _sqlite_has_no_keys(path: str) -> bool:
+    """Whether the SQLite file at ``path`` has no ``api_keys`` row (or no such table); False when unsure."""
+    import sqlite3
+    from urllib.parse import quote
+
+    if path == ":memory:":
+        return False
+    try:
+        # mode=rw: never creates the file; not mode=ro, as a read-only connection that closes last
+        # leaves the WAL files behind
+        conn = sqlite3.connect(f"file:{quote(path, safe='/:')}?mode=rw", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        return conn.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone() is None
+    except sqlite3.OperationalError as exc:
+        return "no such table" in str(exc)
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
 
 
 def _tags(text: str | None) -> tuple[str, ...]:

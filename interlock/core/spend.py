@@ -19,26 +19,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
-from sqlalchemy import and_, case, cast, event, func, inspect, select, true
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-
 from interlock.core import jsonutil
-from interlock.core.ledger import alerts, requests, safe_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+# SQLAlchemy (and interlock.core.ledger, which defines the tables with it) is imported by the
+# functions that query, not here: the HTTP app imports this module, and a gateway that never
+# serves GET /spend must not pay for SQLAlchemy's memory
 
 #: the ``by`` dimensions and the ``requests`` column each groups on (``tag`` is exploded, see ``_tag_source``)
-DIMENSIONS: dict[str, Any] = {
-    "model": requests.c.model,
-    "provider": requests.c.provider,
-    "team": requests.c.team,
+DIMENSIONS: dict[str, str | None] = {
+    "model": "model",
+    "provider": "provider",
+    "team": "team",
     "tag": None,
-    "route": requests.c.route,
-    "user": requests.c.user,
-    "api_key": requests.c.api_key_id,
+    "route": "route",
+    "user": "user",
+    "api_key": "api_key_id",
 }
 
 #: the aggregate columns of every row and of the total, in output order
@@ -112,6 +113,10 @@ def _iso(ts: datetime) -> str:
 
 
 def _aggregates() -> list[Any]:
+    from sqlalchemy import case, func
+
+    from interlock.core.ledger import requests
+
     r = requests.c
     return [
         func.count().label("requests"),
@@ -126,6 +131,10 @@ def _aggregates() -> list[Any]:
 
 def _tag_source(dialect: str) -> Any:
     """A table-valued function yielding one ``value`` row per element of ``requests.tags``."""
+    from sqlalchemy import cast, func
+
+    from interlock.core.ledger import requests
+
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import JSONB
 
@@ -155,6 +164,8 @@ def _require_file(engine: AsyncEngine) -> None:
 
 
 async def _has_table(engine: AsyncEngine, name: str) -> bool:
+    from sqlalchemy import inspect
+
     async with engine.connect() as conn:
         return bool(await conn.run_sync(lambda c: inspect(c).has_table(name)))
 
@@ -169,6 +180,11 @@ async def spend(
     first. A ledger whose tables do not exist yet reads as empty; a SQLite file that
     does not exist raises ``FileNotFoundError``.
     """
+    from sqlalchemy import and_, func, select, true
+    from sqlalchemy import exc as sa_exc
+
+    from interlock.core.ledger import requests
+
     by = parse_by(list(by))
     _require_file(engine)
     until = (until or datetime.now(UTC)).astimezone(UTC)
@@ -184,7 +200,7 @@ async def spend(
             source = source.outerjoin(tags, true())  # untagged requests keep a row, tag NULL
             groups.append(tags.c.value.label(f"g_{name}"))
         else:
-            groups.append(DIMENSIONS[name].label(f"g_{name}"))
+            groups.append(requests.c[DIMENSIONS[name]].label(f"g_{name}"))
     grouped = (
         select(*groups, *_aggregates())
         .select_from(source)
@@ -214,6 +230,11 @@ class _Zero:
 
 async def anomalies(engine: AsyncEngine, since: timedelta, limit: int = 200) -> list[dict[str, Any]]:
     """Rows of the ``alerts`` table from the last ``since``, newest first (``details`` parsed)."""
+    from sqlalchemy import exc as sa_exc
+    from sqlalchemy import select
+
+    from interlock.core.ledger import alerts
+
     _require_file(engine)
     start = datetime.now(UTC) - since
     query = select(alerts).where(alerts.c.ts >= start).order_by(alerts.c.ts.desc(), alerts.c.id.desc()).limit(limit)
@@ -304,6 +325,8 @@ def format_alerts(rows: list[dict[str, Any]], since: timedelta) -> str:
 
 def sqlite_path(url: str) -> str | None:
     """The file a SQLite URL points to; None for other databases and in-memory SQLite."""
+    from sqlalchemy.engine import make_url
+
     u = make_url(url)
     if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
         return None
@@ -314,6 +337,8 @@ def sqlite_path(url: str) -> str | None:
 
 def read_only_url(url: str) -> str:
     """For a SQLite file: the same file opened ``mode=ro`` (never created or written)."""
+    from sqlalchemy.engine import make_url
+
     path = sqlite_path(url)
     if path is None:
         return url
@@ -337,6 +362,11 @@ def open_read_only(url: str) -> AsyncEngine:
     database); PostgreSQL sessions are ``READ ONLY``. Raises ``ValueError`` for an
     unusable URL.
     """
+    from sqlalchemy import event
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from interlock.core.ledger import safe_url
+
     try:
         engine = create_async_engine(read_only_url(url))
     except Exception as exc:

@@ -16,10 +16,15 @@ the whole buffer in one transaction every ``flush_interval`` seconds, or as
 soon as ``batch_size`` rows are waiting. On SQLite the tuples already hold
 the values as SQLAlchemy's SQLite dialect would store them (timestamps as
 ``YYYY-MM-DD HH:MM:SS.ffffff`` text, decimals as floats, booleans as 0/1) and
-go to the driver's ``executemany`` as they are, with INSERTs compiled once
-from the table definitions: no statement compilation and no per-row bind
-processing runs on the event loop. Other databases (PostgreSQL) get the same
-values through SQLAlchemy Core inserts. If a write fails (database down,
+go to the standard library's ``sqlite3`` ``executemany`` as they are, on one
+dedicated writer thread, with INSERTs compiled once from the table definitions:
+no statement compilation and no per-row bind processing runs on the event loop,
+and the serving process never imports SQLAlchemy or aiosqlite (~20 MB). The
+schema migration and the compilation of the INSERTs still go through
+SQLAlchemy: in the process when it is already imported (tests, an application
+embedding the gateway), else in a short-lived child process
+(``python -m interlock.core.ledger migrate-json URL``) at start. Other
+databases (PostgreSQL) get the same values through SQLAlchemy Core inserts. If a write fails (database down,
 locked, file not writable yet) the rows stay buffered and the write is retried
 every ``flush_interval``; requests are never failed or slowed by the ledger.
 Beyond ``max_buffer`` rows the oldest rows are dropped, counted in
@@ -44,23 +49,37 @@ What can be lost:
 from __future__ import annotations
 
 import asyncio
+import builtins
+import json
 import logging
 import math
+import os
+import re
+import sqlite3
+import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
-
-from sqlalchemy import exc as sa_exc
-from sqlalchemy import insert
-from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import TYPE_CHECKING, Any
 
 from interlock import hookimpl
-from interlock.core import jsonutil, ledger
+from interlock.core import jsonutil
 from interlock.core.config import DEFAULT_DATABASE_URL
 from interlock.core.exporter import Exporter
 from interlock.core.types import Alert, Attempt, Decision
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Dialect
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+# nothing here imports SQLAlchemy (or :mod:`interlock.core.ledger`, which does) at module level:
+# a gateway on the default SQLite ledger never loads it (see the module docstring)
+
+#: longest stored ``error_message`` / ``error`` text, in characters (``interlock.core.ledger.MAX_ERROR_CHARS``;
+#: tests/plugins/test_ledger_rows.py checks they agree)
+MAX_ERROR_CHARS = 1000
 
 log = logging.getLogger("interlock.ledger")
 
@@ -123,6 +142,9 @@ class LedgerExporter(Exporter):
         self._sqlite = _is_sqlite(url)
         self._row_values = _SQLITE_ROWS if self._sqlite else _GENERIC_ROWS
         self._sql: tuple[str, str] | None = None  # SQLite: the driver-level INSERTs, compiled at start
+        self._alerts_sql: str | None = None  # SQLite: the driver-level INSERT of an alerts row
+        self._writer: _SQLiteWriter | None = None  # SQLite: the sqlite3 connection and its thread
+        self._schema_target = 0  # SQLite: the schema version the migrations bring the file to
 
     @property
     def buffered(self) -> int:
@@ -170,38 +192,61 @@ class LedgerExporter(Exporter):
 
     # -- lifecycle -------------------------------------------------------- #
 
+    @property
+    def _started(self) -> bool:
+        return self._engine is not None or self._writer is not None
+
     async def start(self) -> None:
-        """Open the engine, apply migrations and start the flush loop.
+        """Open the engine (or, on SQLite, the writer), apply migrations and start the flush loop.
 
         A database that cannot be reached or written yet is not fatal: requests
         are served, rows are kept, and the migration is retried on every flush.
         An unusable URL (unknown dialect, missing or synchronous driver) is.
         """
-        if self._engine is not None:
+        if self._started:
             return
         self._closing = False
-        self._engine = await ledger.open_engine(self.url)
-        dialect = self._engine.dialect.name
-        self._inserts = (_insert(ledger.requests, dialect), _insert(ledger.attempts, dialect))
-        self._insert_alerts = insert(ledger.alerts)
         if self._sqlite:
-            self._sql = (
-                _driver_sql(self._inserts[0], self._engine.dialect, _REQUEST_COLUMNS),
-                _driver_sql(self._inserts[1], self._engine.dialect, _ATTEMPT_COLUMNS),
-            )
-        try:
-            await ledger.migrate(self._engine)
+            try:
+                prepared, error = await _prepare_sqlite(self.url)
+            except _MigrationFailed as failed:  # the child could not even report: nothing to write with
+                raise failed.error from None
+            self._use(prepared)
+        else:
+            from sqlalchemy import insert
+
+            from interlock.core import ledger
+
+            self._engine = await ledger.open_engine(self.url)
+            dialect = self._engine.dialect.name
+            self._inserts = (_insert(ledger.requests, dialect), _insert(ledger.attempts, dialect))
+            self._insert_alerts = insert(ledger.alerts)
+            try:
+                await ledger.migrate(self._engine)
+                error = None
+            except Exception as exc:
+                error = exc
+        if error is None:
             self._migrated = True
-        except Exception as exc:
+        else:
             log.warning(
                 "ledger: cannot prepare the database %s yet (%s: %s); requests are served, their rows kept "
                 "in memory and the write retried every %gs",
-                ledger.safe_url(self.url), type(exc).__name__, exc, self.flush_interval,
+                _safe_url(self.url), type(error).__name__, error, self.flush_interval,
             )
         self._task = asyncio.create_task(self._run(), name="interlock-ledger-flush")
 
+    def _use(self, prepared: Mapping[str, Any]) -> None:
+        """Take the SQLite INSERTs and connection arguments :func:`_prepare_sqlite` produced."""
+        self._sql = (prepared["requests_sql"], prepared["attempts_sql"])
+        self._alerts_sql = prepared["alerts_sql"]
+        self._schema_target = prepared["schema_version"]
+        if self._writer is None:
+            args, kwargs = prepared["connect"]
+            self._writer = _SQLiteWriter(list(args), dict(kwargs))
+
     async def close(self) -> None:
-        """Stop the flush loop, write everything still buffered, release the engine."""
+        """Stop the flush loop, write everything still buffered, release the engine (or the writer)."""
         task, self._task = self._task, None
         if task is not None:
             async with self._lock:  # let a flush in progress finish rather than cut it
@@ -211,20 +256,24 @@ class LedgerExporter(Exporter):
                 # (checking current_task().cancelling() would be wrong here: aiohttp runs cleanup
                 # inside its main task after cancelling it, and the final flush must still happen)
                 await asyncio.wait([task])
-        engine = self._engine
-        if engine is None:
+        if not self._started:
             return
         try:
             await self.flush()
         except Exception as exc:
             log.error(
                 "ledger: the final write to %s failed (%s: %s); %d rows are lost",
-                ledger.safe_url(self.url), type(exc).__name__, exc, self._rows,
+                _safe_url(self.url), type(exc).__name__, exc, self._rows,
             )
         finally:
             self._log_dropped()
-            self._engine = None
-            await engine.dispose()
+            engine, self._engine = self._engine, None
+            writer, self._writer = self._writer, None
+            self._migrated = False
+            if writer is not None:
+                await writer.close()
+            if engine is not None:
+                await engine.dispose()
 
     # -- writing ---------------------------------------------------------- #
 
@@ -234,13 +283,13 @@ class LedgerExporter(Exporter):
         On failure the rows stay buffered (bounded by ``max_buffer``) for the next try.
         Before :meth:`start` there is nowhere to write and this does nothing.
         """
-        if self._engine is None:
+        if not self._started:
             return
         async with self._lock:
             if not self._buffer and not self._alerts:
                 return
             if not self._migrated:
-                await ledger.migrate(self._engine)
+                await self._migrate()
                 self._migrated = True
             batch, self._buffer, self._rows = self._buffer, deque(), 0
             alerts, self._alerts = self._alerts, []
@@ -274,26 +323,45 @@ class LedgerExporter(Exporter):
                     self._trim()
                     self._migrated = False  # re-check the schema on the next try (cheap)
 
+    async def _migrate(self) -> None:
+        """Bring the schema up to date before a write; raises what the migration raised."""
+        if self._writer is None:
+            from interlock.core import ledger
+
+            assert self._engine is not None
+            await ledger.migrate(self._engine)
+            return
+        # SQLite: one small SELECT on the writer's connection; only an outdated (or missing)
+        # schema runs the migrations again (in the process, or in a child process)
+        if await self._writer.run(_schema_version) == self._schema_target:
+            return
+        try:
+            prepared, error = await _prepare_sqlite(self.url)
+        except _MigrationFailed as failed:
+            raise failed.error from None
+        if error is not None:
+            raise error
+        self._use(prepared)
+
     async def _write(self, batch: deque[_Entry] | list[_Entry], alerts: list[dict[str, Any]] | None = None) -> None:
-        assert self._engine is not None and self._inserts is not None
         request_rows = [req for req, _ in batch]
         attempt_rows = [a for _, atts in batch for a in atts]
+        if self._writer is not None:
+            # SQLite: plain tuples straight to sqlite3's executemany on the writer thread
+            assert self._sql is not None and self._alerts_sql is not None
+            pieces = [(sql, rows) for sql, rows in zip(self._sql, (request_rows, attempt_rows), strict=True) if rows]
+            if alerts:
+                pieces.append((self._alerts_sql, [_sqlite_alert_values(a) for a in alerts]))
+            if pieces:
+                await self._writer.run(_write_pieces, pieces)
+            return
+        assert self._engine is not None and self._inserts is not None
         async with self._engine.begin() as conn:
-            if self._sql is not None:
-                # SQLite: plain tuples straight to the driver's executemany, which binds and
-                # inserts them in its own thread; SQLAlchemy only wraps errors and the transaction
-                for sql, rows in zip(self._sql, (request_rows, attempt_rows), strict=True):
-                    # each piece is a round trip through the busy event loop: a backlog goes in
-                    # at most ~8 larger pieces, or a saturated loop would never catch up
-                    chunk = max(_SQLITE_CHUNK_ROWS, -(-len(rows) // _SQLITE_MAX_PIECES))
-                    for start in range(0, len(rows), chunk):
-                        await conn.exec_driver_sql(sql, rows[start : start + chunk])
-            else:
-                insert_requests, insert_attempts = self._inserts
-                if request_rows:
-                    await conn.execute(insert_requests, [dict(zip(_REQUEST_COLUMNS, r)) for r in request_rows])
-                if attempt_rows:
-                    await conn.execute(insert_attempts, [dict(zip(_ATTEMPT_COLUMNS, a)) for a in attempt_rows])
+            insert_requests, insert_attempts = self._inserts
+            if request_rows:
+                await conn.execute(insert_requests, [dict(zip(_REQUEST_COLUMNS, r)) for r in request_rows])
+            if attempt_rows:
+                await conn.execute(insert_attempts, [dict(zip(_ATTEMPT_COLUMNS, a)) for a in attempt_rows])
             if alerts:
                 await conn.execute(self._insert_alerts, alerts)
 
@@ -344,7 +412,7 @@ class LedgerExporter(Exporter):
                 log.log(
                     level,
                     "ledger: cannot write to %s (%s: %s); %d rows kept, retrying every %gs",
-                    ledger.safe_url(self.url), type(exc).__name__, exc, self._rows, self.flush_interval,
+                    _safe_url(self.url), type(exc).__name__, exc, self._rows, self.flush_interval,
                 )
             else:
                 if self._failures:
@@ -362,19 +430,42 @@ class LedgerExporter(Exporter):
             self._dropped_logged = self.dropped
 
 
+# --------------------------------------------------------------------------- #
+# URLs, without SQLAlchemy
+# --------------------------------------------------------------------------- #
+
+#: ``sqlite+aiosqlite:///path[?query]``, the form of the default URL; group 1: the path
+_SQLITE_FILE_URL = re.compile(r"sqlite\+aiosqlite:///([^?#]+)(\?[^#]*)?")
+
+
 def _is_sqlite(url: str) -> bool:
-    try:
-        return make_url(url).get_backend_name() == "sqlite"
-    except Exception:  # start() reports an unusable URL
-        return False
+    """A SQLite file the writer thread can write with :mod:`sqlite3` (see the module docstring).
+
+    Only the URL form SQLAlchemy's aiosqlite dialect understands, naming a file: an in-memory
+    database lives in one connection, which only the SQLAlchemy engine keeps (the generic path),
+    and other SQLite URLs (a synchronous driver) are refused at start by ``open_engine``.
+    """
+    m = _SQLITE_FILE_URL.fullmatch(url)
+    return m is not None and m.group(1) != ":memory:" and "mode=memory" not in (m.group(2) or "")
 
 
-def _driver_sql(statement: Any, dialect: Dialect, columns: tuple[str, ...]) -> str:
+def _safe_url(url: str) -> str:
+    """``interlock.core.ledger.safe_url`` (a SQLite file URL has no password to hide, so no SQLAlchemy)."""
+    if _is_sqlite(url) and "@" not in url and "sqlalchemy" not in sys.modules:
+        return url
+    from interlock.core import ledger
+
+    return ledger.safe_url(url)
+
+
+def _driver_sql(
+    statement: Any, dialect: Dialect, columns: tuple[str, ...], column_keys: list[str] | None = None
+) -> str:
     """``statement`` (an INSERT of every column) compiled once for ``dialect``'s driver.
 
     Positional parameters in the order of ``columns``, which the row tuples follow.
     """
-    compiled = statement.compile(dialect=dialect)
+    compiled = statement.compile(dialect=dialect, column_keys=column_keys)
     if not dialect.positional or tuple(compiled.positiontup or ()) != columns:
         raise RuntimeError(f"ledger: the compiled INSERT does not take the row columns in order: {compiled}")
     return str(compiled)
@@ -390,19 +481,251 @@ def _insert(table: Any, dialect: str) -> Any:
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
         return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy import insert
+
     return insert(table)
 
 
-# database errors worth retrying: unreachable, locked, read-only, schema missing; the others
-# (IntegrityError, DataError) mean the rows themselves are refused
-_RETRYABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.ProgrammingError, sa_exc.InternalError)
-
-
 def _transient(exc: BaseException) -> bool:
-    """Worth retrying the same rows later (the database is down, locked, missing a table)."""
-    if isinstance(exc, sa_exc.DBAPIError):
-        return exc.connection_invalidated or isinstance(exc, _RETRYABLE)
+    """Worth retrying the same rows later (the database is down, locked, missing a table).
+
+    Database errors worth retrying: unreachable, locked, read-only, schema missing; the others
+    (IntegrityError, DataError) mean the rows themselves are refused. SQLite through
+    :mod:`sqlite3` raises the driver's classes, which SQLAlchemy would wrap in the same-named ones.
+    """
+    if isinstance(exc, sqlite3.Error):
+        return isinstance(exc, _SQLITE_RETRYABLE)
+    if "sqlalchemy" in sys.modules:  # a generic-path (SQLAlchemy) error
+        from sqlalchemy import exc as sa_exc
+
+        if isinstance(exc, sa_exc.DBAPIError):
+            retryable = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.ProgrammingError, sa_exc.InternalError)
+            return exc.connection_invalidated or isinstance(exc, retryable)
     return isinstance(exc, OSError | TimeoutError)
+
+
+_SQLITE_RETRYABLE = (sqlite3.OperationalError, sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.InternalError)
+
+
+# --------------------------------------------------------------------------- #
+# SQLite: migrations and INSERTs (SQLAlchemy, here or in a child process)
+# --------------------------------------------------------------------------- #
+
+#: the order of the values in an ``alerts`` row tuple (its ``id`` is the database's)
+_ALERT_COLUMNS: tuple[str, ...] = ("ts", "kind", "scope", "message", "value_usd", "threshold_usd", "details")
+
+
+class _MigrationFailed(Exception):
+    """The child process produced no INSERTs: ``error`` says why."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def prepare_sqlite_in_process(url: str) -> tuple[dict[str, Any], Exception | None]:
+    """Migrate the SQLite ledger at ``url`` and compile its INSERTs, with SQLAlchemy.
+
+    Returns (what the writer needs, the migration's error or None). The INSERTs and
+    the connection arguments come back even when the migration fails (the flush
+    retries it); an unusable URL raises ``ValueError`` as ``open_engine`` does.
+    """
+    from interlock.core import ledger
+
+    engine = await ledger.open_engine(url)
+    try:
+        dialect = engine.dialect
+        args, kwargs = dialect.create_connect_args(engine.url)
+        prepared: dict[str, Any] = {
+            "schema_version": ledger.SCHEMA_VERSION,
+            "requests_sql": _driver_sql(_insert(ledger.requests, "sqlite"), dialect, _REQUEST_COLUMNS),
+            "attempts_sql": _driver_sql(_insert(ledger.attempts, "sqlite"), dialect, _ATTEMPT_COLUMNS),
+            "alerts_sql": _driver_sql(_insert(ledger.alerts, "generic"), dialect, _ALERT_COLUMNS, list(_ALERT_COLUMNS)),
+            "alerts_columns": list(_ALERT_COLUMNS),
+            "connect": [list(args), dict(kwargs)],
+        }
+        try:
+            prepared["version"] = await ledger.migrate(engine)
+            error = None
+        except Exception as exc:
+            error = exc
+    finally:
+        await engine.dispose()
+    return prepared, error
+
+
+def _sqlalchemy_loaded() -> bool:
+    return "sqlalchemy" in sys.modules
+
+
+async def _prepare_sqlite(url: str) -> tuple[dict[str, Any], Exception | None]:
+    """:func:`prepare_sqlite_in_process`, in a child process unless SQLAlchemy is already loaded.
+
+    The child (``python -m interlock.core.ledger migrate-json URL``) prints one JSON
+    line; its errors come back as exceptions of the same name and message, so the
+    log reads as it would in-process. Raises ``ValueError`` for an unusable URL,
+    :class:`_MigrationFailed` when the child gave no answer at all.
+    """
+    if _sqlalchemy_loaded():  # already paid for: no child
+        return await prepare_sqlite_in_process(url)
+    import interlock
+
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(interlock.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "interlock.core.ledger", "migrate-json", url,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        )
+        out, err = await proc.communicate()
+    except OSError as exc:
+        raise _MigrationFailed(exc) from None
+    answer: dict[str, Any] | None = None
+    for line in reversed(out.decode("utf-8", "replace").splitlines()):
+        try:
+            answer = json.loads(line)
+            break
+        except ValueError:
+            continue
+    if not isinstance(answer, dict):
+        detail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+        raise _MigrationFailed(RuntimeError(f"the ledger migration process failed: {detail[0]}"))
+    for level, message in answer.get("log", []):
+        log.log(level, "%s", message)
+    error = None
+    if answer.get("error_type"):
+        error = _rebuilt_error(answer["error_type"], answer.get("error", ""))
+        if "requests_sql" not in answer:  # could not even open an engine: an unusable URL
+            raise error
+    return answer, error
+
+
+def _rebuilt_error(name: str, message: str) -> Exception:
+    """An exception named ``name`` (a builtin one when it is) carrying ``message``."""
+    cls = getattr(builtins, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        cls = type(name, (RuntimeError,), {"__module__": __name__})
+    return cls(message)
+
+
+# --------------------------------------------------------------------------- #
+# SQLite: the writer thread
+# --------------------------------------------------------------------------- #
+
+
+class _SQLiteWriter:
+    """One :mod:`sqlite3` connection, used only on its own (low-priority) thread."""
+
+    def __init__(self, args: list[Any], kwargs: dict[str, Any]) -> None:
+        self.args = args
+        self.kwargs = {**kwargs, "isolation_level": None, "check_same_thread": False}  # BEGIN/COMMIT are ours
+        self.conn: sqlite3.Connection | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="interlock-ledger")
+        self._niced = False
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(connection, *args)`` on the writer thread; a transient failure closes the connection."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn, args)
+
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        if not self._niced:
+            self._niced = True
+            from interlock.core.telemetry import background_thread
+
+            background_thread(threading.current_thread())
+        try:
+            return fn(self._connection(), *args)
+        except Exception as exc:
+            if _transient(exc):
+                self._close()  # reopen on the next try (a locked, replaced or vanished file)
+            raise
+
+    def _connection(self) -> sqlite3.Connection:
+        if self.conn is None:
+            if self.args and isinstance(self.args[0], str) and not self.kwargs.get("uri"):
+                if problem := _sqlite_file_problem(self.args[0]):
+                    raise OSError(f"cannot open the SQLite database: {problem}")
+            conn = sqlite3.connect(*self.args, **self.kwargs)
+            try:
+                # interlock.core.ledger._sqlite_pragmas: WAL lets readers (your queries) run while
+                # the gateway writes; NORMAL is durable across application crashes
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except BaseException:
+                conn.close()
+                raise
+            self.conn = conn
+        return self.conn
+
+    def _close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+    async def close(self) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        finally:
+            self._executor.shutdown(wait=False)
+
+
+def _sqlite_file_problem(db: str) -> str | None:
+    """``interlock.core.ledger.sqlite_path_problem`` for a path: found without creating a file."""
+    if not db or db == ":memory:":
+        return None
+    if os.path.isdir(db):
+        return f"{db} is a directory, not a SQLite file"
+    if not os.path.isdir(os.path.dirname(os.path.abspath(db))):
+        return f"the directory of {db} does not exist"
+    return None
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    """The file's schema version (0 before the first migration)."""
+    try:
+        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return 0
+        raise
+    return int(row[0] or 0)
+
+
+def _write_pieces(conn: sqlite3.Connection, pieces: list[tuple[str, list[_Row]]]) -> None:
+    """Every (INSERT, rows) in one transaction, in pieces of at most ``_SQLITE_CHUNK_ROWS``-ish rows."""
+    conn.execute("BEGIN")
+    try:
+        for sql, rows in pieces:
+            # between pieces the GIL goes back to the event loop; a backlog goes in at most
+            # ~8 larger pieces per table
+            chunk = max(_SQLITE_CHUNK_ROWS, -(-len(rows) // _SQLITE_MAX_PIECES))
+            for start in range(0, len(rows), chunk):
+                conn.executemany(sql, rows[start : start + chunk])
+        conn.execute("COMMIT")
+    except BaseException:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # no transaction left to roll back (SQLite ended it on the error)
+        raise
+
+
+def _sqlite_alert_values(row: Mapping[str, Any]) -> _Row:
+    """An :func:`alert_row` as SQLAlchemy's SQLite dialect stores it (see the row builders below)."""
+    ts = row["ts"]
+    return (
+        ts.astimezone(UTC).isoformat(" ", "microseconds")[:26],
+        row["kind"],
+        row["scope"],
+        row["message"],
+        _float_or_none(row["value_usd"]),
+        _float_or_none(row["threshold_usd"]),
+        row["details"],
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -485,7 +808,7 @@ def _make_builders(
     ``timestamp`` takes the unix time of a DateTime column, ``number`` the value of a Float or
     Numeric column that may be None, ``flag`` the bool of a Boolean column.
     """
-    limit = ledger.MAX_ERROR_CHARS
+    limit = MAX_ERROR_CHARS
     dumps = jsonutil.dumps_str
     text = _text
 
@@ -572,8 +895,8 @@ def alert_row(alert: Alert) -> dict[str, Any]:
     return {
         "ts": datetime.fromtimestamp(alert.ts, UTC),
         "kind": alert.kind,
-        "scope": _text(alert.scope, ledger.MAX_ERROR_CHARS),
-        "message": _text(alert.message, ledger.MAX_ERROR_CHARS),
+        "scope": _text(alert.scope, MAX_ERROR_CHARS),
+        "message": _text(alert.message, MAX_ERROR_CHARS),
         "value_usd": alert.value_usd,
         "threshold_usd": alert.threshold_usd,
         "details": jsonutil.dumps_str(alert.details),
@@ -627,9 +950,14 @@ def register_exporters(register: Callable[[Exporter], None], settings: Mapping[s
     if not opts["enabled"]:
         return
     url = (settings.get("database") or {}).get("url") or DEFAULT_DATABASE_URL
-    try:
-        make_url(url).get_dialect()  # an unknown dialect is a config error; drivers load at start
-    except Exception as exc:
-        raise ValueError(f"database.url: cannot use {ledger.safe_url(url)!r}: {exc}") from None
+    if not _is_sqlite(url):  # a SQLite file URL is known good without loading SQLAlchemy
+        from sqlalchemy.engine import make_url
+
+        from interlock.core import ledger
+
+        try:
+            make_url(url).get_dialect()  # an unknown dialect is a config error; drivers load at start
+        except Exception as exc:
+            raise ValueError(f"database.url: cannot use {ledger.safe_url(url)!r}: {exc}") from None
     options = {k: opts[k] for k in ("flush_interval", "batch_size", "max_buffer")}
     register(LedgerExporter(url, **options))
