@@ -297,17 +297,13 @@ def sqlite_path_problem(url: Any) -> str | None:
     outlive the event loop that waited for it; a path that is a directory, or
     whose directory is missing, is caught here instead.
     """
-    import os
+    from interlock.core.sqlite_files import file_problem
 
     url = make_url(str(url)) if not hasattr(url, "get_backend_name") else url
     db = url.database
     if url.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
         return None
-    if os.path.isdir(db):
-        return f"{db} is a directory, not a SQLite file"
-    if not os.path.isdir(os.path.dirname(os.path.abspath(db))):
-        return f"the directory of {db} does not exist"
-    return None
+    return file_problem(db)
 
 
 async def migrate(engine: AsyncEngine) -> int:

@@ -68,6 +68,7 @@ from interlock import hookimpl
 from interlock.core import jsonutil
 from interlock.core.config import DEFAULT_DATABASE_URL
 from interlock.core.exporter import Exporter
+from interlock.core.sqlite_files import file_problem
 from interlock.core.types import Alert, Attempt, Decision
 
 if TYPE_CHECKING:
@@ -644,7 +645,7 @@ class _SQLiteWriter:
     def _connection(self) -> sqlite3.Connection:
         if self.conn is None:
             if self.args and isinstance(self.args[0], str) and not self.kwargs.get("uri"):
-                if problem := _sqlite_file_problem(self.args[0]):
+                if problem := file_problem(self.args[0]):
                     raise OSError(f"cannot open the SQLite database: {problem}")
             conn = sqlite3.connect(*self.args, **self.kwargs)
             try:
@@ -671,17 +672,6 @@ class _SQLiteWriter:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
         finally:
             self._executor.shutdown(wait=False)
-
-
-def _sqlite_file_problem(db: str) -> str | None:
-    """``interlock.core.ledger.sqlite_path_problem`` for a path: found without creating a file."""
-    if not db or db == ":memory:":
-        return None
-    if os.path.isdir(db):
-        return f"{db} is a directory, not a SQLite file"
-    if not os.path.isdir(os.path.dirname(os.path.abspath(db))):
-        return f"the directory of {db} does not exist"
-    return None
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:
