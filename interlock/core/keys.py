@@ -44,6 +44,7 @@ from typing import Any
 from interlock.core import jsonutil
 from interlock.core.errors import GatewayError
 from interlock.core.provider import Secret
+from interlock.core.sqlite_files import file_url
 
 log = logging.getLogger("interlock.keys")
 
@@ -293,9 +294,9 @@ class KeyStore:
 
     def _no_database_yet(self) -> bool:
         """A SQLite file that does not exist holds no keys: do not create it just to read."""
-        m = _SQLITE_FILE_URL.fullmatch(self.database_url)
-        if m and m.group(1) != ":memory:":  # the default form: no SQLAlchemy needed
-            return not os.path.exists(m.group(1))
+        path = _plain_sqlite_file(self.database_url)
+        if path is not None and path != ":memory:":  # the default form: no SQLAlchemy needed
+            return not os.path.exists(path)
         from sqlalchemy.engine import make_url
 
         try:
@@ -316,10 +317,10 @@ class KeyStore:
         """
         if self._no_database_yet():
             return True
-        m = _SQLITE_FILE_URL.fullmatch(self.database_url)
-        if m is None:
+        path = _plain_sqlite_file(self.database_url)
+        if path is None:
             return False
-        return await asyncio.to_thread(_sqlite_has_no_keys, m.group(1))
+        return await asyncio.to_thread(_sqlite_has_no_keys, path)
 
     async def _open(self) -> Any:
         from interlock.core import ledger
@@ -453,8 +454,10 @@ class KeyStore:
         return _public_row(dict(row))
 
 
-#: ``sqlite+aiosqlite:///path`` without a query: group 1 is the file (as SQLAlchemy reads the URL)
-_SQLITE_FILE_URL = re.compile(r"sqlite\+aiosqlite:///([^?#]+)")
+def _plain_sqlite_file(url: str) -> str | None:
+    """The file of a ``sqlite+aiosqlite:///path`` URL without a query (as SQLAlchemy reads it), else None."""
+    parsed = file_url(url)
+    return parsed[0] if parsed is not None and not parsed[1] else None
 
 
 def _sqlite_has_no_keys(path: str) -> bool:

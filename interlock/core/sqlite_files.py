@@ -8,6 +8,20 @@ import SQLAlchemy): both refuse the same unopenable paths with the same words.
 from __future__ import annotations
 
 import os
+import re
+
+#: ``sqlite+aiosqlite:///path[?query]``, the form of the default database URL
+_FILE_URL = re.compile(r"sqlite\+aiosqlite:///([^?#]+)(\?[^#]*)?")
+
+
+def file_url(url: str) -> tuple[str, str] | None:
+    """``(path, query)`` of a ``sqlite+aiosqlite:///path[?query]`` URL (query ``""`` when absent), else None.
+
+    The path as SQLAlchemy reads it from that form (``:memory:`` included); found
+    without importing SQLAlchemy.
+    """
+    m = _FILE_URL.fullmatch(url)
+    return None if m is None else (m.group(1), m.group(2) or "")
 
 
 def file_problem(db: str) -> str | None:

@@ -54,7 +54,6 @@ import json
 import logging
 import math
 import os
-import re
 import sqlite3
 import sys
 import threading
@@ -68,7 +67,7 @@ from interlock import hookimpl
 from interlock.core import jsonutil
 from interlock.core.config import DEFAULT_DATABASE_URL
 from interlock.core.exporter import Exporter
-from interlock.core.sqlite_files import file_problem
+from interlock.core.sqlite_files import file_problem, file_url
 from interlock.core.types import Alert, Attempt, Decision
 
 if TYPE_CHECKING:
@@ -435,10 +434,6 @@ class LedgerExporter(Exporter):
 # URLs, without SQLAlchemy
 # --------------------------------------------------------------------------- #
 
-#: ``sqlite+aiosqlite:///path[?query]``, the form of the default URL; group 1: the path
-_SQLITE_FILE_URL = re.compile(r"sqlite\+aiosqlite:///([^?#]+)(\?[^#]*)?")
-
-
 def _is_sqlite(url: str) -> bool:
     """A SQLite file the writer thread can write with :mod:`sqlite3` (see the module docstring).
 
@@ -446,8 +441,8 @@ def _is_sqlite(url: str) -> bool:
     database lives in one connection, which only the SQLAlchemy engine keeps (the generic path),
     and other SQLite URLs (a synchronous driver) are refused at start by ``open_engine``.
     """
-    m = _SQLITE_FILE_URL.fullmatch(url)
-    return m is not None and m.group(1) != ":memory:" and "mode=memory" not in (m.group(2) or "")
+    parsed = file_url(url)
+    return parsed is not None and parsed[0] != ":memory:" and "mode=memory" not in parsed[1]
 
 
 def _safe_url(url: str) -> str:
