@@ -30,18 +30,22 @@ import contextvars
 import logging
 import os
 import threading
+import time
+import traceback
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Meter, NoOpMeter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -50,7 +54,8 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from interlock.core import jsonutil
@@ -410,7 +415,179 @@ class TelemetryExporter(Exporter):
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _ROOT = Context()  # a request without traceparent starts a new trace
-_NO_STATUS_ON_EXIT = {"end_on_exit": False, "record_exception": False, "set_status_on_exception": False}
+_UNSET = Status(StatusCode.UNSET)
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+
+
+class GatewaySpan(trace.Span, ReadableSpan):
+    """One of the gateway's own spans (server, routing, attempt): recorded without the SDK's per-call work.
+
+    It is at once the write side of an OpenTelemetry span (what ``trace.get_current_span()``
+    gives a plugin or an instrumentation during the request) and the SDK's
+    :class:`~opentelemetry.sdk.trace.ReadableSpan`, which is what span processors
+    and exporters receive at ``on_end``. The SDK's own span takes a lock on
+    every call, validates attributes on each ``set_attribute`` and once more
+    for the sampler, and copies itself into a new ``ReadableSpan`` when it
+    ends; profiles of ``interlock serve`` put those at about a third of a
+    request's CPU time. Here a request's spans are written by one event loop
+    (no lock), the sampler runs once per request (every sampler interlock
+    configures decides on the trace id or the parent, so a request's spans
+    share the decision), and the gateway writes its own attributes directly
+    (str, bool, int, float and tuples of them). Values set through the API
+    methods by anyone else are validated as the SDK does. ``on_start`` and
+    ``_on_ending`` are called for the processors that define them; value
+    length limits (``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``,
+    ``OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT``) apply when the span ends.
+    """
+
+    def __init__(self, pipeline: _Pipeline, name: str, context: SpanContext, parent: SpanContext | None,
+                 kind: SpanKind) -> None:
+        self._name = name
+        self._context = context
+        self._parent = parent
+        self._kind = kind
+        self._pipeline = pipeline
+        self._resource = pipeline.resource
+        self._instrumentation_scope = pipeline.scope
+        self._instrumentation_info = None
+        self._attributes: dict[str, Any] = {}
+        self._events: list[Event] = []
+        self._links: list[trace.Link] = []
+        self._status = _UNSET
+        self._start_time = time.time_ns()
+        self._end_time: int | None = None
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return self._end_time is None
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        if self._end_time is None and attributes:
+            self._attributes.update(BoundedAttributes(attributes=attributes, immutable=False))
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.set_attributes({key: value})
+
+    def add_event(self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None) -> None:
+        if self._end_time is None:
+            clean = BoundedAttributes(attributes=attributes, immutable=True) if attributes else None
+            self._events.append(Event(name, clean, timestamp))
+
+    def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
+        if self._end_time is None and context is not None and context.is_valid:
+            clean = BoundedAttributes(attributes=attributes, immutable=True) if attributes else None
+            self._links.append(trace.Link(context, clean))
+
+    def update_name(self, name: str) -> None:
+        if self._end_time is None:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self._end_time is not None or self._status.status_code is StatusCode.OK:
+            return  # like the SDK: OK is final
+        if isinstance(status, StatusCode):
+            status = Status(status, description)
+        if status.status_code is not StatusCode.UNSET:
+            self._status = status
+
+    def record_exception(self, exception: BaseException, attributes: Mapping[str, Any] | None = None,
+                         timestamp: int | None = None, escaped: bool = False) -> None:
+        cls = type(exception)
+        module = cls.__module__
+        attrs: dict[str, Any] = {
+            "exception.type": f"{module}.{cls.__qualname__}" if module and module != "builtins" else cls.__qualname__,
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        if attributes:
+            attrs.update(attributes)
+        self.add_event("exception", attrs, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end_time is not None:
+            return
+        pipeline = self._pipeline
+        for processor in pipeline.ending:
+            processor._on_ending(self)
+        self._end_time = end_time or time.time_ns()
+        if pipeline.value_limit is not None:
+            _limit_values(self._attributes, pipeline.value_limit)
+        for processor in pipeline.processors:
+            try:
+                processor.on_end(self)
+            except Exception:  # a broken processor must not fail the request that ended the span
+                log.exception("span processor %r failed at on_end", processor)
+
+
+def _limit_values(attributes: dict[str, Any], limit: int) -> None:
+    for key, value in attributes.items():
+        if isinstance(value, str):
+            if len(value) > limit:
+                attributes[key] = value[:limit]
+        elif isinstance(value, tuple | list):
+            attributes[key] = tuple(v[:limit] if isinstance(v, str) else v for v in value)
+
+
+class _Pipeline:
+    """What a :class:`GatewaySpan` needs from the tracer provider, read once at start-up."""
+
+    def __init__(self, provider: TracerProvider, sampler: Sampler, resource: Resource,
+                 processors: Sequence[SpanProcessor]) -> None:
+        self.sampler = sampler
+        self.ids = provider.id_generator
+        self.resource = resource
+        self.scope = InstrumentationScope(INSTRUMENTATION, None, SCHEMA_URL, None)
+        self.processors = tuple(processors)
+        self.starting = tuple(p for p in processors if _overrides(p, "on_start"))
+        self.ending = tuple(p for p in processors if _overrides(p, "_on_ending"))
+        self.value_limit = SpanLimits().max_span_attribute_length
+
+    def child(self, name: str, kind: SpanKind, parent: GatewaySpan) -> GatewaySpan:
+        pctx = parent._context
+        ctx = SpanContext(pctx.trace_id, self.ids.generate_span_id(), False, pctx.trace_flags, pctx.trace_state)
+        span = GatewaySpan(self, name, ctx, pctx, kind)
+        if self.starting:
+            self.started(span, trace.set_span_in_context(parent))
+        return span
+
+    def started(self, span: GatewaySpan, parent_context: Context) -> None:
+        for processor in self.starting:
+            try:
+                processor.on_start(span, parent_context=parent_context)
+            except Exception:
+                log.exception("span processor %r failed at on_start", processor)
+
+
+# the hooks of the SDK's own processors that do nothing (no call needed)
+_NO_OP_HOOKS = {
+    hook: {getattr(cls, hook, None) for cls in (SpanProcessor, BatchSpanProcessor, SimpleSpanProcessor)}
+    for hook in ("on_start", "_on_ending")
+}
+
+
+def _overrides(processor: SpanProcessor, hook: str) -> bool:
+    """Whether ``processor`` does anything in ``hook``."""
+    method = getattr(type(processor), hook, None)
+    return method is not None and method not in _NO_OP_HOOKS[hook]
+
+
+class _Current:
+    """``with``: make a span the current OpenTelemetry span (cheaper than the generator ``use_span``)."""
+
+    __slots__ = ("span", "token")
+
+    def __init__(self, span: trace.Span) -> None:
+        self.span = span
+
+    def __enter__(self) -> None:
+        self.token = otel_context.attach(trace.set_span_in_context(self.span))
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self.token)
 
 
 class _NoTrace:
@@ -420,6 +597,12 @@ class _NoTrace:
     route: str | None = None
 
     def planned(self, decision: Decision) -> None:
+        return None
+
+    def finish(self, decision: Decision) -> None:
+        return None
+
+    def close(self) -> None:
         return None
 
     def attempt_started(self, attempt: Attempt, target: Target, provider: Provider, ctx: RequestContext) -> Any:
@@ -441,6 +624,30 @@ class _NoTrace:
         return None
 
 
+class _Untraced(_NoTrace):
+    """A request that records no spans (sampled out, or metrics only): remembers its route for the metrics.
+
+    When sampled out, the trace context (flags ``00``) still goes to the providers.
+    """
+
+    def __init__(self, telemetry: Telemetry, propagate: bool) -> None:
+        self.telemetry = telemetry
+        self.propagate = propagate
+
+    def planned(self, decision: Decision) -> None:
+        self.route = decision.route
+
+    def finish(self, decision: Decision) -> None:
+        self.route = decision.route
+
+    def breaker(self, target: str, old: str, new: str, reason: str) -> None:
+        self.telemetry.breaker_transition(target, new)
+
+    def inject(self, headers: dict[str, str]) -> None:
+        if self.propagate:
+            _PROPAGATOR.inject(headers)
+
+
 class _NullCM:
     def __enter__(self) -> None:
         return None
@@ -460,61 +667,56 @@ def current() -> RequestTrace | _NoTrace:
 
 
 class RequestTrace:
-    """The spans of one request: server, routing, one per attempt.
+    """The spans of one sampled request: server, routing, one per attempt (:class:`GatewaySpan`).
 
-    Attributes are collected in plain dicts while a span is open and handed to
-    the SDK in one ``set_attributes`` call just before it ends: the SDK
-    validates every attribute on each call (and once more when they are passed
-    to ``start_span``, for the sampler), which made attribute handling the
-    largest part of a span's cost. The built-in samplers decide on trace ids and
-    parents only, so nothing needs the attributes at creation.
+    Attributes are written into each span's attribute dict as the request goes;
+    the span hands itself to the processors when it ends.
     """
 
     recording = True
 
-    def __init__(self, telemetry: Telemetry, server: trace.Span) -> None:
+    def __init__(self, telemetry: Telemetry, server: GatewaySpan) -> None:
         self.telemetry = telemetry
+        self.pipeline: _Pipeline = telemetry.pipeline  # type: ignore[assignment]
         self.server = server
-        self.routing: trace.Span | None = None
-        self.routing_attrs: dict[str, Any] = {}
+        self.routing: GatewaySpan | None = None
         self.route: str | None = None
-        self._attempts: dict[int, tuple[trace.Span, dict[str, Any]]] = {}
+        self._attempts: dict[int, GatewaySpan] = {}
         self._input_json: str | None = None
 
     # -- routing ---------------------------------------------------------- #
 
-    def _routing_span(self, model: str) -> trace.Span:
-        if self.routing is None:
-            self.routing = self.telemetry.tracer.start_span(
-                f"route {model}", context=trace.set_span_in_context(self.server), kind=SpanKind.INTERNAL,
-            )
-            self.routing_attrs[INTERLOCK_REQUEST_MODEL] = model
-        return self.routing
+    def _routing_span(self, model: str) -> GatewaySpan:
+        span = self.routing
+        if span is None:
+            span = self.routing = self.pipeline.child(f"route {model}", SpanKind.INTERNAL, self.server)
+            span._attributes[INTERLOCK_REQUEST_MODEL] = model
+        return span
 
     def planned(self, decision: Decision) -> None:
         """The plan is known: route, rule, strategy and candidate order."""
         self.route = decision.route
         span = self._routing_span(decision.requested_model)
-        if not span.is_recording():
+        if span._end_time is not None:
             return
-        span.update_name(f"route {decision.route or decision.requested_model}")
-        attrs = self.routing_attrs
+        span._name = f"route {decision.route or decision.requested_model}"
+        attrs = span._attributes
         attrs[INTERLOCK_STRATEGY] = decision.strategy or ""
-        attrs[INTERLOCK_CANDIDATES] = list(decision.candidates)
+        attrs[INTERLOCK_CANDIDATES] = tuple(decision.candidates)
         if decision.route:
             attrs[INTERLOCK_ROUTE] = decision.route
         if decision.rule:
             attrs[INTERLOCK_RULE] = decision.rule
         if decision.reasons:
-            attrs[INTERLOCK_REASONS] = list(decision.reasons)
+            attrs[INTERLOCK_REASONS] = tuple(decision.reasons)
         if decision.skipped:
-            attrs[INTERLOCK_SKIPPED] = list(decision.skipped)
+            attrs[INTERLOCK_SKIPPED] = tuple(decision.skipped)
 
     def event(self, name: str, **attributes: Any) -> None:
         """A span event on the routing span (retry, fallback, hedge, breaker)."""
         span = self.routing
-        if span is not None and span.is_recording():
-            span.add_event(name, {k: v for k, v in attributes.items() if v is not None})
+        if span is not None and span._end_time is None:
+            span._events.append(Event(name, {k: v for k, v in attributes.items() if v is not None}))
 
     def breaker(self, target: str, old: str, new: str, reason: str) -> None:
         self.telemetry.breaker_transition(target, new)
@@ -525,52 +727,53 @@ class RequestTrace:
         """The decision is final (response sent or failed): close the routing span."""
         self.route = decision.route
         span = self._routing_span(decision.requested_model)
-        for attempt in decision.attempts:  # a stream the client abandoned, a hedge never reaped
-            if id(attempt) in self._attempts:
-                self.attempt_ended(attempt, None if attempt.outcome == "ok" else attempt.outcome)
-        if span.is_recording():
-            attrs = self.routing_attrs
-            attrs[INTERLOCK_ATTEMPTS] = len(decision.attempts)
-            attrs[INTERLOCK_FALLBACK_USED] = decision.fallback_used
-            if decision.hedged:
-                attrs[INTERLOCK_HEDGED] = True
-            if decision.provider:
-                attrs[INTERLOCK_TARGET] = f"{decision.provider}/{decision.model}"
-            if decision.cost_usd is not None:
-                attrs[INTERLOCK_COST_USD] = float(decision.cost_usd)
-            if decision.cost_delta_usd is not None:
-                attrs[INTERLOCK_COST_DELTA_USD] = float(decision.cost_delta_usd)
-            if decision.skipped:
-                attrs[INTERLOCK_SKIPPED] = list(decision.skipped)
-            if decision.team:
-                attrs[INTERLOCK_TEAM] = decision.team
-            if decision.status >= 400:
-                attrs[ERROR_TYPE] = decision.error_type or str(decision.status)
-                span.set_status(Status(StatusCode.ERROR, (decision.error_message or "")[:500]))
-            span.set_attributes(attrs)
+        if self._attempts:
+            for attempt in decision.attempts:  # a stream the client abandoned, a hedge never reaped
+                if id(attempt) in self._attempts:
+                    self.attempt_ended(attempt, None if attempt.outcome == "ok" else attempt.outcome)
+        if span._end_time is not None:
+            return
+        attrs = span._attributes
+        attrs[INTERLOCK_ATTEMPTS] = len(decision.attempts)
+        attrs[INTERLOCK_FALLBACK_USED] = decision.fallback_used
+        if decision.hedged:
+            attrs[INTERLOCK_HEDGED] = True
+        if decision.provider:
+            attrs[INTERLOCK_TARGET] = f"{decision.provider}/{decision.model}"
+        if decision.cost_usd is not None:
+            attrs[INTERLOCK_COST_USD] = float(decision.cost_usd)
+        if decision.cost_delta_usd is not None:
+            attrs[INTERLOCK_COST_DELTA_USD] = float(decision.cost_delta_usd)
+        if decision.skipped:
+            attrs[INTERLOCK_SKIPPED] = tuple(decision.skipped)
+        if decision.team:
+            attrs[INTERLOCK_TEAM] = decision.team
+        if decision.status >= 400:
+            attrs[ERROR_TYPE] = decision.error_type or str(decision.status)
+            span.set_status(Status(StatusCode.ERROR, (decision.error_message or "")[:500]))
         span.end()
 
     def close(self) -> None:
         """End whatever is still open (the request ended without a decision being finished)."""
-        for span, attrs in self._attempts.values():
-            span.set_attributes(attrs)
+        for span in self._attempts.values():
             span.end()
         self._attempts.clear()
-        if self.routing is not None and self.routing.is_recording():
-            self.routing.set_attributes(self.routing_attrs)
+        if self.routing is not None:
             self.routing.end()
 
     # -- attempts --------------------------------------------------------- #
 
-    def attempt_started(self, attempt: Attempt, target: Target, provider: Provider, ctx: RequestContext) -> trace.Span:
+    def attempt_started(self, attempt: Attempt, target: Target, provider: Provider, ctx: RequestContext) -> GatewaySpan:
         operation = "embeddings" if ctx.endpoint == "embeddings" else "chat"
-        attrs: dict[str, Any] = {
-            GEN_AI_OPERATION_NAME: operation,
-            GEN_AI_PROVIDER_NAME: provider_name(provider.type_name),
-            GEN_AI_REQUEST_MODEL: target.model,
-            INTERLOCK_PROVIDER: target.provider,
-            INTERLOCK_ATTEMPT_N: attempt.n,
-        }
+        body = ctx.body
+        parent = self._routing_span(body.get("model") or target.model)
+        span = self.pipeline.child(f"{operation} {target.model}", SpanKind.CLIENT, parent)
+        attrs = span._attributes
+        attrs[GEN_AI_OPERATION_NAME] = operation
+        attrs[GEN_AI_PROVIDER_NAME] = provider_name(provider.type_name)
+        attrs[GEN_AI_REQUEST_MODEL] = target.model
+        attrs[INTERLOCK_PROVIDER] = target.provider
+        attrs[INTERLOCK_ATTEMPT_N] = attempt.n
         address = self.telemetry.address(provider)
         if address is not None:
             attrs[SERVER_ADDRESS], attrs[SERVER_PORT] = address
@@ -578,66 +781,61 @@ class RequestTrace:
             attrs[GEN_AI_REQUEST_STREAM] = True
         if attempt.hedge:
             attrs[INTERLOCK_HEDGE] = True
-        body = ctx.body
         for key, name, typ in _REQUEST_PARAMS:
             value = body.get(key)
             if isinstance(value, typ) and not isinstance(value, bool):
                 attrs[name] = value
-        parent = trace.set_span_in_context(self._routing_span(ctx.body.get("model") or target.model))
-        span = self.telemetry.tracer.start_span(f"{operation} {target.model}", context=parent, kind=SpanKind.CLIENT)
-        if self.telemetry.settings.capture_content and span.is_recording():
+        if self.telemetry.settings.capture_content:
             if self._input_json is None:
                 self._input_json = self.telemetry.input_messages(body)
             if self._input_json:
                 attrs[GEN_AI_INPUT_MESSAGES] = self._input_json
-        self._attempts[id(attempt)] = (span, attrs)
+        self._attempts[id(attempt)] = span
         return span
 
     def use(self, span: Any) -> Any:
         """Make the attempt span current while the provider call runs (outgoing ``traceparent``)."""
         if span is None:
             return _NULL_CM
-        return trace.use_span(span, **_NO_STATUS_ON_EXIT)
+        return _Current(span)
 
     def attempt_ended(self, attempt: Attempt, error_type: str | None = None, result: Any = None) -> None:
-        entry = self._attempts.pop(id(attempt), None)
-        if entry is None:
+        span = self._attempts.pop(id(attempt), None)
+        if span is None or span._end_time is not None:
             return
-        span, attrs = entry
-        if span.is_recording():
-            attrs[INTERLOCK_OUTCOME] = attempt.outcome
-            if attempt.response_model:
-                attrs[GEN_AI_RESPONSE_MODEL] = attempt.response_model
-            if attempt.response_id:
-                attrs[GEN_AI_RESPONSE_ID] = attempt.response_id
-            if attempt.finish_reasons:
-                attrs[GEN_AI_RESPONSE_FINISH_REASONS] = list(attempt.finish_reasons)
-            usage = attempt.usage
-            if usage is not None:
-                attrs[GEN_AI_USAGE_INPUT_TOKENS] = usage.prompt_tokens
-                attrs[GEN_AI_USAGE_OUTPUT_TOKENS] = usage.completion_tokens
-                if usage.cached_tokens:
-                    attrs[GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_tokens
-                if usage.cache_write_tokens:
-                    attrs[GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_write_tokens
-                if usage.reasoning_tokens:
-                    attrs[GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
-            if attempt.ttft_ms is not None:
-                attrs[GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = attempt.ttft_ms / 1000
-            if attempt.cost_usd is not None:
-                attrs[INTERLOCK_COST_USD] = attrs[GEN_AI_USAGE_COST] = float(attempt.cost_usd)
-            if attempt.action:
-                attrs[INTERLOCK_ACTION] = attempt.action
-            if attempt.status is not None:
-                attrs[HTTP_RESPONSE_STATUS_CODE] = attempt.status
-            if error_type is not None and error_type != "cancelled":
-                attrs[ERROR_TYPE] = error_type
-                span.set_status(Status(StatusCode.ERROR, (attempt.error or error_type)[:500]))
-            if self.telemetry.settings.capture_content and result is not None:
-                output = self.telemetry.output_messages(getattr(result, "body", None))
-                if output:
-                    attrs[GEN_AI_OUTPUT_MESSAGES] = output
-            span.set_attributes(attrs)
+        attrs = span._attributes
+        attrs[INTERLOCK_OUTCOME] = attempt.outcome
+        if attempt.response_model:
+            attrs[GEN_AI_RESPONSE_MODEL] = attempt.response_model
+        if attempt.response_id:
+            attrs[GEN_AI_RESPONSE_ID] = attempt.response_id
+        if attempt.finish_reasons:
+            attrs[GEN_AI_RESPONSE_FINISH_REASONS] = tuple(attempt.finish_reasons)
+        usage = attempt.usage
+        if usage is not None:
+            attrs[GEN_AI_USAGE_INPUT_TOKENS] = usage.prompt_tokens
+            attrs[GEN_AI_USAGE_OUTPUT_TOKENS] = usage.completion_tokens
+            if usage.cached_tokens:
+                attrs[GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_tokens
+            if usage.cache_write_tokens:
+                attrs[GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = usage.cache_write_tokens
+            if usage.reasoning_tokens:
+                attrs[GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
+        if attempt.ttft_ms is not None:
+            attrs[GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = attempt.ttft_ms / 1000
+        if attempt.cost_usd is not None:
+            attrs[INTERLOCK_COST_USD] = attrs[GEN_AI_USAGE_COST] = float(attempt.cost_usd)
+        if attempt.action:
+            attrs[INTERLOCK_ACTION] = attempt.action
+        if attempt.status is not None:
+            attrs[HTTP_RESPONSE_STATUS_CODE] = attempt.status
+        if error_type is not None and error_type != "cancelled":
+            attrs[ERROR_TYPE] = error_type
+            span.set_status(Status(StatusCode.ERROR, (attempt.error or error_type)[:500]))
+        if self.telemetry.settings.capture_content and result is not None:
+            output = self.telemetry.output_messages(getattr(result, "body", None))
+            if output:
+                attrs[GEN_AI_OUTPUT_MESSAGES] = output
         span.end()
 
     def inject(self, headers: dict[str, str]) -> None:
@@ -678,6 +876,8 @@ class Telemetry:
         self.meter: Meter = NoOpMeter(INSTRUMENTATION)
         self.active = False  # True between start() and close() when anything exports
         self.tracing = False
+        self.metering = False  # a metric reader is configured (else the instruments are no-ops: skip their work)
+        self.pipeline: _Pipeline | None = None
         self._addresses: dict[str, tuple[str, int] | None] = {}
         self._breakers: dict[str, int] = {}
 
@@ -726,14 +926,18 @@ class Telemetry:
         attrs = {**self.settings.resource_attributes, "service.name": self.settings.service_name}
         resource = Resource.create(attrs)
         if processors:
-            self.tracer_provider = TracerProvider(resource=resource, sampler=make_sampler(self.settings))
-            for processor in processors:
+            sampler = make_sampler(self.settings)
+            self.tracer_provider = TracerProvider(resource=resource, sampler=sampler)
+            for processor in processors:  # the provider flushes and shuts them down
                 self.tracer_provider.add_span_processor(processor)
+            # for plugins that add spans of their own; the gateway's spans are GatewaySpans
             self.tracer = self.tracer_provider.get_tracer(INSTRUMENTATION, schema_url=SCHEMA_URL)
+            self.pipeline = _Pipeline(self.tracer_provider, sampler, resource, processors)
             self.tracing = True
         if readers:
             self.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
             self.meter = self.meter_provider.get_meter(INSTRUMENTATION, schema_url=SCHEMA_URL)
+            self.metering = True
         self._instruments()
         self.active = True
 
@@ -789,15 +993,44 @@ class Telemetry:
         """Run ``handler`` inside a SERVER span continuing the caller's trace; count the request."""
         route = request.match_info.route.resource
         path = route.canonical if route is not None else request.path
-        parent = _PROPAGATOR.extract(request.headers) if "traceparent" in request.headers else _ROOT
-        span = self.tracer.start_span(f"{request.method} {path}", context=parent, kind=SpanKind.SERVER)
-        rt = RequestTrace(self, span)
+        pipeline = self.pipeline
+        span: GatewaySpan | None = None
+        rt: RequestTrace | _NoTrace
+        context_token = None
+        if pipeline is not None:
+            name = f"{request.method} {path}"
+            if "traceparent" in request.headers:
+                parent_context = _PROPAGATOR.extract(request.headers)
+                parent: SpanContext | None = trace.get_current_span(parent_context).get_span_context()
+                if parent is not None and not parent.is_valid:
+                    parent = None
+            else:
+                parent_context, parent = _ROOT, None
+            trace_id = parent.trace_id if parent is not None else pipeline.ids.generate_trace_id()
+            sampled = pipeline.sampler.should_sample(parent_context, trace_id, name, SpanKind.SERVER)
+            decision = sampled.decision
+            ctx = SpanContext(trace_id, pipeline.ids.generate_span_id(), False,
+                              _SAMPLED if decision.is_sampled() else _NOT_SAMPLED, sampled.trace_state)
+            current_span: trace.Span
+            if decision.is_recording():
+                span = current_span = GatewaySpan(pipeline, name, ctx, parent, SpanKind.SERVER)
+                if sampled.attributes:
+                    span._attributes.update(sampled.attributes)
+                if pipeline.starting:
+                    pipeline.started(span, parent_context)
+                rt = RequestTrace(self, span)
+            else:
+                rt = _Untraced(self, self.settings.propagate)
+                current_span = NonRecordingSpan(ctx)
+            context_token = otel_context.attach(trace.set_span_in_context(current_span))
+        else:
+            rt = _Untraced(self, False)
         token = _CURRENT.set(rt)
-        self.in_flight.add(1)
+        if self.metering:
+            self.in_flight.add(1)
         status, request_id = 500, None
         try:
-            with trace.use_span(span, **_NO_STATUS_ON_EXIT):
-                resp = await handler(request)
+            resp = await handler(request)
             status, request_id = resp.status, resp.headers.get("x-request-id")
             return resp
         except asyncio.CancelledError:
@@ -805,27 +1038,34 @@ class Telemetry:
             raise
         finally:
             _CURRENT.reset(token)
-            self.in_flight.add(-1)
-            self.requests.add(1, {INTERLOCK_ROUTE: rt.route or NO_ROUTE, INTERLOCK_HTTP_STATUS_CLASS: f"{status // 100}xx"})
+            if context_token is not None:
+                otel_context.detach(context_token)
+            if self.metering:
+                self.in_flight.add(-1)
+                self.requests.add(1, {INTERLOCK_ROUTE: rt.route or NO_ROUTE,
+                                      INTERLOCK_HTTP_STATUS_CLASS: f"{status // 100}xx"})
             rt.close()
-            if span.is_recording():
-                attrs: dict[str, Any] = {HTTP_REQUEST_METHOD: request.method, HTTP_ROUTE: path, URL_PATH: request.path,
-                                         URL_SCHEME: request.scheme, HTTP_RESPONSE_STATUS_CODE: status}
+            if span is not None:
+                attrs = span._attributes
+                attrs[HTTP_REQUEST_METHOD] = request.method
+                attrs[HTTP_ROUTE] = path
+                attrs[URL_PATH] = request.path
+                attrs[URL_SCHEME] = request.scheme
+                attrs[HTTP_RESPONSE_STATUS_CODE] = status
                 if request_id:
                     attrs[INTERLOCK_REQUEST_ID] = request_id
                 if status >= 500:
                     attrs[ERROR_TYPE] = str(status)
                     span.set_status(Status(StatusCode.ERROR))
-                span.set_attributes(attrs)
-            span.end()
+                span.end()
 
     def record(self, decision: Decision) -> None:
         """A finished decision: close its routing span, record its metrics."""
         if not self.active:
             return
-        rt = _CURRENT.get()
-        if isinstance(rt, RequestTrace):
-            rt.finish(decision)
+        _CURRENT.get().finish(decision)
+        if not self.metering:
+            return
         route = {INTERLOCK_ROUTE: decision.route or NO_ROUTE}
         operation = "embeddings" if decision.endpoint == "embeddings" else "chat"
         intervals = []

@@ -360,6 +360,9 @@ async def test_sampled_out_requests_record_no_spans_but_metrics(
     await gw.client.chat.completions.create(model="smart", messages=HELLO)
     assert spans.get_finished_spans() == ()
     assert metrics(reader)[T.METRIC_REQUESTS][0].value == 1
+    # the provider still gets the trace context, marked not sampled
+    version, trace_id, span_id, flags = fake.requests[-1].headers["traceparent"].split("-")
+    assert (version, flags) == ("00", "00") and int(trace_id, 16) and int(span_id, 16)
 
 
 async def test_propagation_can_be_turned_off(

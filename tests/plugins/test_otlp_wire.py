@@ -352,6 +352,7 @@ async def test_real_gateway_spans_encode_like_the_official_encoder(
     await gw.client.chat.completions.create(model="smart", messages=HELLO, stream=True)
     finished = list(spans.get_finished_spans())
     assert {s.kind for s in finished} == {SpanKind.SERVER, SpanKind.INTERNAL, SpanKind.CLIENT}
+    assert {type(s) for s in finished} == {T.GatewaySpan}  # the field-reading path
     assert_same(finished)
 
 

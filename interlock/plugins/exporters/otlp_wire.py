@@ -63,6 +63,8 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE as _DEFAULT_TRACE_STATE
 
+from interlock.core.telemetry import GatewaySpan
+
 __all__ = ["encode_spans"]
 
 _logger = logging.getLogger(__name__)
@@ -381,6 +383,10 @@ def _links(links: Any, out: list[bytes]) -> None:
         out.append(_field(b"\x6a", b"".join(parts)))
 
 
+# span classes whose private fields hold exactly what their properties return (the SDK's
+# ReadableSpan, which SDK spans hand to processors, and the gateway's own spans)
+_FIELD_TYPES = frozenset({ReadableSpan, GatewaySpan})
+
 _NAMES: dict[str, bytes] = {}  # span name -> the Span.name field
 _NAMES_MAX = 1024
 
@@ -399,8 +405,8 @@ def _name_field(name: str) -> bytes:
 
 def _span(span: Any) -> bytes:
     """The ScopeSpans.spans field (tag, length, Span) for one span."""
-    if type(span) is ReadableSpan:
-        # The SDK's own class: read its fields directly, skipping the copies its
+    if type(span) in _FIELD_TYPES:
+        # The SDK's own class or the gateway's: read its fields directly, skipping the copies its
         # properties make (the properties would return the same values).
         ctx = span._context
         parent = span._parent
@@ -555,7 +561,7 @@ def encode_span(span: ReadableSpan) -> tuple[Any, Any, bytes]:
     Lets a span processor encode each span when it ends (a few microseconds,
     on the thread that ended it) and keep only bytes until the batch is sent.
     """
-    if type(span) is ReadableSpan:
+    if type(span) in _FIELD_TYPES:
         return span._resource, span._instrumentation_scope or None, _span(span)
     return span.resource, span.instrumentation_scope or None, _span(span)
 
