@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Sequence
 from typing import Any
+
+from aiohttp import web
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as official_encode
@@ -15,7 +19,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-from interlock.plugins.exporters.otlp import EncodingSpanProcessor
+from opentelemetry.exporter.otlp.proto.http import Compression
+
+from interlock.plugins.exporters.otlp import EncodingSpanProcessor, http_span_exporter
 
 
 class RecordingExporter:
@@ -157,3 +163,130 @@ def test_a_failed_export_is_not_retried_by_the_processor_and_nothing_raises() ->
     assert exporter.counts == [3]
     provider.shutdown()
     assert exporter.counts == [3]
+
+
+# --------------------------------------------------------------------------- #
+# loop mode: batches posted from the event loop the processor was built in
+# --------------------------------------------------------------------------- #
+
+
+class Collector:
+    """A bare OTLP/http endpoint on the test's loop: answers each POST with the next queued status."""
+
+    def __init__(self, statuses: Sequence[int] = ()) -> None:
+        self.statuses = list(statuses)
+        self.bodies: list[bytes] = []
+        self.headers: list[dict[str, str]] = []
+        self.answered: list[int] = []
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.headers.append(dict(request.headers))
+        status = self.statuses.pop(0) if self.statuses else 200
+        self.answered.append(status)
+        body = await request.read()
+        if status == 200:
+            self.bodies.append(body)
+        return web.Response(status=status, headers={"Retry-After": "0"} if status == 503 else None,
+                            body=b"" if status == 200 else b"busy")
+
+    async def __aenter__(self) -> Collector:
+        app = web.Application()
+        app.router.add_post("/v1/traces", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/v1/traces"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+    def names(self) -> list[str]:
+        return [s.name for body in self.bodies for s in _spans_in(body)]
+
+
+async def _until(predicate: Any, timeout: float = 10.0) -> bool:
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return True
+        await asyncio.sleep(0.01)
+    return predicate()
+
+
+async def test_loop_mode_posts_full_batches_from_the_event_loop_without_a_thread() -> None:
+    async with Collector() as collector:
+        exporter = http_span_exporter(endpoint=collector.url, headers={"x-tenant": "t1"}, timeout=5)
+        processor = EncodingSpanProcessor(exporter, schedule_delay_millis=60_000, max_export_batch_size=3,
+                                          loop=asyncio.get_running_loop())
+        assert processor.sender is not None and processor._thread is None
+        provider, memory = _provider(processor)
+        _make_request_spans(provider.get_tracer("t"), 1)  # one full batch: sent without waiting for the timer
+        assert await _until(lambda: len(collector.bodies) == 1)
+        assert collector.names() == [s.name for s in memory.get_finished_spans()]
+        assert collector.headers[0]["Content-Type"] == "application/x-protobuf"
+        assert collector.headers[0]["x-tenant"] == "t1"
+        await asyncio.to_thread(provider.shutdown)
+
+
+async def test_loop_mode_timer_sends_a_partial_batch() -> None:
+    async with Collector() as collector:
+        exporter = http_span_exporter(endpoint=collector.url, timeout=5)
+        processor = EncodingSpanProcessor(exporter, schedule_delay_millis=20, loop=asyncio.get_running_loop())
+        provider, _ = _provider(processor)
+        _make_request_spans(provider.get_tracer("t"), 1)
+        assert await _until(lambda: len(collector.names()) == 3)
+        await asyncio.to_thread(provider.shutdown)
+
+
+async def test_loop_mode_retries_a_busy_collector_then_delivers() -> None:
+    async with Collector([503, 503]) as collector:
+        exporter = http_span_exporter(endpoint=collector.url, timeout=5)
+        processor = EncodingSpanProcessor(exporter, schedule_delay_millis=60_000, max_export_batch_size=3,
+                                          loop=asyncio.get_running_loop())
+        provider, _ = _provider(processor)
+        _make_request_spans(provider.get_tracer("t"), 1)
+        assert await _until(lambda: len(collector.bodies) == 1)
+        assert collector.answered == [503, 503, 200]
+        await asyncio.to_thread(provider.shutdown)
+
+
+async def test_loop_mode_does_not_retry_a_rejected_batch_and_nothing_raises() -> None:
+    async with Collector([400]) as collector:
+        exporter = http_span_exporter(endpoint=collector.url, timeout=5)
+        processor = EncodingSpanProcessor(exporter, schedule_delay_millis=60_000, max_export_batch_size=3,
+                                          loop=asyncio.get_running_loop())
+        provider, _ = _provider(processor)
+        tracer = provider.get_tracer("t")
+        _make_request_spans(tracer, 1)
+        assert await _until(lambda: collector.answered == [400])
+        _make_request_spans(tracer, 2)  # the next batch goes out as usual
+        assert await _until(lambda: len(collector.bodies) == 1)
+        assert collector.answered == [400, 200]
+        await asyncio.to_thread(provider.shutdown)
+
+
+async def test_loop_mode_shutdown_from_another_thread_sends_what_is_queued() -> None:
+    async with Collector() as collector:
+        exporter = http_span_exporter(endpoint=collector.url, timeout=5)
+        processor = EncodingSpanProcessor(exporter, schedule_delay_millis=60_000, loop=asyncio.get_running_loop())
+        provider, _ = _provider(processor)
+        for i in range(3):
+            _make_request_spans(provider.get_tracer("t"), i)
+        assert collector.bodies == []
+        await asyncio.to_thread(provider.shutdown)  # as Telemetry.close does
+        assert len(collector.names()) == 9
+        assert processor.sender is not None and processor.sender._session is None  # closed on its loop
+
+
+async def test_compression_or_no_running_loop_keeps_the_export_thread() -> None:
+    exporter = http_span_exporter(endpoint="http://127.0.0.1:9/v1/traces", compression=Compression.Gzip)
+    processor = EncodingSpanProcessor(exporter, schedule_delay_millis=60_000, loop=asyncio.get_running_loop())
+    assert processor.sender is None and processor._thread is not None  # gzip on the loop would stall it
+    processor.shutdown()
+    plain = http_span_exporter(endpoint="http://127.0.0.1:9/v1/traces")
+    threaded = EncodingSpanProcessor(plain, schedule_delay_millis=60_000)
+    assert threaded.sender is None and threaded._thread is not None
+    threaded.shutdown()

@@ -4,9 +4,10 @@ Enabled by ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the signal-specific
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``..._METRICS_ENDPOINT``),
 ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER=otlp``, or ``[telemetry]
 otlp_endpoint``. ``OTEL_EXPORTER_OTLP_PROTOCOL`` (or ``[telemetry] protocol``)
-picks ``http/protobuf`` (default, port 4318) or ``grpc`` (port 4317). Spans go
-through a ``BatchSpanProcessor`` and metrics through a periodic reader, both on
-their own threads; each export call gives up after ``export_timeout`` seconds
+picks ``http/protobuf`` (default, port 4318) or ``grpc`` (port 4317). Spans over
+http go through :class:`EncodingSpanProcessor` (batches posted from the event
+loop), over grpc through a ``BatchSpanProcessor``; metrics through a periodic
+reader on its own thread. Each export gives up after ``export_timeout`` seconds
 (5 by default), so an unreachable collector drops telemetry and never slows or
 fails a request.
 
@@ -23,10 +24,13 @@ exporters unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import functools
 import logging
+import math
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -73,7 +77,11 @@ class OTLPExporter(TelemetryExporter):
             return None
         exporter = self.span_exporter()
         if getattr(exporter, "sends_encoded", False):
-            return EncodingSpanProcessor(exporter)
+            try:  # built while the gateway starts: batches can go out from its event loop
+                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            return EncodingSpanProcessor(exporter, loop=loop)
         return None if exporter is None else batch_processor(exporter, self.settings)
 
     def span_exporter(self) -> SpanExporter | None:
@@ -133,9 +141,14 @@ class EncodingSpanProcessor(SpanProcessor):
     time, which is what a request's tail latency shows, and every queued span
     object (several kB each) is memory and garbage-collector work. Here
     :func:`~interlock.plugins.exporters.otlp_wire.encode_span` runs in
-    ``on_end`` (a few microseconds, on the event loop), the queue holds a few
-    hundred bytes per span, and the thread only joins a batch and sends it
-    through the exporter's own HTTP client (retries, compression, timeout).
+    ``on_end`` (a few microseconds, on the event loop) and the queue holds a few
+    hundred bytes per span.
+
+    Batches are sent from the event loop (``loop``, with the exporter's
+    :class:`LoopSender`) when the processor is built inside the gateway's
+    running loop and the exporter's settings allow it; otherwise, and for the
+    final flush at shutdown, a thread joins each batch and sends it through the
+    exporter's own HTTP client (retries, compression, timeout).
 
     It reads the standard batch settings: ``OTEL_BSP_SCHEDULE_DELAY`` (ms,
     default 5000), ``OTEL_BSP_MAX_QUEUE_SIZE`` (2048; spans beyond it are
@@ -143,7 +156,8 @@ class EncodingSpanProcessor(SpanProcessor):
     """
 
     def __init__(self, exporter: Any, *, schedule_delay_millis: int | None = None,
-                 max_queue_size: int | None = None, max_export_batch_size: int | None = None) -> None:
+                 max_queue_size: int | None = None, max_export_batch_size: int | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         from interlock.plugins.exporters.otlp_wire import assemble, encode_span
 
         self._encode, self._assemble = encode_span, assemble
@@ -158,12 +172,22 @@ class EncodingSpanProcessor(SpanProcessor):
         self.dropped = 0  # spans refused because the queue was full
         self.failed = 0  # spans that could not be encoded
         self._warned_at = 0.0
-        self._thread = threading.Thread(target=self._run, name="interlock-span-export", daemon=True)
-        self._thread.start()
-        background_thread(self._thread)
-
-    def on_start(self, span: Any, parent_context: Any = None) -> None:
-        return None
+        self._thread: threading.Thread | None = None
+        # loop mode: a timer and at most one sending task on the gateway's event loop
+        self.sender: LoopSender | None = None
+        self._loop = loop
+        self._loop_thread = threading.get_ident() if loop is not None else None
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        make_sender = getattr(exporter, "loop_sender", None)
+        if loop is not None and callable(make_sender):
+            self.sender = make_sender(loop)
+        if self.sender is not None:
+            self._timer = loop.call_later(self._delay, self._tick)  # type: ignore[union-attr]
+        else:
+            self._thread = threading.Thread(target=self._run, name="interlock-span-export", daemon=True)
+            self._thread.start()
+            background_thread(self._thread)
 
     def on_end(self, span: ReadableSpan) -> None:
         if self._stopping or not span.context.trace_flags.sampled:
@@ -184,8 +208,49 @@ class EncodingSpanProcessor(SpanProcessor):
                                 "is the collector reachable?", self._max_queue, self.dropped)
             return
         queue.append(item)
-        if len(queue) >= self._max_batch and not self._wake.is_set():
-            self._wake.set()
+        if len(queue) >= self._max_batch:
+            if self.sender is not None:
+                if self._task is None:
+                    if threading.get_ident() == self._loop_thread:
+                        self._kick()
+                    else:  # a span ended on another thread
+                        self._loop.call_soon_threadsafe(self._kick)  # type: ignore[union-attr]
+            elif not self._wake.is_set():
+                self._wake.set()
+
+    def _take(self) -> list[tuple[Any, Any, bytes]]:
+        """Up to one batch from the queue (another consumer may be taking from it too)."""
+        queue, batch = self._queue, []
+        try:
+            for _ in range(min(self._max_batch, len(queue))):
+                batch.append(queue.popleft())
+        except IndexError:
+            pass
+        return batch
+
+    # -- loop mode -------------------------------------------------------- #
+
+    def _tick(self) -> None:
+        if self._stopping:
+            return
+        self._timer = self._loop.call_later(self._delay, self._tick)  # type: ignore[union-attr]
+        if self._queue:
+            self._kick()
+
+    def _kick(self) -> None:
+        if self._task is None and not self._stopping and self._queue:
+            self._task = self._loop.create_task(self._send_queued())  # type: ignore[union-attr]
+
+    async def _send_queued(self) -> None:
+        try:
+            while self._queue and not self._stopping:
+                batch = self._take()
+                if batch:
+                    await self.sender.send(self._assemble(batch), len(batch))  # type: ignore[union-attr]
+        finally:
+            self._task = None
+
+    # -- thread mode ------------------------------------------------------ #
 
     def _run(self) -> None:
         while not self._stopping:
@@ -195,13 +260,14 @@ class EncodingSpanProcessor(SpanProcessor):
         self._drain()
 
     def _drain(self) -> None:
-        """Send everything queued, in batches of at most ``max_export_batch_size``."""
+        """Send everything queued, in batches of at most ``max_export_batch_size``, on this thread."""
         with self._export_lock:
-            queue = self._queue
-            while queue:
-                batch = [queue.popleft() for _ in range(min(self._max_batch, len(queue)))]
+            while self._queue:
+                batch = self._take()
+                if not batch:
+                    break
                 try:
-                    self.exporter.export_encoded(lambda: self._assemble(batch), len(batch))
+                    self.exporter.export_encoded(functools.partial(self._assemble, batch), len(batch))
                 except Exception:  # the exporter reports failures as results; anything else is logged
                     _logger.exception("span export failed; %d spans are lost", len(batch))
 
@@ -209,15 +275,162 @@ class EncodingSpanProcessor(SpanProcessor):
         if self._stopping:
             return
         self._stopping = True
-        self._wake.set()
-        self._thread.join(timeout=30)
+        if self.sender is not None:
+            self.sender.stopping = True
+            self._on_loop(self._stop_loop_work)
+        if self._thread is not None:
+            self._wake.set()
+            self._thread.join(timeout=30)
+        self._drain()  # what is left goes through the exporter's own client, on this thread
+        if self.sender is not None:
+            self._on_loop(self.sender.close, wait=True)
         self.exporter.shutdown()
+
+    def _stop_loop_work(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+    def _on_loop(self, fn: Callable[[], Any], wait: bool = False) -> None:
+        """Run ``fn`` (a function, or a coroutine function) on the loop, from whichever thread shuts down."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if threading.get_ident() == self._loop_thread:
+            result = fn()
+            if asyncio.iscoroutine(result):
+                loop.create_task(result)
+            return
+        if not loop.is_running():
+            return
+
+        async def call() -> None:
+            result = fn()
+            if asyncio.iscoroutine(result):
+                await result
+
+        future = asyncio.run_coroutine_threadsafe(call(), loop)
+        if wait:
+            try:
+                future.result(timeout=5)
+            except Exception:
+                _logger.debug("span export: the loop did not finish closing the sender", exc_info=True)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         if self._stopping:
             return False
         self._drain()
         return True
+
+
+_RETRYABLE_STATUS = frozenset({429, 502, 503, 504})  # as the official OTLP/HTTP client
+_MAX_ATTEMPTS = 6
+
+
+class LoopSender:
+    """Posts encoded span batches from the gateway's event loop with aiohttp.
+
+    The same request the official exporter's requests transport makes (URL,
+    headers, timeout), with its retry rules: up to 6 attempts for 429, 502,
+    503, 504 and connection errors, exponential backoff with 20% jitter or the
+    server's ``Retry-After``, all within the export timeout. Sending from the
+    loop means no export thread: on a busy core that thread cost more CPU
+    than the spans' encoding, most of it in handing the GIL back and forth.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, endpoint: str, headers: dict[str, str], timeout: float,
+                 ssl_context: Any, metrics: Any, logger: logging.Logger) -> None:
+        self.loop = loop
+        self.endpoint = endpoint
+        self.headers = headers
+        self.timeout = timeout
+        self.ssl = ssl_context
+        self.metrics = metrics
+        self.logger = logger
+        self.stopping = False
+        self._session: Any = None
+
+    async def send(self, data: bytes, count: int) -> bool:
+        """Send one batch; False (and logged) when it could not be delivered. Never raises."""
+        try:
+            with self.metrics.export_operation(count) as result:
+                error, status = await self._post(data)
+                if error is not None:
+                    result.error = error
+                    result.error_attrs = {"http.response.status_code": status} if status is not None else None
+                    return False
+            return True
+        except Exception:  # the export operation's bookkeeping must not break the loop
+            self.logger.exception("span export failed; %d spans are lost", count)
+            return False
+
+    async def _post(self, data: bytes) -> tuple[Exception | None, int | None]:
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=1, ssl=self.ssl if self.ssl is not None else True),
+                trust_env=False, skip_auto_headers=("User-Agent",),
+            )
+        deadline = self.loop.time() + self.timeout
+        status: int | None = None
+        error: Exception | None = None
+        for attempt in range(_MAX_ATTEMPTS):
+            remaining = deadline - self.loop.time()
+            if remaining <= 0:
+                break
+            backoff = 2 ** attempt * random.uniform(0.8, 1.2)
+            try:
+                async with self._session.post(self.endpoint, data=data, headers=self.headers,
+                                              timeout=aiohttp.ClientTimeout(total=remaining)) as resp:
+                    status, reason = resp.status, resp.reason
+                    await resp.read()
+                    if 200 <= status < 400:
+                        return None, status
+                    error = RuntimeError(f"{status} {reason}")
+                    if status not in _RETRYABLE_STATUS:
+                        self.logger.error("Failed to export spans batch code: %s, reason: %s", status, reason)
+                        return error, status
+                    retry_after = _retry_after(resp.headers.get("retry-after"))
+                    if retry_after is not None:
+                        backoff = retry_after
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                status, error = None, exc
+            if attempt + 1 == _MAX_ATTEMPTS or backoff > deadline - self.loop.time() or self.stopping:
+                break
+            self.logger.warning("Transient error %s encountered while exporting spans batch, retrying in %.2fs.",
+                                error, backoff)
+            await asyncio.sleep(backoff)
+        self.logger.error("Failed to export spans batch due to timeout, max retries or shutdown (last error: %s).",
+                          error)
+        return error or TimeoutError("span export timed out"), status
+
+    async def close(self) -> None:
+        self.stopping = True
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delay-seconds or an HTTP date), None when absent or unusable."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        import datetime
+        from email.utils import parsedate_to_datetime
+
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.UTC)
+        return max(0.0, moment.timestamp() - time.time())
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def http_span_exporter(**kwargs: Any) -> SpanExporter:
@@ -311,6 +524,35 @@ def _fast_exporter_class() -> type[SpanExporter]:
                 _log_fallback_once("OTLPSpanExporter has no _metrics.export_operation or _shutdown")
                 return None
             return send  # type: ignore[no-any-return]
+
+        def loop_sender(self, loop: asyncio.AbstractEventLoop) -> LoopSender | None:
+            """A sender of encoded batches on ``loop`` (aiohttp), or None where only the requests transport can send.
+
+            Only for what aiohttp reproduces exactly: no compression (a whole batch
+            compressed on the event loop would stall it), no proxy, no client
+            certificate, no netrc credentials and no credential-provider session.
+            """
+            session, client = self._wire_session, getattr(self, "_client", None)
+            if session is None or client is None or self._wire_send is None:
+                return None
+            endpoint, headers = getattr(client, "_endpoint", None), getattr(client, "_headers", None)
+            compression, timeout = getattr(client, "_compression", None), getattr(client, "_timeout", None)
+            if not isinstance(endpoint, str) or not isinstance(headers, dict) or not isinstance(timeout, int | float):
+                return None
+            if getattr(compression, "value", "none") != "none" or session.proxies or session.cert or session.auth:
+                return None
+            if not endpoint.startswith(("http://", "https://")):
+                return None
+            verify = session.verify
+            ssl_context: Any = None
+            if endpoint.startswith("https://"):
+                import ssl
+
+                if verify is False:
+                    ssl_context = False
+                else:
+                    ssl_context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+            return LoopSender(loop, endpoint, dict(headers), float(timeout), ssl_context, self._metrics, log)
 
         @property
         def sends_encoded(self) -> bool:
