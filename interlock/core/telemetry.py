@@ -1164,6 +1164,25 @@ def background_thread(thread: threading.Thread | None, nice: int | None = None) 
         log.debug("could not lower the priority of thread %s", thread.name)
 
 
+def idle_thread(thread: threading.Thread | None) -> bool:
+    """Put a background thread under Linux's ``SCHED_IDLE`` policy: it runs only when the CPU is otherwise idle.
+
+    For work that can wait for a quiet moment (routine ledger writes). False
+    where the policy does not exist or is refused, and when
+    ``INTERLOCK_BACKGROUND_NICE=0`` turns thread priorities off.
+    """
+    if thread is None or not BACKGROUND_NICE or not hasattr(os, "sched_setscheduler"):
+        return False
+    policy, tid = getattr(os, "SCHED_IDLE", None), getattr(thread, "native_id", None)
+    if policy is None or tid is None:
+        return False
+    try:
+        os.sched_setscheduler(tid, policy, os.sched_param(0))
+    except OSError:
+        return False
+    return True
+
+
 def _shutdown(providers: list[Any]) -> None:
     for provider in providers:
         try:

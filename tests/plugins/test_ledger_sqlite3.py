@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -213,3 +215,87 @@ def test_the_exporter_module_does_not_import_sqlalchemy() -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- #
+# the two writer threads: routine batches at idle priority, a backlog at normal priority
+# --------------------------------------------------------------------------- #
+
+
+def test_a_hurried_write_commits_what_it_wrote_and_returns_the_rest(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+        sql = "INSERT OR IGNORE INTO t (n) VALUES (?)"
+        pieces = [(sql, [(n,) for n in range(200)])]  # in pieces of 64 rows
+        hurry = threading.Event()
+        calls = []
+        real = conn.executemany
+
+        class Conn:  # sets hurry once the first piece is in, as record() does when rows pile up
+            def execute(self, statement: str) -> object:
+                return conn.execute(statement)
+
+            def executemany(self, statement: str, rows: list[tuple[int]]) -> object:
+                calls.append(len(rows))
+                result = real(statement, rows)
+                hurry.set()
+                return result
+
+        rest = ledger_exporter._write_pieces(Conn(), pieces, hurry)  # type: ignore[arg-type]
+        assert calls == [64]
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (64,)  # committed
+        assert not conn.in_transaction
+        assert [len(rows) for _, rows in rest] == [64, 64, 8]
+        assert ledger_exporter._write_pieces(conn, rest) == []
+        assert conn.execute("SELECT count(*), min(n), max(n) FROM t").fetchone() == (200, 0, 199)
+
+
+async def test_routine_batches_go_to_the_idle_thread_until_it_is_found_starved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "ledger.db"
+    exporter = LedgerExporter(sqlite_url(db), flush_interval=3600)
+    threads: list[tuple[str, bool]] = []
+    real = ledger_exporter._write_pieces
+
+    def spy(conn: sqlite3.Connection, pieces: list, hurry: threading.Event | None = None) -> list:
+        threads.append((threading.current_thread().name, hurry is not None))
+        if hurry is not None and len(threads) == 2:
+            hurry.set()  # the second idle write finds rows piling up behind it
+        return real(conn, pieces, hurry)
+
+    monkeypatch.setattr(ledger_exporter, "_write_pieces", spy)
+    await exporter.start()
+    try:
+        for batch in range(3):
+            for i in range(3):
+                exporter.record(decision(f"r{batch}-{i}"))
+            await exporter.flush()
+    finally:
+        await exporter.close()
+    names = [(name.rsplit("_", 1)[0], hurried) for name, hurried in threads]
+    assert names == [
+        ("interlock-ledger-idle", True),  # routine
+        ("interlock-ledger-idle", True),  # hurried after its first piece ...
+        ("interlock-ledger", False),  # ... the rest at normal priority
+        ("interlock-ledger", False),  # and the next batch too (backoff)
+    ]
+    assert len(rows(db, "SELECT id FROM requests")) == 9
+    assert len(rows(db, "SELECT request_id FROM attempts")) == 9
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling policy")
+def test_the_idle_thread_runs_under_sched_idle() -> None:
+    from interlock.core.telemetry import idle_thread
+
+    seen: list[int] = []
+
+    def probe() -> None:
+        assert idle_thread(threading.current_thread())
+        seen.append(os.sched_getscheduler(0))
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    assert seen == [os.SCHED_IDLE]

@@ -16,8 +16,8 @@ the whole buffer in one transaction every ``flush_interval`` seconds, or as
 soon as ``batch_size`` rows are waiting. On SQLite the tuples already hold
 the values as SQLAlchemy's SQLite dialect would store them (timestamps as
 ``YYYY-MM-DD HH:MM:SS.ffffff`` text, decimals as floats, booleans as 0/1) and
-go to the standard library's ``sqlite3`` ``executemany`` as they are, on one
-dedicated writer thread, with INSERTs compiled once from the table definitions:
+go to the standard library's ``sqlite3`` ``executemany`` as they are, on a
+low-priority writer thread (see :class:`_SQLiteWriter`), with INSERTs compiled once from the table definitions:
 no statement compilation and no per-row bind processing runs on the event loop,
 and the serving process never imports SQLAlchemy or aiosqlite (~20 MB). The
 schema migration and the compilation of the INSERTs still go through
@@ -93,6 +93,10 @@ DEFAULT_MAX_BUFFER = 100_000
 #: the loop runs between chunks. One transaction either way.
 _SQLITE_CHUNK_ROWS = 64
 _SQLITE_MAX_PIECES = 8  # per table and flush: under saturation each piece waits a full loop turn
+# SQLite: an idle-priority write hands the rest of its batch over once this many batch_size's of
+# rows are waiting behind it
+_IDLE_MAX_ROWS = 2
+_IDLE_BACKOFF = 5.0  # seconds of normal-priority writes after the idle thread was found starved
 
 _Row = tuple[Any, ...]  # one row's values, in the order of its table's columns (see _REQUEST_COLUMNS)
 _Entry = tuple[_Row, list[_Row]]  # (requests row, attempts rows) of one decision
@@ -145,6 +149,9 @@ class LedgerExporter(Exporter):
         self._alerts_sql: str | None = None  # SQLite: the driver-level INSERT of an alerts row
         self._writer: _SQLiteWriter | None = None  # SQLite: the sqlite3 connection and its thread
         self._schema_target = 0  # SQLite: the schema version the migrations bring the file to
+        self._hurry = threading.Event()  # SQLite: the idle-priority write should hand over (a backlog)
+        self._idle_writing = False
+        self._idle_until = 0.0  # loop time until which batches skip the idle thread (it was starved)
 
     @property
     def buffered(self) -> int:
@@ -168,6 +175,8 @@ class LedgerExporter(Exporter):
             self._trim()
         if self._rows >= self.batch_size:
             self._wake.set()
+            if self._idle_writing and self._rows >= _IDLE_MAX_ROWS * self.batch_size:
+                self._hurry.set()
 
     @hookimpl
     def alert(self, alert: Alert) -> None:
@@ -352,8 +361,21 @@ class LedgerExporter(Exporter):
             pieces = [(sql, rows) for sql, rows in zip(self._sql, (request_rows, attempt_rows), strict=True) if rows]
             if alerts:
                 pieces.append((self._alerts_sql, [_sqlite_alert_values(a) for a in alerts]))
+            loop = asyncio.get_running_loop()
+            if pieces and not self._closing and loop.time() >= self._idle_until:
+                # A routine batch waits for an idle CPU. When rows pile up meanwhile (a core that is
+                # never idle starves that thread) it stops after its current piece and commits; the
+                # rest, and the batches of the next _IDLE_BACKOFF seconds, go at the normal priority.
+                self._hurry.clear()
+                self._idle_writing = True
+                try:
+                    pieces = await self._writer.run(_write_pieces, pieces, self._hurry, idle=True)
+                finally:
+                    self._idle_writing = False
+                if pieces:
+                    self._idle_until = loop.time() + _IDLE_BACKOFF
             if pieces:
-                await self._writer.run(_write_pieces, pieces)
+                await self._writer.run(_write_pieces, pieces, None)
             return
         assert self._engine is not None and self._inserts is not None
         async with self._engine.begin() as conn:
@@ -611,25 +633,39 @@ def _rebuilt_error(name: str, message: str) -> Exception:
 
 
 class _SQLiteWriter:
-    """One :mod:`sqlite3` connection, used only on its own (low-priority) thread."""
+    """One :mod:`sqlite3` connection, used by one write at a time from one of two low-priority threads.
+
+    Routine batches go to a thread with Linux's ``SCHED_IDLE`` policy: it runs
+    only when the CPU has nothing else to do, so a write never takes CPU time
+    from the event loop while a request is being served (on a busy core, a
+    ``nice`` thread still gets its share and a request waits for it: the
+    ledger was most of the gateway's p99 latency at one request at a time).
+    A core that is never idle would starve that thread, so a backlog (and the
+    final write at shutdown) goes to a second thread at ``nice`` +5. Where
+    ``SCHED_IDLE`` does not exist both threads are just ``nice``.
+    """
 
     def __init__(self, args: list[Any], kwargs: dict[str, Any]) -> None:
         self.args = args
         self.kwargs = {**kwargs, "isolation_level": None, "check_same_thread": False}  # BEGIN/COMMIT are ours
         self.conn: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="interlock-ledger")
-        self._niced = False
+        self._idle_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="interlock-ledger-idle")
+        self._prioritised: set[int] = set()
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(connection, *args)`` on the writer thread; a transient failure closes the connection."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn, args)
+    async def run(self, fn: Callable[..., Any], *args: Any, idle: bool = False) -> Any:
+        """``fn(connection, *args)`` on a writer thread; a transient failure closes the connection."""
+        executor = self._idle_executor if idle else self._executor
+        return await asyncio.get_running_loop().run_in_executor(executor, self._call, fn, args, idle)
 
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        if not self._niced:
-            self._niced = True
-            from interlock.core.telemetry import background_thread
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], idle: bool = False) -> Any:
+        thread = threading.current_thread()
+        if thread.ident not in self._prioritised:
+            self._prioritised.add(thread.ident)  # type: ignore[arg-type]
+            from interlock.core.telemetry import background_thread, idle_thread
 
-            background_thread(threading.current_thread())
+            if not (idle and idle_thread(thread)):
+                background_thread(thread)
         try:
             return fn(self._connection(), *args)
         except Exception as exc:
@@ -667,6 +703,7 @@ class _SQLiteWriter:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
         finally:
             self._executor.shutdown(wait=False)
+            self._idle_executor.shutdown(wait=False)
 
 
 def _schema_version(conn: sqlite3.Connection) -> int:
@@ -680,16 +717,26 @@ def _schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
-def _write_pieces(conn: sqlite3.Connection, pieces: list[tuple[str, list[_Row]]]) -> None:
-    """Every (INSERT, rows) in one transaction, in pieces of at most ``_SQLITE_CHUNK_ROWS``-ish rows."""
+def _write_pieces(conn: sqlite3.Connection, pieces: list[tuple[str, list[_Row]]],
+                  hurry: threading.Event | None = None) -> list[tuple[str, list[_Row]]]:
+    """The (INSERT, rows) pieces in one transaction, in pieces of at most ``_SQLITE_CHUNK_ROWS``-ish rows.
+
+    When ``hurry`` is set between two pieces, what is written so far is
+    committed and the unwritten pieces are returned (rows are idempotent, so
+    a batch may span transactions); otherwise ``[]``.
+    """
+    # between pieces the GIL goes back to the event loop; a backlog goes in at most ~8 larger pieces per table
+    chunks = []
+    for sql, rows in pieces:
+        chunk = max(_SQLITE_CHUNK_ROWS, -(-len(rows) // _SQLITE_MAX_PIECES))
+        chunks += [(sql, rows[start : start + chunk]) for start in range(0, len(rows), chunk)]
     conn.execute("BEGIN")
     try:
-        for sql, rows in pieces:
-            # between pieces the GIL goes back to the event loop; a backlog goes in at most
-            # ~8 larger pieces per table
-            chunk = max(_SQLITE_CHUNK_ROWS, -(-len(rows) // _SQLITE_MAX_PIECES))
-            for start in range(0, len(rows), chunk):
-                conn.executemany(sql, rows[start : start + chunk])
+        for i, (sql, rows) in enumerate(chunks):
+            if i and hurry is not None and hurry.is_set():
+                conn.execute("COMMIT")
+                return chunks[i:]
+            conn.executemany(sql, rows)
         conn.execute("COMMIT")
     except BaseException:
         try:
@@ -697,6 +744,7 @@ def _write_pieces(conn: sqlite3.Connection, pieces: list[tuple[str, list[_Row]]]
         except sqlite3.Error:
             pass  # no transaction left to roll back (SQLite ended it on the error)
         raise
+    return []
 
 
 def _sqlite_alert_values(row: Mapping[str, Any]) -> _Row:
