@@ -800,7 +800,8 @@ def write_report(path: Path, args: argparse.Namespace, results: dict[str, Any]) 
   {CHUNKS} content events plus role, finish and usage events, each written separately, no pacing);
   interlock (`interlock serve --config <generated>`: three routes over `openai` and `anthropic`
   providers, retries 0, SQLite ledger on, OTLP span export to `bench/otlp_sink.py`, warning-level
-  logs); LiteLLM proxy {m['litellm']} (`litellm --config <generated> --num_workers 1`, no database, no
+  logs; the sink runs under `SCHED_IDLE`, like a collector on another machine, so that decoding a
+  batch of spans does not hold up the fake upstream on the load generators' CPU); LiteLLM proxy {m['litellm']} (`litellm --config <generated> --num_workers 1`, no database, no
   master key (`LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY=true`, which 1.108 needs to
   start without one), `telemetry: false`, `LITELLM_LOG=ERROR`, `LITELLM_LOCAL_MODEL_COST_MAP=True`, retries
   0; the Anthropic model uses LiteLLM's `anthropic/` provider with `api_base` at the fake); and
@@ -949,7 +950,7 @@ def main() -> int:
         PROCS.start("upstream", [str(VENV_PY), str(BENCH / "upstream.py"), "--port", f"{ports['up0']}:0",
                                  "--port", f"{ports['up20']}:20", "--chunks", str(CHUNKS)],
                     log_path=workdir / "upstream.log", cpus=lg_cpus)
-        PROCS.start("otlp", [str(VENV_PY), str(BENCH / "otlp_sink.py"), "--port", str(ports["otlp"])],
+        PROCS.start("otlp", [str(VENV_PY), str(BENCH / "otlp_sink.py"), "--port", str(ports["otlp"]), "--idle"],
                     log_path=workdir / "otlp.log", cpus=lg_cpus)
         wait_ready("upstream", f"http://127.0.0.1:{ports['up0']}/health", 30)
         wait_ready("otlp", f"http://127.0.0.1:{ports['otlp']}/stats", 30)
