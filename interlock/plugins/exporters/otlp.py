@@ -235,18 +235,24 @@ class EncodingSpanProcessor(SpanProcessor):
             return
         self._timer = self._loop.call_later(self._delay, self._tick)  # type: ignore[union-attr]
         if self._queue:
-            self._kick()
+            self._kick(everything=True)
 
-    def _kick(self) -> None:
+    def _kick(self, everything: bool = False) -> None:
         if self._task is None and not self._stopping and self._queue:
-            self._task = self._loop.create_task(self._send_queued())  # type: ignore[union-attr]
+            self._task = self._loop.create_task(self._send_queued(everything))  # type: ignore[union-attr]
 
-    async def _send_queued(self) -> None:
+    async def _send_queued(self, everything: bool) -> None:
+        """Send full batches; on the timer also what is queued when it fires (spans arriving meanwhile
+        wait for a full batch or the next tick, so a busy gateway does not post a trickle of small batches)."""
+        queue = self._queue
+        pending = len(queue) if everything else 0
         try:
-            while self._queue and not self._stopping:
+            while not self._stopping and (len(queue) >= self._max_batch or pending > 0):
                 batch = self._take()
-                if batch:
-                    await self.sender.send(self._assemble(batch), len(batch))  # type: ignore[union-attr]
+                if not batch:
+                    break
+                pending -= len(batch)
+                await self.sender.send(self._assemble(batch), len(batch))  # type: ignore[union-attr]
         finally:
             self._task = None
 
