@@ -290,3 +290,17 @@ async def test_compression_or_no_running_loop_keeps_the_export_thread() -> None:
     threaded = EncodingSpanProcessor(plain, schedule_delay_millis=60_000)
     assert threaded.sender is None and threaded._thread is not None
     threaded.shutdown()
+
+
+async def test_spans_ended_on_the_loop_are_encoded_on_its_next_turn() -> None:
+    """A request's spans end before its response is written; their encoding must not delay it."""
+    exporter = RecordingExporter()
+    processor = EncodingSpanProcessor(exporter, schedule_delay_millis=60_000, loop=asyncio.get_running_loop())
+    provider, _ = _provider(processor)
+    _make_request_spans(provider.get_tracer("t"), 1)
+    assert len(processor._queue) == 0 and len(processor._ended) == 3
+    await asyncio.sleep(0)
+    assert len(processor._queue) == 3 and len(processor._ended) == 0
+    _make_request_spans(provider.get_tracer("t"), 2)
+    await asyncio.to_thread(provider.shutdown)  # what has not been encoded yet is sent too
+    assert sum(exporter.counts) == 6

@@ -178,6 +178,8 @@ class EncodingSpanProcessor(SpanProcessor):
         self._loop = loop
         self._loop_thread = threading.get_ident() if loop is not None else None
         self._timer: asyncio.TimerHandle | None = None
+        self._ended: collections.deque[ReadableSpan] = collections.deque()  # ended on the loop, not encoded yet
+        self._encode_scheduled = False
         self._task: asyncio.Task[None] | None = None
         make_sender = getattr(exporter, "loop_sender", None)
         if loop is not None and callable(make_sender):
@@ -192,6 +194,24 @@ class EncodingSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         if self._stopping or not span.context.trace_flags.sampled:
             return
+        if self._loop is not None and threading.get_ident() == self._loop_thread:
+            # encoded on the loop's next turn: a request's spans end before its response is
+            # written, and encoding them then would delay the response
+            self._ended.append(span)
+            if not self._encode_scheduled:
+                self._encode_scheduled = True
+                self._loop.call_soon(self._encode_ended)
+            return
+        self._add(span)
+
+    def _encode_ended(self) -> None:
+        self._encode_scheduled = False
+        ended = self._ended
+        while ended:
+            self._add(ended.popleft())
+
+    def _add(self, span: ReadableSpan) -> None:
+        """Encode ``span`` and queue its bytes (or count it dropped when the queue is full)."""
         try:
             item = self._encode(span)
         except Exception:  # a span the encoder cannot handle must not fail the request that ended it
@@ -280,6 +300,7 @@ class EncodingSpanProcessor(SpanProcessor):
     def shutdown(self) -> None:
         if self._stopping:
             return
+        self._encode_ended()
         self._stopping = True
         if self.sender is not None:
             self.sender.stopping = True
@@ -326,6 +347,7 @@ class EncodingSpanProcessor(SpanProcessor):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         if self._stopping:
             return False
+        self._encode_ended()
         self._drain()
         return True
 
