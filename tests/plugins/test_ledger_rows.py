@@ -9,6 +9,7 @@ ways and compare what is in the database, value by value and storage class by st
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import sqlite3
@@ -272,3 +273,30 @@ async def test_a_large_batch_is_one_transaction(tmp_path: Path, bad_at: int) -> 
         ids = [row[0] for row in conn.execute("SELECT id FROM requests ORDER BY id")]
         assert ids == [f"req-{i:03d}" for i in range(150) if i != bad_at]
         assert conn.execute("SELECT count(*) FROM attempts").fetchone()[0] == 149 * 4
+
+
+async def test_multi_row_inserts_store_what_sqlalchemy_stores(tmp_path: Path) -> None:
+    """Batches beyond 64 rows go in as multi-row INSERTs: the same rows, a repeated id skipped as before."""
+    ds = []
+    base = decisions()
+    for i in range(200):
+        d = base[i % len(base)]
+        ds.append(dataclasses.replace(d, request_id=f"req-{i:03d}-{d.request_id}"))
+    ds.insert(100, dataclasses.replace(ds[10]))  # a client reusing an x-request-id, inside a 64-row group
+    fast, core = tmp_path / "fast.db", tmp_path / "core.db"
+    await write_fast(fast, ds, alerts())
+    await write_core(core, ds, alerts())
+    for table in ("requests", "attempts"):
+        stored = raw_rows(fast, table)
+        assert stored == raw_rows(core, table), table
+    assert len(raw_rows(fast, "requests")) == 200
+    # the 64-row form was used (and is the INSERT with its conflict clause)
+    assert any(n == 64 and multi and multi.endswith("ON CONFLICT DO NOTHING")
+               for (sql, n), multi in ledger_exporter._MULTI_ROW_SQL.items() if sql.startswith("INSERT INTO requests"))
+
+
+def test_multi_row_sql_keeps_the_conflict_clause() -> None:
+    sql = "INSERT INTO t (a, b) VALUES (?, ?) ON CONFLICT DO NOTHING"
+    assert ledger_exporter._multi_row_sql(sql, 3) == (
+        "INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, ?) ON CONFLICT DO NOTHING")
+    assert ledger_exporter._multi_row_sql("INSERT INTO t SELECT 1", 3) is None

@@ -233,8 +233,16 @@ def test_a_hurried_write_commits_what_it_wrote_and_returns_the_rest(tmp_path: Pa
         real = conn.executemany
 
         class Conn:  # sets hurry once the first piece is in, as record() does when rows pile up
-            def execute(self, statement: str) -> object:
-                return conn.execute(statement)
+            def getlimit(self, category: int) -> int:
+                return conn.getlimit(category)
+
+            def execute(self, statement: str, params: list[int] | None = None) -> object:
+                if params is None:  # BEGIN / COMMIT
+                    return conn.execute(statement)
+                calls.append(len(params))  # a multi-row INSERT: one column per row
+                result = conn.execute(statement, params)
+                hurry.set()
+                return result
 
             def executemany(self, statement: str, rows: list[tuple[int]]) -> object:
                 calls.append(len(rows))
