@@ -568,6 +568,16 @@ def encode_span(span: ReadableSpan) -> tuple[Any, Any, bytes]:
 
 def assemble(items: Iterable[tuple[Any, Any, bytes]]) -> bytes:
     """The serialized ``ExportTraceServiceRequest`` for spans already encoded by :func:`encode_span`."""
+    if type(items) is list and items:
+        # the usual batch: every span from the same resource and scope (the gateway's own)
+        resource, scope, _ = items[0]
+        resources, scopes, spans = zip(*items, strict=True)
+        if resources.count(resource) == len(items) and scopes.count(scope) == len(items):
+            resource_head, resource_tail = _resource_header(resource)
+            scope_head, scope_tail = _scope_header(scope)
+            body = b"".join([scope_head, *spans, scope_tail])
+            body = b"".join([resource_head, b"\x12", _varint(len(body)), body, resource_tail])
+            return b"\x0a" + _varint(len(body)) + body
     root = _Group(None)
     scope_group: _Group | None = None
     last_resource: Any = _MISSING
