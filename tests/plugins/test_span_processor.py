@@ -208,6 +208,16 @@ class Collector:
         return [s.name for body in self.bodies for s in _spans_in(body)]
 
 
+def _on_loop(collector: Collector, headers: dict[str, str] | None = None,
+             **options: Any) -> tuple[EncodingSpanProcessor, TracerProvider, InMemorySpanExporter]:
+    """A loop-mode processor (built on the running loop) posting to ``collector``, in a provider."""
+    exporter = http_span_exporter(endpoint=collector.url, headers=headers, timeout=5)
+    processor = EncodingSpanProcessor(exporter, loop=asyncio.get_running_loop(),
+                                      **{"schedule_delay_millis": 60_000, **options})
+    provider, memory = _provider(processor)
+    return processor, provider, memory
+
+
 async def _until(predicate: Any, timeout: float = 10.0) -> bool:
     for _ in range(int(timeout / 0.01)):
         if predicate():
@@ -218,11 +228,8 @@ async def _until(predicate: Any, timeout: float = 10.0) -> bool:
 
 async def test_loop_mode_posts_full_batches_from_the_event_loop_without_a_thread() -> None:
     async with Collector() as collector:
-        exporter = http_span_exporter(endpoint=collector.url, headers={"x-tenant": "t1"}, timeout=5)
-        processor = EncodingSpanProcessor(exporter, schedule_delay_millis=60_000, max_export_batch_size=3,
-                                          loop=asyncio.get_running_loop())
+        processor, provider, memory = _on_loop(collector, {"x-tenant": "t1"}, max_export_batch_size=3)
         assert processor.sender is not None and processor._thread is None
-        provider, memory = _provider(processor)
         _make_request_spans(provider.get_tracer("t"), 1)  # one full batch: sent without waiting for the timer
         assert await _until(lambda: len(collector.bodies) == 1)
         assert collector.names() == [s.name for s in memory.get_finished_spans()]
@@ -233,9 +240,7 @@ async def test_loop_mode_posts_full_batches_from_the_event_loop_without_a_thread
 
 async def test_loop_mode_timer_sends_a_partial_batch() -> None:
     async with Collector() as collector:
-        exporter = http_span_exporter(endpoint=collector.url, timeout=5)
-        processor = EncodingSpanProcessor(exporter, schedule_delay_millis=20, loop=asyncio.get_running_loop())
-        provider, _ = _provider(processor)
+        _, provider, _ = _on_loop(collector, schedule_delay_millis=20)
         _make_request_spans(provider.get_tracer("t"), 1)
         assert await _until(lambda: len(collector.names()) == 3)
         await asyncio.to_thread(provider.shutdown)
@@ -243,10 +248,7 @@ async def test_loop_mode_timer_sends_a_partial_batch() -> None:
 
 async def test_loop_mode_retries_a_busy_collector_then_delivers() -> None:
     async with Collector([503, 503]) as collector:
-        exporter = http_span_exporter(endpoint=collector.url, timeout=5)
-        processor = EncodingSpanProcessor(exporter, schedule_delay_millis=60_000, max_export_batch_size=3,
-                                          loop=asyncio.get_running_loop())
-        provider, _ = _provider(processor)
+        _, provider, _ = _on_loop(collector, max_export_batch_size=3)
         _make_request_spans(provider.get_tracer("t"), 1)
         assert await _until(lambda: len(collector.bodies) == 1)
         assert collector.answered == [503, 503, 200]
@@ -255,10 +257,7 @@ async def test_loop_mode_retries_a_busy_collector_then_delivers() -> None:
 
 async def test_loop_mode_does_not_retry_a_rejected_batch_and_nothing_raises() -> None:
     async with Collector([400]) as collector:
-        exporter = http_span_exporter(endpoint=collector.url, timeout=5)
-        processor = EncodingSpanProcessor(exporter, schedule_delay_millis=60_000, max_export_batch_size=3,
-                                          loop=asyncio.get_running_loop())
-        provider, _ = _provider(processor)
+        _, provider, _ = _on_loop(collector, max_export_batch_size=3)
         tracer = provider.get_tracer("t")
         _make_request_spans(tracer, 1)
         assert await _until(lambda: collector.answered == [400])
@@ -270,9 +269,7 @@ async def test_loop_mode_does_not_retry_a_rejected_batch_and_nothing_raises() ->
 
 async def test_loop_mode_shutdown_from_another_thread_sends_what_is_queued() -> None:
     async with Collector() as collector:
-        exporter = http_span_exporter(endpoint=collector.url, timeout=5)
-        processor = EncodingSpanProcessor(exporter, schedule_delay_millis=60_000, loop=asyncio.get_running_loop())
-        provider, _ = _provider(processor)
+        processor, provider, _ = _on_loop(collector)
         for i in range(3):
             _make_request_spans(provider.get_tracer("t"), i)
         assert collector.bodies == []
