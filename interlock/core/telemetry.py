@@ -546,6 +546,34 @@ class _Pipeline:
         self.ending = tuple(p for p in processors if _overrides(p, "_on_ending"))
         self.value_limit = SpanLimits().max_span_attribute_length
 
+    def server(self, name: str, headers: Mapping[str, str]) -> tuple[GatewaySpan | None, trace.Span]:
+        """A request's SERVER span, continuing the caller's ``traceparent``, and the span to make current.
+
+        The sampler is asked here, once for the whole request: the span is None
+        when it samples the request out, and the current span is then a
+        non-recording one that still carries the trace context (flags ``00``).
+        """
+        if "traceparent" in headers:
+            parent_context = _PROPAGATOR.extract(headers)
+            parent: SpanContext | None = trace.get_current_span(parent_context).get_span_context()
+            if parent is not None and not parent.is_valid:
+                parent = None
+        else:
+            parent_context, parent = _ROOT, None
+        trace_id = parent.trace_id if parent is not None else self.ids.generate_trace_id()
+        sampled = self.sampler.should_sample(parent_context, trace_id, name, SpanKind.SERVER)
+        decision = sampled.decision
+        ctx = SpanContext(trace_id, self.ids.generate_span_id(), False,
+                          _SAMPLED if decision.is_sampled() else _NOT_SAMPLED, sampled.trace_state)
+        if not decision.is_recording():
+            return None, NonRecordingSpan(ctx)
+        span = GatewaySpan(self, name, ctx, parent, SpanKind.SERVER)
+        if sampled.attributes:
+            span._attributes.update(sampled.attributes)
+        if self.starting:
+            self.started(span, parent_context)
+        return span, span
+
     def child(self, name: str, kind: SpanKind, parent: GatewaySpan) -> GatewaySpan:
         pctx = parent._context
         ctx = SpanContext(pctx.trace_id, self.ids.generate_span_id(), False, pctx.trace_flags, pctx.trace_state)
@@ -875,11 +903,19 @@ class Telemetry:
         self.tracer: trace.Tracer = trace.NoOpTracer()
         self.meter: Meter = NoOpMeter(INSTRUMENTATION)
         self.active = False  # True between start() and close() when anything exports
-        self.tracing = False
-        self.metering = False  # a metric reader is configured (else the instruments are no-ops: skip their work)
         self.pipeline: _Pipeline | None = None
         self._addresses: dict[str, tuple[str, int] | None] = {}
         self._breakers: dict[str, int] = {}
+
+    @property
+    def tracing(self) -> bool:
+        """A span processor is configured: requests get spans."""
+        return self.pipeline is not None
+
+    @property
+    def metering(self) -> bool:
+        """A metric reader is configured (otherwise the instruments are no-ops and their work is skipped)."""
+        return self.meter_provider is not None
 
     @classmethod
     def for_tests(
@@ -933,11 +969,9 @@ class Telemetry:
             # for plugins that add spans of their own; the gateway's spans are GatewaySpans
             self.tracer = self.tracer_provider.get_tracer(INSTRUMENTATION, schema_url=SCHEMA_URL)
             self.pipeline = _Pipeline(self.tracer_provider, sampler, resource, processors)
-            self.tracing = True
         if readers:
             self.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
             self.meter = self.meter_provider.get_meter(INSTRUMENTATION, schema_url=SCHEMA_URL)
-            self.metering = True
         self._instruments()
         self.active = True
 
@@ -993,35 +1027,12 @@ class Telemetry:
         """Run ``handler`` inside a SERVER span continuing the caller's trace; count the request."""
         route = request.match_info.route.resource
         path = route.canonical if route is not None else request.path
-        pipeline = self.pipeline
         span: GatewaySpan | None = None
         rt: RequestTrace | _NoTrace
         context_token = None
-        if pipeline is not None:
-            name = f"{request.method} {path}"
-            if "traceparent" in request.headers:
-                parent_context = _PROPAGATOR.extract(request.headers)
-                parent: SpanContext | None = trace.get_current_span(parent_context).get_span_context()
-                if parent is not None and not parent.is_valid:
-                    parent = None
-            else:
-                parent_context, parent = _ROOT, None
-            trace_id = parent.trace_id if parent is not None else pipeline.ids.generate_trace_id()
-            sampled = pipeline.sampler.should_sample(parent_context, trace_id, name, SpanKind.SERVER)
-            decision = sampled.decision
-            ctx = SpanContext(trace_id, pipeline.ids.generate_span_id(), False,
-                              _SAMPLED if decision.is_sampled() else _NOT_SAMPLED, sampled.trace_state)
-            current_span: trace.Span
-            if decision.is_recording():
-                span = current_span = GatewaySpan(pipeline, name, ctx, parent, SpanKind.SERVER)
-                if sampled.attributes:
-                    span._attributes.update(sampled.attributes)
-                if pipeline.starting:
-                    pipeline.started(span, parent_context)
-                rt = RequestTrace(self, span)
-            else:
-                rt = _Untraced(self, self.settings.propagate)
-                current_span = NonRecordingSpan(ctx)
+        if self.pipeline is not None:
+            span, current_span = self.pipeline.server(f"{request.method} {path}", request.headers)
+            rt = RequestTrace(self, span) if span is not None else _Untraced(self, self.settings.propagate)
             context_token = otel_context.attach(trace.set_span_in_context(current_span))
         else:
             rt = _Untraced(self, False)
