@@ -92,12 +92,11 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
-async def write_fast(db: Path, ds: list[Decision], als: list[Alert]) -> LedgerExporter:
-    """Through the exporter, which on SQLite takes the fast path."""
-    exporter = LedgerExporter(sqlite_url(db), flush_interval=3600)
+async def write_through(exporter: LedgerExporter, ds: list[Decision], als: list[Alert], *, fast: bool) -> None:
+    """Record everything through ``exporter`` and flush; ``fast``: the SQLite fast path must be the one in use."""
     await exporter.start()
     try:
-        assert exporter._sql is not None  # the fast path is the one under test
+        assert (exporter._sql is not None) is fast  # the path under test
         for d in ds:
             exporter.record(d)
         for alert in als:
@@ -106,6 +105,12 @@ async def write_fast(db: Path, ds: list[Decision], als: list[Alert]) -> LedgerEx
         assert exporter.buffered == 0 and exporter.dropped == 0
     finally:
         await exporter.close()
+
+
+async def write_fast(db: Path, ds: list[Decision], als: list[Alert]) -> LedgerExporter:
+    """Through the exporter, which on SQLite takes the fast path."""
+    exporter = LedgerExporter(sqlite_url(db), flush_interval=3600)
+    await write_through(exporter, ds, als, fast=True)
     return exporter
 
 
@@ -233,17 +238,7 @@ async def test_the_generic_path_stores_the_same_rows(tmp_path: Path) -> None:
     await write_fast(fast, ds, als)
     exporter = LedgerExporter(sqlite_url(generic), flush_interval=3600)
     exporter._sqlite, exporter._row_values = False, ledger_exporter._GENERIC_ROWS  # as for PostgreSQL
-    await exporter.start()
-    try:
-        assert exporter._sql is None
-        for d in ds:
-            exporter.record(d)
-        for alert in als:
-            exporter.alert(alert)
-        await exporter.flush()
-        assert exporter.buffered == 0 and exporter.dropped == 0
-    finally:
-        await exporter.close()
+    await write_through(exporter, ds, als, fast=False)
     for table in ("requests", "attempts", "alerts"):
         assert raw_rows(fast, table) == raw_rows(generic, table), table
 
