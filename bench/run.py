@@ -23,7 +23,9 @@ What it does, in one run and on loopback only:
    and the raw results as JSON under .cache/bench/.
 
 Every process it starts is stopped on exit, on failure and on Ctrl-C. Numbers from a machine that
-is busy with other work are smoke numbers only; the load average is recorded in the report.
+is busy with other work are smoke numbers only: the run waits (``--quiet-wait``, 180 s) for the
+machine to be under 5% busy before it starts, and the report records how busy it was, the CPU time
+other processes used during the run and the hypervisor's steal.
 """
 
 from __future__ import annotations
@@ -228,6 +230,32 @@ def quiesce(pids: list[int], limit: float = 60.0) -> float:
             break
         last = now
     return time.monotonic() - t0
+
+
+def cpu_jiffies() -> dict[str, int]:
+    """Machine-wide CPU time from /proc/stat's ``cpu`` line: busy (all but idle and iowait), steal, total."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    steal = fields[7] if len(fields) > 7 else 0
+    total = sum(fields[:8])  # guest time is already counted in user
+    return {"busy": total - idle, "steal": steal, "total": total}
+
+
+def wait_for_quiet(limit: float, window: float = 2.0, threshold: float = 5.0) -> dict[str, float]:
+    """Before anything starts: wait (up to ``limit`` s) until the machine is < ``threshold`` % busy
+    over ``window`` s. Work left over from a test run or a build lands in the first systems measured
+    and makes a run unrepeatable; the load average cannot tell (it decays over minutes after the
+    work is gone). Returns the last window's busy percentage and the seconds waited."""
+    t0 = time.monotonic()
+    while True:
+        a = cpu_jiffies()
+        time.sleep(window)
+        b = cpu_jiffies()
+        busy = 100.0 * (b["busy"] - a["busy"]) / max(1, b["total"] - a["total"])
+        waited = time.monotonic() - t0
+        if busy < threshold or waited >= limit:
+            return {"busy_pct": round(busy, 1), "waited_s": round(waited, 1)}
+        log(f"the machine is {busy:.0f}% busy; waiting for it to calm down (up to {limit:.0f} s)")
 
 
 def pip_version(python: Path, dist: str) -> str:
@@ -704,10 +732,16 @@ def write_report(path: Path, args: argparse.Namespace, results: dict[str, Any]) 
           f"`--quick` for the real table.")
         w("")
     load = results["loadavg"]
+    quiet = results.get("quiet_before", {})
+    during = results.get("machine_during", {})
+    busy = quiet.get("busy_pct", 0.0) >= 5.0 or during.get("steal_pct", 0.0) >= 2.0
     w(f"Run {results['started']} – {results['finished']}, {results['duration_min']:.1f} min. "
-      f"Load average (1 min) before / after: {load['before']} / {load['after']}"
-      + (" — **the machine was busy with other work; treat the numbers as indicative only.**"
-         if max(load["before"], load["after"]) > 0.5 else "."))
+      f"Before it started the machine was {quiet.get('busy_pct', '?')}% busy (over 2 s, after waiting "
+      f"{quiet.get('waited_s', '?')} s for it to drop below 5%); load average (1 min) before / after: "
+      f"{load['before']} / {load['after']}. During the run: {during.get('other_cpu_s', '?')} CPU-seconds of work "
+      f"that was not the benchmark's processes (kernel network work on their behalf included), hypervisor "
+      f"steal {during.get('steal_pct', '?')}% of the CPU time"
+      + (" — **the machine was busy with other work; treat the numbers as indicative only.**" if busy else "."))
     w("")
     w("## Machine and versions")
     w("")
@@ -907,6 +941,8 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=1.0, help="pause after every run (s)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin gateways and load generators to CPUs")
     parser.add_argument("--skip-litellm", action="store_true", help="debugging: interlock and direct only")
+    parser.add_argument("--quiet-wait", type=float, default=180.0,
+                        help="wait up to this long (s) for the machine to be < 5%% busy before starting")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     args = parser.parse_args()
     defaults = (dict(rounds=2, lat_seconds=3, tput_seconds=4, stream_seconds=4, max_streams=100_000,
@@ -941,10 +977,12 @@ def main() -> int:
 
     ports = {"up0": free_port(), "up20": free_port(), "otlp": free_port(), "interlock": free_port(),
              "litellm": free_port()}
+    quiet = wait_for_quiet(args.quiet_wait)
     results: dict[str, Any] = {"started": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
                                "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                               "pinning": pinning, "ports": ports,
+                               "pinning": pinning, "ports": ports, "quiet_before": quiet,
                                "loadavg": {"before": float(open("/proc/loadavg").read().split()[0])}}
+    jiffies_before, own_before = cpu_jiffies(), os.times()
     t_start = time.monotonic()
     try:
         PROCS.start("upstream", [str(VENV_PY), str(BENCH / "upstream.py"), "--port", f"{ports['up0']}:0",
@@ -1017,6 +1055,18 @@ def main() -> int:
         PROCS.stop_all()
 
     results["loadavg"]["after"] = float(open("/proc/loadavg").read().split()[0])
+    # CPU time on the machine during the run that was not the benchmark's (every process it started
+    # has been waited for, so their time is in os.times()' children fields), and the hypervisor's steal
+    jiffies_after, own_after = cpu_jiffies(), os.times()
+    hz = os.sysconf("SC_CLK_TCK")
+    own = sum(getattr(own_after, f) - getattr(own_before, f) for f in ("user", "system", "children_user", "children_system"))
+    elapsed = (jiffies_after["total"] - jiffies_before["total"]) / hz / max(1, os.cpu_count() or 1)
+    results["machine_during"] = {
+        "other_cpu_s": round(max(0.0, (jiffies_after["busy"] - jiffies_before["busy"]) / hz - own), 1),
+        "steal_pct": round(100.0 * (jiffies_after["steal"] - jiffies_before["steal"])
+                           / max(1, jiffies_after["total"] - jiffies_before["total"]), 2),
+        "elapsed_s": round(elapsed, 1),
+    }
     results["finished"] = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     results["duration_min"] = (time.monotonic() - t_start) / 60
     results["machine"] = machine_info(LITELLM_VENV / "bin" / "python" if litellm_bin else None)
