@@ -122,6 +122,9 @@ class _ProviderRule:
     self_hosted: bool = False
 
 
+_FOUND_MAX = 4096  # remembered lookups per table
+
+
 class PriceTable:
     """Prices by provider type and model, with config overrides layered on top."""
 
@@ -143,6 +146,9 @@ class PriceTable:
         self._overrides = {k.lower(): v for k, v in (overrides or {}).items()}
         self._exact = {k: v for k, v in self._overrides.items() if "*" not in k}
         self._globs = [(k, v) for k, v in self._overrides.items() if "*" in k]
+        # lookup()'s answers: a table never changes once built (a reload builds a new one), and
+        # every priced request asks the same few questions; bounded, clients name the models
+        self._found: dict[tuple[str, str, str | None], Price | None] = {}
 
     # -- construction ----------------------------------------------------- #
 
@@ -173,6 +179,16 @@ class PriceTable:
 
     def lookup(self, provider_type: str, model: str, provider: str | None = None) -> Price | None:
         """The price of ``model`` served by a ``provider_type`` instance named ``provider``, or None."""
+        key = (provider_type, model, provider)
+        found = self._found
+        if key in found:
+            return found[key]
+        if len(found) >= _FOUND_MAX:
+            found.clear()
+        price = found[key] = self._lookup(provider_type, model, provider)
+        return price
+
+    def _lookup(self, provider_type: str, model: str, provider: str | None) -> Price | None:
         builtin = self._builtin(provider_type, model)
         override = self._override(provider, model)
         if override is None:

@@ -11,6 +11,7 @@ import pytest
 
 from interlock import hookimpl
 from interlock.core import config as config_mod
+from interlock.core import pricing
 from interlock.core.config import ConfigError
 from interlock.core.gateway import Gateway
 from interlock.core.plugins import make_plugin_manager
@@ -294,6 +295,26 @@ def test_overrides_win_over_the_table_and_target_keys_over_model_keys() -> None:
     assert table.cost(thinking, "openai", "house-model") == Decimal("0.0028")
     # the shipped table is untouched
     assert BUILTIN.lookup("openai", "gpt-4o") != negotiated
+
+
+def test_lookups_are_remembered_per_table_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every priced request asks the same few questions, so a table keeps its answers (it never
+    changes once built; a reload builds a new one). The memory is per table, so a config's prices
+    never answer for the shipped table, and it is bounded: clients choose the model names."""
+    table = PriceTable.for_config(parse(OVERRIDES).prices, {"openai": "openai"})
+    negotiated = table.lookup("openai", "gpt-4o", "openai")
+    assert negotiated is not None and negotiated.input == Decimal("2")
+    assert table.lookup("openai", "gpt-4o", "openai") is negotiated
+    shipped = BUILTIN.lookup("openai", "gpt-4o", "openai")
+    assert shipped is not None and shipped.input != negotiated.input
+    assert table.lookup("openai", "no-such-model") is None
+    assert table.lookup("openai", "no-such-model") is None  # a miss is remembered as a miss
+
+    monkeypatch.setattr(pricing, "_FOUND_MAX", 3)
+    for i in range(10):
+        assert table.lookup("openai", f"unknown-{i}") is None
+    assert len(table._found) <= 3
+    assert table.lookup("openai", "gpt-4o", "openai") == negotiated  # asked again after the memory was cleared
 
 
 def test_config_price_problems_are_reported_with_key_paths() -> None:
