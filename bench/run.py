@@ -241,7 +241,11 @@ def cpu_jiffies() -> dict[str, int]:
     return {"busy": total - idle, "steal": steal, "total": total}
 
 
-def wait_for_quiet(limit: float, window: float = 2.0, threshold: float = 5.0) -> dict[str, float]:
+QUIET_BUSY_PCT = 5.0  # a machine busier than this before the start (or stealing this much) is flagged
+QUIET_WINDOW_S = 2.0
+
+
+def wait_for_quiet(limit: float, window: float = QUIET_WINDOW_S, threshold: float = QUIET_BUSY_PCT) -> dict[str, float]:
     """Before anything starts: wait (up to ``limit`` s) until the machine is < ``threshold`` % busy
     over ``window`` s. Work left over from a test run or a build lands in the first systems measured
     and makes a run unrepeatable; the load average cannot tell (it decays over minutes after the
@@ -734,10 +738,11 @@ def write_report(path: Path, args: argparse.Namespace, results: dict[str, Any]) 
     load = results["loadavg"]
     quiet = results.get("quiet_before", {})
     during = results.get("machine_during", {})
-    busy = quiet.get("busy_pct", 0.0) >= 5.0 or during.get("steal_pct", 0.0) >= 2.0
+    busy = quiet.get("busy_pct", 0.0) >= QUIET_BUSY_PCT or during.get("steal_pct", 0.0) >= 2.0
     w(f"Run {results['started']} – {results['finished']}, {results['duration_min']:.1f} min. "
-      f"Before it started the machine was {quiet.get('busy_pct', '?')}% busy (over 2 s, after waiting "
-      f"{quiet.get('waited_s', '?')} s for it to drop below 5%); load average (1 min) before / after: "
+      f"Before it started the machine was {quiet.get('busy_pct', '?')}% busy (over {QUIET_WINDOW_S:g} s, after "
+      f"waiting {quiet.get('waited_s', '?')} s for it to drop below {QUIET_BUSY_PCT:g}%); load average (1 min) "
+      f"before / after: "
       f"{load['before']} / {load['after']}. During the run: {during.get('other_cpu_s', '?')} CPU-seconds of work "
       f"that was not the benchmark's processes (kernel network work on their behalf included), hypervisor "
       f"steal {during.get('steal_pct', '?')}% of the CPU time"
@@ -942,7 +947,7 @@ def main() -> int:
     parser.add_argument("--no-pin", action="store_true", help="do not pin gateways and load generators to CPUs")
     parser.add_argument("--skip-litellm", action="store_true", help="debugging: interlock and direct only")
     parser.add_argument("--quiet-wait", type=float, default=180.0,
-                        help="wait up to this long (s) for the machine to be < 5%% busy before starting")
+                        help=f"wait up to this long (s) for the machine to be < {QUIET_BUSY_PCT:g}%% busy before starting")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     args = parser.parse_args()
     defaults = (dict(rounds=2, lat_seconds=3, tput_seconds=4, stream_seconds=4, max_streams=100_000,
@@ -1060,12 +1065,10 @@ def main() -> int:
     jiffies_after, own_after = cpu_jiffies(), os.times()
     hz = os.sysconf("SC_CLK_TCK")
     own = sum(getattr(own_after, f) - getattr(own_before, f) for f in ("user", "system", "children_user", "children_system"))
-    elapsed = (jiffies_after["total"] - jiffies_before["total"]) / hz / max(1, os.cpu_count() or 1)
     results["machine_during"] = {
         "other_cpu_s": round(max(0.0, (jiffies_after["busy"] - jiffies_before["busy"]) / hz - own), 1),
         "steal_pct": round(100.0 * (jiffies_after["steal"] - jiffies_before["steal"])
                            / max(1, jiffies_after["total"] - jiffies_before["total"]), 2),
-        "elapsed_s": round(elapsed, 1),
     }
     results["finished"] = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     results["duration_min"] = (time.monotonic() - t_start) / 60

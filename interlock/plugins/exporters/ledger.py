@@ -638,8 +638,7 @@ class _SQLiteWriter:
     Routine batches go to a thread with Linux's ``SCHED_IDLE`` policy: it runs
     only when the CPU has nothing else to do, so a write never takes CPU time
     from the event loop while a request is being served (on a busy core, a
-    ``nice`` thread still gets its share and a request waits for it: the
-    ledger was most of the gateway's p99 latency at one request at a time).
+    ``nice`` thread still gets its share and a request waits for it).
     A core that is never idle would starve that thread, so a backlog (and the
     final write at shutdown) goes to a second thread at ``nice`` +5. Where
     ``SCHED_IDLE`` does not exist both threads are just ``nice``.
