@@ -49,7 +49,7 @@ _JSON = "application/json"
 
 
 def create_app(gateway: Gateway) -> web.Application:
-    app = web.Application(client_max_size=gateway.cfg.max_body_bytes, middlewares=[telemetry_middleware, error_middleware, auth_middleware])
+    app = web.Application(client_max_size=gateway.cfg.max_body_bytes, middlewares=[gateway_middleware])
     app[GATEWAY] = gateway
     app[LEDGER_READER] = spend.LedgerReader(gateway.cfg.database_url)  # opened on the first GET /spend
     app.cleanup_ctx.append(_lifecycle)
@@ -102,11 +102,30 @@ _HTTP_ERRORS: dict[int, tuple[str, str]] = {
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+async def gateway_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Every request's one middleware layer (each layer costs a coroutine per request).
+
+    Outermost first: a SERVER span and request metrics for the OpenAI endpoints
+    (core.telemetry; nothing when telemetry is off), then :func:`_answer`: the
+    request id, gateway API keys and OpenAI-style errors.
+    """
+    telemetry = request.app[GATEWAY].telemetry
+    if telemetry.active and request.match_info.handler in _TRACED_HANDLERS:
+        return await telemetry.serve(request, handler, _answer)
+    return await _answer(request, handler)
+
+
+async def _answer(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Run ``handler`` with a request id and the caller's gateway key; every error becomes an OpenAI error body."""
     incoming = request.headers.get("x-request-id", "")
     request_id = incoming if _REQUEST_ID.match(incoming) else f"req_{_ID_PREFIX}{next(_ID_COUNTER):012x}"
     request[REQUEST_ID] = request_id
     try:
+        if request.match_info.handler in _OPENAI_HANDLERS:
+            # gateway API keys (see :mod:`interlock.core.keys`); memory only
+            key = request.app[GATEWAY].keys.authenticate(request.headers)
+            if key is not None:
+                request[API_KEY] = key
         resp = await handler(request)
     except GatewayError as err:
         resp = error_response(err)
@@ -130,25 +149,6 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
 
 # headers that carry a gateway key: never handed to rules, plugins or upstreams
 _CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
-
-
-@web.middleware
-async def telemetry_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    """A SERVER span and request metrics for the OpenAI endpoints (core.telemetry); nothing when telemetry is off."""
-    telemetry = request.app[GATEWAY].telemetry
-    if not telemetry.active or request.match_info.handler not in _TRACED_HANDLERS:
-        return await handler(request)
-    return await telemetry.serve(request, handler)
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    """Gateway API keys on the OpenAI endpoints (see :mod:`interlock.core.keys`); memory only."""
-    if request.match_info.handler in _OPENAI_HANDLERS:
-        key = request.app[GATEWAY].keys.authenticate(request.headers)
-        if key is not None:
-            request[API_KEY] = key
-    return await handler(request)
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
@@ -199,11 +199,13 @@ def _routing_headers(decision: Decision, attempt: Attempt | None, target: Target
         headers["x-interlock-rule"] = _header_safe(decision.rule)
     if decision.attempts:
         # a compact summary of every attempt: target=outcome[:what the router did next]
-        summary = ", ".join(
-            f"{a.provider}/{a.model}={a.outcome}" + (f":{a.action}" if a.action else "") for a in decision.attempts
-        )
+        summary = ", ".join([_summary(a) for a in decision.attempts])
         headers["x-interlock-decision"] = _header_safe(summary)
     return headers
+
+
+def _summary(a: Attempt) -> str:
+    return f"{a.provider}/{a.model}={a.outcome}:{a.action}" if a.action else f"{a.provider}/{a.model}={a.outcome}"
 
 
 def _header_safe(value: str, limit: int = 1024) -> str:
@@ -262,8 +264,11 @@ def _cost_header(decision: Decision) -> dict[str, str]:
     return headers
 
 
+_USD_STEP = Decimal("0.0000000001")
+
+
 def _usd(value: Decimal) -> str:
-    return f"{value.quantize(Decimal('0.0000000001')).normalize():f}"
+    return f"{value.quantize(_USD_STEP).normalize():f}"
 
 
 # --------------------------------------------------------------------------- #

@@ -1022,9 +1022,13 @@ class Telemetry:
 
     # -- the request path ------------------------------------------------- #
 
-    async def serve(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                    ) -> web.StreamResponse:
-        """Run ``handler`` inside a SERVER span continuing the caller's trace; count the request."""
+    async def serve(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        answer: Callable[[web.Request, Callable[[web.Request], Awaitable[web.StreamResponse]]], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """``answer(request, handler)`` inside a SERVER span continuing the caller's trace; count the request."""
         route = request.match_info.route.resource
         path = route.canonical if route is not None else request.path
         span: GatewaySpan | None = None
@@ -1041,7 +1045,7 @@ class Telemetry:
             self.in_flight.add(1)
         status, request_id = 500, None
         try:
-            resp = await handler(request)
+            resp = await answer(request, handler)
             status, request_id = resp.status, resp.headers.get("x-request-id")
             return resp
         except asyncio.CancelledError:
