@@ -91,6 +91,9 @@ class Transition:
     at: float
 
 
+_CLOSED = Admission(True, "closed")
+
+
 def _fresh() -> dict[str, Any]:
     return {"state": "closed", "events": [], "trips": 0, "opened_at": None, "until": None, "probes": 0,
             "last_trip": None, "closed_at": None}
@@ -108,7 +111,7 @@ class Breaker:
 
     def _admission(self, st: dict[str, Any] | None, now: float) -> Admission:
         if not st or st["state"] == "closed":
-            return Admission(True, "closed")
+            return _CLOSED
         if st["state"] == "open" and now < st["until"]:
             return Admission(False, "open", st["opened_at"], st["until"])
         # open with the cooldown over is half-open in effect; a probe slot decides
@@ -118,12 +121,18 @@ class Breaker:
     async def peek(self, target: str) -> Admission:
         """The target's admission, without taking a probe slot (for planning and health pages)."""
         if not self.settings.enabled:
-            return Admission(True, "closed")
+            return _CLOSED
         return self._admission(await self.store.get(self.key(target)), self.clock())
 
     async def acquire(self, target: str) -> tuple[bool, Transition | None]:
         """Take a slot to attempt ``target``: always in closed, one probe slot in half-open."""
         if not self.settings.enabled:
+            return True, None
+        key = self.key(target)
+        st = await self.store.get(key)
+        if not st or st["state"] == "closed":
+            # nothing to take or change in closed: a read is enough (and, on a shared store, far
+            # cheaper than an atomic update); a state change after it is as if it came just after
             return True, None
         now = self.clock()
         result: list[Any] = [True, None]
@@ -143,7 +152,7 @@ class Breaker:
                 result[0] = False
             return st
 
-        await self.store.update(self.key(target), fn)
+        await self.store.update(key, fn)
         return result[0], result[1]
 
     async def record(
@@ -179,9 +188,15 @@ class Breaker:
                 return st  # a last-resort attempt while open: no new information about recovery
             if not counts:
                 return st
-            events = [e for e in st["events"] if now - e[0] <= s.window]
+            events = st["events"]
+            if events and now - events[0][0] > s.window:
+                # the oldest event comes first, so only then can any have left the window
+                events = [e for e in events if now - e[0] <= s.window]
+            else:
+                events = list(events)  # the stored list is never changed in place
             events.append((now, 1 if ok else 0))
-            st["events"] = events[-max(s.min_requests, s.failures) * 2 :]
+            keep = max(s.min_requests, s.failures) * 2
+            st["events"] = events if len(events) <= keep else events[-keep:]
             if ok:
                 return st
             if failure in (F.RATE_LIMITED, F.QUOTA) and retry_after:
