@@ -21,6 +21,9 @@ from interlock.core import jsonutil, telemetry
 from interlock.core.provider import Provider
 from interlock.core.types import UpstreamError
 
+# (stream, timeout, connect timeout) -> the aiohttp.ClientTimeout for it
+_TIMEOUTS: dict[tuple[bool, float | None, float | None], aiohttp.ClientTimeout] = {}
+
 # headers worth keeping from an upstream error (retry hints, rate-limit state)
 KEEP_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
 
@@ -40,9 +43,17 @@ class HTTPProvider(Provider):
         return headers
 
     def timeout(self, stream: bool) -> aiohttp.ClientTimeout:
-        if stream:  # a long answer may stream for minutes: bound the silence between chunks instead
-            return aiohttp.ClientTimeout(sock_read=self.settings.timeout, sock_connect=self.settings.connect_timeout)
-        return aiohttp.ClientTimeout(total=self.settings.timeout, sock_connect=self.settings.connect_timeout)
+        key = (stream, self.settings.timeout, self.settings.connect_timeout)
+        timeout = _TIMEOUTS.get(key)  # immutable and few: shared rather than built per request
+        if timeout is None:
+            if stream:  # a long answer may stream for minutes: bound the silence between chunks instead
+                timeout = aiohttp.ClientTimeout(sock_read=key[1], sock_connect=key[2])
+            else:
+                timeout = aiohttp.ClientTimeout(total=key[1], sock_connect=key[2])
+            if len(_TIMEOUTS) >= 256:
+                _TIMEOUTS.clear()
+            _TIMEOUTS[key] = timeout
+        return timeout
 
     async def request(
         self,
