@@ -7,6 +7,7 @@ upstreams receive them untouched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from interlock.core.errors import GatewayError, bad_request
@@ -58,26 +59,15 @@ def validate_chat(body: dict[str, Any]) -> None:
     if not isinstance(messages, list) or not messages:
         raise bad_request("'messages' must be a non-empty array", param="messages")
     for i, msg in enumerate(messages):
+        if type(msg) is dict and type(msg.get("content")) is str and msg.get("tool_calls") is None:
+            role = msg.get("role")
+            if type(role) is str and role in _PLAIN_ROLES:
+                continue  # the common message: a role and its text (what _message accepts at once)
         _message(msg, f"messages[{i}]")
 
-    _typed(body, "stream", bool, "a boolean")
-    _typed(body, "stream_options", dict, "an object")
-    usage_opt = body["stream_options"].get("include_usage") if isinstance(body.get("stream_options"), dict) else None
-    if usage_opt is not None and not isinstance(usage_opt, bool):
-        raise bad_request("'stream_options.include_usage' must be a boolean", param="stream_options.include_usage")
-    _num(body, "n", 1, 128, integer=True)
-    _num(body, "temperature", 0, 2)
-    _num(body, "top_p", 0, 1)
-    _num(body, "presence_penalty", -2, 2)
-    _num(body, "frequency_penalty", -2, 2)
-    _num(body, "max_tokens", 1, integer=True)
-    _num(body, "max_completion_tokens", 1, integer=True)
-    _num(body, "seed", integer=True)
-    _num(body, "top_logprobs", 0, 20, integer=True)
-    _typed(body, "logprobs", bool, "a boolean")
-    _typed(body, "parallel_tool_calls", bool, "a boolean")
-    _typed(body, "user", str, "a string")
-    _typed(body, "logit_bias", dict, "an object")
+    for key, check in _CHAT_PARAMS:  # only the parameters sent, in a fixed order (the first error wins)
+        if key in body:
+            check(body)
 
     stop = body.get("stop")
     if stop is not None and not isinstance(stop, str):
@@ -119,6 +109,35 @@ def validate_chat(body: dict[str, Any]) -> None:
             js = fmt.get("json_schema")
             if not isinstance(js, dict) or not isinstance(js.get("name"), str):
                 raise bad_request("'response_format.json_schema' must be an object with a 'name'", param="response_format.json_schema")
+
+
+def _stream_options(body: dict[str, Any]) -> None:
+    _typed(body, "stream_options", dict, "an object")
+    usage_opt = body["stream_options"].get("include_usage") if isinstance(body.get("stream_options"), dict) else None
+    if usage_opt is not None and not isinstance(usage_opt, bool):
+        raise bad_request("'stream_options.include_usage' must be a boolean", param="stream_options.include_usage")
+
+
+# the chat parameters validate_chat checks when present, in the order it reports them
+_CHAT_PARAMS: tuple[tuple[str, Callable[[dict[str, Any]], None]], ...] = (
+    ("stream", lambda b: _typed(b, "stream", bool, "a boolean")),
+    ("stream_options", _stream_options),
+    ("n", lambda b: _num(b, "n", 1, 128, integer=True)),
+    ("temperature", lambda b: _num(b, "temperature", 0, 2)),
+    ("top_p", lambda b: _num(b, "top_p", 0, 1)),
+    ("presence_penalty", lambda b: _num(b, "presence_penalty", -2, 2)),
+    ("frequency_penalty", lambda b: _num(b, "frequency_penalty", -2, 2)),
+    ("max_tokens", lambda b: _num(b, "max_tokens", 1, integer=True)),
+    ("max_completion_tokens", lambda b: _num(b, "max_completion_tokens", 1, integer=True)),
+    ("seed", lambda b: _num(b, "seed", integer=True)),
+    ("top_logprobs", lambda b: _num(b, "top_logprobs", 0, 20, integer=True)),
+    ("logprobs", lambda b: _typed(b, "logprobs", bool, "a boolean")),
+    ("parallel_tool_calls", lambda b: _typed(b, "parallel_tool_calls", bool, "a boolean")),
+    ("user", lambda b: _typed(b, "user", str, "a string")),
+    ("logit_bias", lambda b: _typed(b, "logit_bias", dict, "an object")),
+)
+# roles whose message needs nothing but a role and content (a tool message needs its tool_call_id)
+_PLAIN_ROLES = ROLES - {"tool"}
 
 
 def _message(msg: Any, path: str) -> None:
