@@ -23,7 +23,7 @@ from interlock.core import config as config_mod
 from interlock.core.config import Config, ConfigError
 from interlock.core.health import HealthBoard
 from interlock.core.keys import KeyStore
-from interlock.core.plugins import collect, make_plugin_manager
+from interlock.core.plugins import collect, make_plugin_manager, notify
 from interlock.core.pricing import PriceTable, bind
 from interlock.core.provider import HttpPool, Provider
 from interlock.core.store import MemoryStore, Store
@@ -197,6 +197,6 @@ class Gateway:
             except Exception:
                 log.exception("exporter %s failed to record a decision", getattr(exporter, "name", exporter))
         try:
-            self.pm.hook.record_decision(decision=decision)
+            notify(self.pm, "record_decision", decision=decision)
         except Exception:
             log.exception("a record_decision plugin failed")

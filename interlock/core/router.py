@@ -26,7 +26,7 @@ from interlock.core import pricing, stats, telemetry
 from interlock.core.breaker import Breaker, Transition
 from interlock.core.errors import GatewayError
 from interlock.core.health import HealthBoard
-from interlock.core.plugins import Registry
+from interlock.core.plugins import Registry, first_result
 from interlock.core.provider import Provider
 from interlock.core.resolve import Resolver, Unresolved
 from interlock.core.route_settings import RouteSettings
@@ -156,7 +156,7 @@ class Router:
     async def plan(self, ctx: RequestContext, model: str) -> Plan:
         """The route, strategy and target order for one request, with the reasons."""
         route = self.route_for(ctx, model)
-        name = self.pm.hook.select_strategy(route=route, request=ctx) or route.strategy
+        name = first_result(self.pm, "select_strategy", route=route, request=ctx) or route.strategy
         healthy: list[Target] = []
         skipped: list[tuple[Target, Any]] = []
         for target in route.targets:
@@ -501,8 +501,8 @@ class Router:
         """What ``usage`` costs on ``provider``/``model``, through the ``compute_cost`` hook."""
         if usage is None or provider not in self.providers:
             return None
-        cost: Decimal | None = self.pm.hook.compute_cost(
-            usage=usage, provider=provider, provider_type=self.providers[provider].type_name, model=model,
+        cost: Decimal | None = first_result(
+            self.pm, "compute_cost", usage=usage, provider=provider, provider_type=self.providers[provider].type_name, model=model,
             prices=pricing.table_for(self.store),
         )
         return cost

@@ -43,7 +43,15 @@ from interlock.core.config import ConfigError
 from interlock.core.errors import GatewayError
 from interlock.core.exporter import Exporter
 from interlock.core.gateway import Gateway
-from interlock.core.plugins import BUILTIN_PLUGINS, PluginError, collect, make_plugin_manager, plugin_info
+from interlock.core.plugins import (
+    BUILTIN_PLUGINS,
+    PluginError,
+    collect,
+    first_result,
+    make_plugin_manager,
+    notify,
+    plugin_info,
+)
 from interlock.core.provider import Provider
 from interlock.core.strategy import Strategy
 from interlock.core.types import (
@@ -830,6 +838,65 @@ def test_compute_cost_hook_answers_first_result() -> None:
     # the specific table has no price for this model: the next plugin is asked
     assert pm.hook.compute_cost(usage=usage, provider="openai", **unknown) == Decimal("0.01")
     assert pm.hook.compute_cost(usage=usage, provider="house", **unknown) is None
+
+
+class Wrapped:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @hookimpl(wrapper=True)
+    def select_strategy(self, route: Route) -> Any:
+        self.seen.append(route.name)
+        answer = yield
+        return answer or "round_robin"
+
+
+class Picky:
+    @hookimpl
+    def select_strategy(self, request: RequestContext) -> str | None:
+        return "weighted" if request.headers.get("x-fast") else None
+
+
+def test_hot_path_hook_calls_answer_as_pluggy_does(capsys: pytest.CaptureFixture[str]) -> None:
+    """first_result / notify skip pluggy's machinery but never change an answer or miss a plugin."""
+    pm = make_plugin_manager(load_entrypoints=False, environ={})
+    route = Route("r", [], "ordered")
+    ctx = RequestContext(request_id="r1", endpoint="chat", body={}, headers={"x-fast": "1"})
+    # no implementation: None, like pluggy's firstresult
+    assert first_result(pm, "select_strategy", route=route, request=ctx) is None
+    assert pm.hook.select_strategy(route=route, request=ctx) is None
+    # one plain implementation, registered after the manager was built: called with the arguments it names
+    pm.register(Picky(), "picky")
+    assert first_result(pm, "select_strategy", route=route, request=ctx) == "weighted"
+    ctx.headers = {}
+    assert first_result(pm, "select_strategy", route=route, request=ctx) is None
+    # a wrapper goes through pluggy and sees the call
+    wrapped = Wrapped()
+    pm.register(wrapped, "wrapped")
+    assert first_result(pm, "select_strategy", route=route, request=ctx) == "round_robin"
+    assert wrapped.seen == ["r"]
+    # the built-in price plugin alone: the same Decimal pluggy gives
+    usage = Usage(prompt_tokens=1000, completion_tokens=100)
+    args = {"usage": usage, "provider": "openai", "provider_type": "openai", "model": "gpt-4o", "prices": None}
+    direct = first_result(pm, "compute_cost", **args)
+    assert direct is not None and direct == pm.hook.compute_cost(**args)
+
+    decision = Decision(request_id="r1", ts=0.0, endpoint="chat", requested_model="m", route=None, strategy=None,
+                        candidates=[], attempts=[], stream=False)
+    notify(pm, "record_decision", decision=decision)  # nobody listens: nothing happens, nothing fails
+    seen: list[Decision] = []
+    pm.register(Recorder(seen), "recorder")
+    notify(pm, "record_decision", decision=decision)
+    assert seen == [decision]
+
+    # INTERLOCK_TRACE_PLUGINS: every call goes through pluggy and is printed, implemented or not
+    traced = make_plugin_manager(load_entrypoints=False, environ={"INTERLOCK_TRACE_PLUGINS": "1"})
+    capsys.readouterr()
+    assert first_result(traced, "select_strategy", route=route, request=ctx) is None
+    notify(traced, "record_decision", decision=decision)
+    err = capsys.readouterr().err
+    assert "[interlock hook] select_strategy returned None" in err
+    assert "[interlock hook] record_decision -> []" in err
 
 
 # --------------------------------------------------------------------------- #
