@@ -362,6 +362,9 @@ def _add(names: list[str], name: str) -> list[str]:
     return names if name in names else [*names, name]
 
 
+_PARENTBASED_ALWAYS_ON = ParentBased(ALWAYS_ON)
+
+
 def make_sampler(settings: TelemetrySettings) -> Sampler:
     name, arg = settings.sampler, settings.sampler_arg
     ratio = 1.0 if arg is None else max(0.0, min(1.0, arg))
@@ -369,7 +372,7 @@ def make_sampler(settings: TelemetrySettings) -> Sampler:
         "always_on": ALWAYS_ON,
         "always_off": ALWAYS_OFF,
         "traceidratio": TraceIdRatioBased(ratio),
-        "parentbased_always_on": ParentBased(ALWAYS_ON),
+        "parentbased_always_on": _PARENTBASED_ALWAYS_ON,
         "parentbased_always_off": ParentBased(ALWAYS_OFF),
         "parentbased_traceidratio": ParentBased(TraceIdRatioBased(ratio)),
     }
@@ -538,6 +541,8 @@ class _Pipeline:
     def __init__(self, provider: TracerProvider, sampler: Sampler, resource: Resource,
                  processors: Sequence[SpanProcessor]) -> None:
         self.sampler = sampler
+        # a request without a parent is sampled without asking (a microsecond per request)
+        self.sample_roots = sampler is ALWAYS_ON or sampler is _PARENTBASED_ALWAYS_ON
         self.ids = provider.id_generator
         self.resource = resource
         self.scope = InstrumentationScope(INSTRUMENTATION, None, SCHEMA_URL, None)
@@ -560,16 +565,21 @@ class _Pipeline:
                 parent = None
         else:
             parent_context, parent = _ROOT, None
-        trace_id = parent.trace_id if parent is not None else self.ids.generate_trace_id()
-        sampled = self.sampler.should_sample(parent_context, trace_id, name, SpanKind.SERVER)
-        decision = sampled.decision
-        ctx = SpanContext(trace_id, self.ids.generate_span_id(), False,
-                          _SAMPLED if decision.is_sampled() else _NOT_SAMPLED, sampled.trace_state)
-        if not decision.is_recording():
-            return None, NonRecordingSpan(ctx)
-        span = GatewaySpan(self, name, ctx, parent, SpanKind.SERVER)
-        if sampled.attributes:
-            span._attributes.update(sampled.attributes)
+        if parent is None and self.sample_roots:
+            # what the always-on samplers answer for a new trace: sampled, no attributes, no state
+            ctx = SpanContext(self.ids.generate_trace_id(), self.ids.generate_span_id(), False, _SAMPLED, None)
+            span = GatewaySpan(self, name, ctx, None, SpanKind.SERVER)
+        else:
+            trace_id = parent.trace_id if parent is not None else self.ids.generate_trace_id()
+            sampled = self.sampler.should_sample(parent_context, trace_id, name, SpanKind.SERVER)
+            decision = sampled.decision
+            ctx = SpanContext(trace_id, self.ids.generate_span_id(), False,
+                              _SAMPLED if decision.is_sampled() else _NOT_SAMPLED, sampled.trace_state)
+            if not decision.is_recording():
+                return None, NonRecordingSpan(ctx)
+            span = GatewaySpan(self, name, ctx, parent, SpanKind.SERVER)
+            if sampled.attributes:
+                span._attributes.update(sampled.attributes)
         if self.starting:
             self.started(span, parent_context)
         return span, span
@@ -868,8 +878,18 @@ class RequestTrace:
 
     def inject(self, headers: dict[str, str]) -> None:
         """Add the current (attempt) span's ``traceparent`` to an outgoing provider request."""
-        if self.telemetry.settings.propagate:
-            _PROPAGATOR.inject(headers)
+        if not self.telemetry.settings.propagate:
+            return
+        span = trace.get_current_span()
+        if type(span) is GatewaySpan:
+            # the W3C propagator's headers, written without its generic checks (a gateway span's
+            # context is always valid)
+            ctx = span._context
+            headers["traceparent"] = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+            if ctx.trace_state:
+                headers["tracestate"] = ctx.trace_state.to_header()
+            return
+        _PROPAGATOR.inject(headers)
 
 
 _REQUEST_PARAMS: tuple[tuple[str, str, type | tuple[type, ...]], ...] = (

@@ -365,6 +365,31 @@ async def test_sampled_out_requests_record_no_spans_but_metrics(
     assert (version, flags) == ("00", "00") and int(trace_id, 16) and int(span_id, 16)
 
 
+async def test_upstream_trace_context_is_the_w3c_propagators(
+    fake: FakeOpenAI, make_gateway: GatewayFactory, spans: InMemorySpanExporter
+) -> None:
+    """The headers the gateway writes are exactly what OpenTelemetry's W3C propagator writes, tracestate kept."""
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    gw = await make_gateway(openai_config(fake.base_url), telemetry=Telemetry.for_tests(spans))
+    await gw.client.chat.completions.create(
+        model="smart", messages=HELLO,
+        extra_headers={"traceparent": TRACEPARENT, "tracestate": "vendor=abc,other=x-1"},
+    )
+    (attempt,) = by_kind(spans.get_finished_spans(), SpanKind.CLIENT)
+    expected: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(expected, trace.set_span_in_context(trace.NonRecordingSpan(attempt.context)))
+    sent = fake.requests[-1].headers
+    assert expected["tracestate"] == "vendor=abc,other=x-1"
+    assert {k: sent[k] for k in ("traceparent", "tracestate")} == expected
+    # a new trace (no traceparent) is sampled: flags 01, and no tracestate is invented
+    await gw.client.chat.completions.create(model="smart", messages=HELLO)
+    version, trace_id, span_id, flags = fake.requests[-1].headers["traceparent"].split("-")
+    assert (version, flags) == ("00", "01") and trace_id != TRACE_ID and int(span_id, 16)
+    assert "tracestate" not in fake.requests[-1].headers
+
+
 async def test_propagation_can_be_turned_off(
     fake: FakeOpenAI, make_gateway: GatewayFactory, spans: InMemorySpanExporter
 ) -> None:
