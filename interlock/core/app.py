@@ -179,7 +179,7 @@ def _context(request: web.Request, body: dict[str, Any], endpoint: str) -> Reque
         body=body,
         stream=stream,
         client_wants_usage=stream and isinstance(opts, dict) and bool(opts.get("include_usage")),
-        headers={k.lower(): v for k, v in request.headers.items() if k.lower() not in _CREDENTIAL_HEADERS},
+        headers={lk: v for k, v in request.headers.items() if (lk := k.lower()) not in _CREDENTIAL_HEADERS},
         user=body.get("user") if isinstance(body.get("user"), str) else None,
         api_key_id=key.id if key else None,
         team=key.team if key else None,

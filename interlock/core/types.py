@@ -153,10 +153,12 @@ class Target:
     timeout: float | None = None  # per-target overrides of the route's settings
     latency_threshold: float | None = None
     context_window: int | None = None
+    #: ``provider/model``: the name breakers, statistics and logs know the target by (built once:
+    #: the hot path asks for it several times per request; a target's provider and model never change)
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        return f"{self.provider}/{self.model}"
+    def __post_init__(self) -> None:
+        self.key = f"{self.provider}/{self.model}"
 
 
 @dataclass(slots=True)
