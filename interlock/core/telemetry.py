@@ -416,6 +416,15 @@ class TelemetryExporter(Exporter):
 # the per-request trace
 # --------------------------------------------------------------------------- #
 
+# SpanContext is a tuple that starts (trace_id, span_id, is_remote, trace_flags, trace_state):
+# the hot path reads it by position (its properties cost a Python call each). Checked once here,
+# so a future layout change falls back to the properties instead of misreading.
+_probe = SpanContext(0x1234, 0x56, True, TraceFlags(1), None)
+CONTEXT_IS_TUPLE = isinstance(_probe, tuple) and tuple(_probe)[:5] == (
+    _probe.trace_id, _probe.span_id, _probe.is_remote, _probe.trace_flags, _probe.trace_state
+)
+del _probe
+
 _PROPAGATOR = TraceContextTextMapPropagator()
 _ROOT = Context()  # a request without traceparent starts a new trace
 _UNSET = Status(StatusCode.UNSET)
@@ -586,7 +595,11 @@ class _Pipeline:
 
     def child(self, name: str, kind: SpanKind, parent: GatewaySpan) -> GatewaySpan:
         pctx = parent._context
-        ctx = SpanContext(pctx.trace_id, self.ids.generate_span_id(), False, pctx.trace_flags, pctx.trace_state)
+        if CONTEXT_IS_TUPLE:
+            trace_id, flags, state = pctx[0], pctx[3], pctx[4]
+        else:
+            trace_id, flags, state = pctx.trace_id, pctx.trace_flags, pctx.trace_state
+        ctx = SpanContext(trace_id, self.ids.generate_span_id(), False, flags, state)
         span = GatewaySpan(self, name, ctx, pctx, kind)
         if self.starting:
             self.started(span, trace.set_span_in_context(parent))

@@ -187,6 +187,17 @@ def test_a_batch_groups_by_resource_and_scope_like_the_official_encoder(corpus: 
         assert_same(shuffled[: rng.randint(1, len(shuffled))])
 
 
+def test_span_contexts_read_by_position_or_by_property_give_the_same_bytes(
+    corpus: list[ReadableSpan], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = [encode_spans([span]) for span in corpus]
+    assert any(span.parent is not None and span.parent.is_remote for span in corpus)  # flags of a remote parent
+    monkeypatch.setattr(otlp_wire, "CONTEXT_IS_TUPLE", False)  # what a changed layout falls back to
+    assert [encode_spans([span]) for span in corpus] == fast
+    for span in corpus:
+        assert_same([span])
+
+
 def test_empty_batch() -> None:
     assert encode_spans([]) == official([]) == b""
 

@@ -63,7 +63,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE as _DEFAULT_TRACE_STATE
 
-from interlock.core.telemetry import GatewaySpan
+from interlock.core.telemetry import CONTEXT_IS_TUPLE, GatewaySpan
 
 __all__ = ["encode_spans"]
 
@@ -307,13 +307,6 @@ def _attributes(attributes: Any, tag: bytes) -> list[bytes]:
 # Status = 2:message 3:code
 # --------------------------------------------------------------------------- #
 
-# SpanContext is a tuple of (trace_id, span_id, is_remote, trace_flags, trace_state); checked
-# once here, so a future layout change falls back to the properties instead of misreading
-_probe = SpanContext(1, 2, True, None, None)  # type: ignore[arg-type]
-_CONTEXT_IS_TUPLE = isinstance(_probe, tuple) and tuple(_probe) == (
-    _probe.trace_id, _probe.span_id, _probe.is_remote, _probe.trace_flags, _probe.trace_state
-)
-del _probe
 
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
@@ -454,9 +447,9 @@ def _span(span: Any) -> bytes:
         dropped_events = span.dropped_events
         dropped_links = span.dropped_links
 
-    if type(ctx) is SpanContext and _CONTEXT_IS_TUPLE:
+    if type(ctx) is SpanContext and CONTEXT_IS_TUPLE:
         # its fields by position: the properties cost a Python call each
-        trace_id, span_id, _, _, trace_state = ctx
+        trace_id, span_id, trace_state = ctx[0], ctx[1], ctx[4]
     else:
         trace_id, span_id, trace_state = ctx.trace_id, ctx.span_id, ctx.trace_state
     parts = [b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id.to_bytes(8, "big")]
@@ -464,8 +457,8 @@ def _span(span: Any) -> bytes:
         parts.append(_trace_state(trace_state))
     remote_parent = False
     if parent:
-        if type(parent) is SpanContext and _CONTEXT_IS_TUPLE:
-            _, parent_id, remote_parent, _, _ = parent
+        if type(parent) is SpanContext and CONTEXT_IS_TUPLE:
+            parent_id, remote_parent = parent[1], parent[2]
         else:
             parent_id, remote_parent = parent.span_id, parent.is_remote
         parts.append(b"\x22\x08")
