@@ -279,7 +279,7 @@ def test_random_spans_encode_like_the_official_encoder() -> None:
 
 
 def test_cache_eviction_does_not_change_the_bytes(corpus: list[ReadableSpan], monkeypatch: pytest.MonkeyPatch) -> None:
-    for cache in ("_KEYS", "_HEADER_CACHE", "_NAMES"):  # start cold
+    for cache in ("_KEYS", "_PAIRS", "_HEADER_CACHE", "_NAMES"):  # start cold
         monkeypatch.setattr(otlp_wire, cache, {})
     monkeypatch.setattr(otlp_wire, "_cached_values", 0)
     monkeypatch.setattr(otlp_wire, "_KEYS_MAX", 4)
@@ -289,7 +289,7 @@ def test_cache_eviction_does_not_change_the_bytes(corpus: list[ReadableSpan], mo
     for _ in range(2):  # cold, then with whatever survived
         assert_same(corpus)
     assert len(otlp_wire._KEYS) <= 4 and len(otlp_wire._HEADER_CACHE) <= 1 and len(otlp_wire._NAMES) <= 2
-    assert sum(len(values or ()) for _, values in otlp_wire._KEYS.values()) <= 3
+    assert sum(len(pairs) for pairs in otlp_wire._PAIRS.values()) <= 3
 
 
 class Color(enum.IntEnum):
@@ -336,6 +336,21 @@ def test_values_the_sdk_would_not_produce_are_handled_like_the_official_encoder(
     keys = [kv.key for kv in decoded.spans[0].attributes]
     assert keys == ["none", "bytes", "bytearray", "mapping", "mixed", "intenum", "strsub", "", "after"]
     assert decoded.scope.name == "" and not decoded.schema_url
+
+
+def test_remembered_values_never_answer_for_equal_values_of_another_type() -> None:
+    """1 == True == 1.0 and ("a",) == ("a",) as a tuple subclass: the (key, value) cache must not mix them up."""
+    ctx = SpanContext(int(TRACE_ID, 16), 0x1122334455667788, is_remote=False)
+    values: list[Any] = [1, True, 1.0, "1", ("1",), 0, False, 0.0, "", (), Color.RED, 7, 7.0, Tag("1"), ["1"]]
+    spans = [ReadableSpan(f"s{i}", context=ctx, attributes={"same.key": v}, resource=Resource({}),
+                          instrumentation_scope=None) for i, v in enumerate(values)]
+    for _ in range(2):  # cold, then every value remembered
+        for span in spans:
+            assert_same([span])
+        assert_same(list(reversed(spans)))
+    decoded = [ExportTraceServiceRequest.FromString(encode_spans([s])).resource_spans[0].scope_spans[0].spans[0]
+               .attributes[0].value.WhichOneof("value") for s in spans]
+    assert decoded[:5] == ["int_value", "bool_value", "double_value", "string_value", "array_value"]
 
 
 def test_sdk_span_objects_take_the_generic_path() -> None:

@@ -131,32 +131,42 @@ _ARRAY_STR_HEAD = tuple(b"\x0a" + _V[n + 2] + b"\x0a" + _V[n] for n in range(126
 # the value field's header for an ArrayValue of n < 126 bytes: 12 <n+2> 2a <n>
 _ARRAY_HEAD = tuple(b"\x12" + _V[n + 2] + b"\x2a" + _V[n] for n in range(126))
 
-# Per attribute key: [the KeyValue.key field, {short str value: the whole length-prefixed
-# KeyValue} or None]. Values are remembered only for keys whose values repeat
-# (a model, a route, a method); a key that shows more than _VALUES_PER_KEY
-# distinct values (a request id) stops caching. Both levels are bounded and
-# simply cleared when full.
+# Per attribute key: [the KeyValue.key field, how many of its values are remembered, or None
+# once it stopped]. Per repeated field tag: {(key, value): the whole field (tag, length,
+# KeyValue)} for values that repeat: short strings (a model, a route, a method), tuples of them
+# (finish reasons, candidates) and ints (a port, a status). Only values of exactly those types
+# are remembered and looked up, so a bool or a float never matches an int (1 == True == 1.0). A key that shows
+# more than _VALUES_PER_KEY distinct values (a request id) stops adding any. Everything is
+# bounded and simply cleared when full.
 _KEYS: dict[str, list[Any]] = {}
 _KEYS_MAX = 1024
+_PAIRS: dict[bytes, dict[tuple[str, Any], bytes]] = {}
 _VALUES_PER_KEY = 32
 _VALUE_MAX_LEN = 64  # UTF-8 bytes
 _cached_values = 0
 _CACHED_VALUES_MAX = 8192
 
 
+def _forget_all() -> None:
+    """Start the key and value caches over (the dicts stay the same objects)."""
+    global _cached_values
+    _KEYS.clear()
+    for pairs in _PAIRS.values():
+        pairs.clear()
+    _cached_values = 0
+
+
 def _key_entry(key: str) -> list[Any]:
     """The cache entry for ``key``, created on first use; TypeError for a key that is not a str."""
     entry = _KEYS.get(key)
     if entry is None:
-        global _cached_values
         if not isinstance(key, str):
             raise TypeError(f"attribute key must be a str, not {type(key).__name__}")
         raw = str.encode(key, "utf-8")
         field = b"\x0a" + _varint(len(raw)) + raw if raw else b""  # "" is a default: not written
         if len(_KEYS) >= _KEYS_MAX:
-            _KEYS.clear()
-            _cached_values = 0
-        entry = [field, {} if type(key) is str else None]
+            _forget_all()
+        entry = [field, 0 if type(key) is str else None]
         _KEYS[key] = entry
     return entry
 
@@ -165,17 +175,16 @@ def _key_field(key: str) -> bytes:
     return _key_entry(key)[0]  # type: ignore[no-any-return]
 
 
-def _remember_value(entry: list[Any], value: str, piece: bytes) -> None:
+def _remember_pair(pairs: dict[tuple[str, Any], bytes], entry: list[Any], item: tuple[str, Any], piece: bytes) -> None:
     global _cached_values
-    values = entry[1]
-    if len(values) >= _VALUES_PER_KEY:
-        entry[1] = None  # high cardinality: stop caching this key's values
-        _cached_values = max(0, _cached_values - len(values))
+    count = entry[1]
+    if count >= _VALUES_PER_KEY:
+        entry[1] = None  # high cardinality: stop remembering this key's values
     elif _cached_values >= _CACHED_VALUES_MAX:
-        _KEYS.clear()  # full: start over (the entry in hand is simply forgotten)
-        _cached_values = 0
+        _forget_all()  # full: start over (the entry in hand is simply forgotten)
     else:
-        values[value] = piece
+        pairs[item] = piece
+        entry[1] = count + 1
         _cached_values += 1
 
 
@@ -233,39 +242,44 @@ def _attributes(attributes: Any, tag: bytes) -> list[bytes]:
     """Pieces of the repeated KeyValue field ``tag`` for a mapping of attributes.
 
     Returns the pieces rather than joining them, so callers collect a whole
-    message in one list and join once. The common value types are encoded
-    inline; everything else goes through ``_any_value``.
+    message in one list and join once. A (key, value) pair seen before is one
+    dict lookup; the common value types are encoded inline; everything else
+    goes through ``_any_value``.
     """
     out: list[bytes] = []
     if not attributes:
         return out
-    add = out.extend
+    pairs = _PAIRS.get(tag)
+    if pairs is None:
+        pairs = _PAIRS[tag] = {}
+    append = out.append
     keys = _KEYS
     V = _V
-    for key, value in _items(attributes):
+    for item in _items(attributes):
+        key, value = item
+        t = type(value)
+        if t is str or t is int or t is tuple:  # the only types remembered (so no 1 == True == 1.0)
+            try:
+                piece = pairs.get(item)
+            except TypeError:  # a tuple holding something unhashable
+                piece = None
+            if piece is not None:
+                append(piece)
+                continue
         try:
             entry = keys.get(key)
             if entry is None:
                 entry = _key_entry(key)
-            t = type(value)
+            kf = entry[0]
             if t is str:
-                values = entry[1]
-                if values is not None:
-                    piece = values.get(value)
-                    if piece is not None:
-                        add((tag, piece))
-                        continue
                 raw = value.encode()
                 n = len(raw)
-                kf = entry[0]
                 if n < 126:
                     size = len(kf) + n + 4
-                    if values is not None and n <= _VALUE_MAX_LEN:
-                        piece = (V[size] if size < 128 else _varint(size)) + kf + _STR_HEAD[n] + raw
-                        _remember_value(entry, value, piece)
-                        add((tag, piece))
-                    else:
-                        add((tag, V[size] if size < 128 else _varint(size), kf, _STR_HEAD[n], raw))
+                    piece = tag + (V[size] if size < 128 else _varint(size)) + kf + _STR_HEAD[n] + raw
+                    if entry[1] is not None and n <= _VALUE_MAX_LEN:
+                        _remember_pair(pairs, entry, item, piece)
+                    append(piece)
                     continue
                 vf = _field(b"\x12", b"\x0a" + _varint(n) + raw)
             elif t is int:
@@ -276,20 +290,33 @@ def _attributes(attributes: Any, tag: bytes) -> list[bytes]:
                 else:
                     iv = _int64(value)
                     vf = b"\x12" + V[len(iv) + 1] + b"\x18" + iv
+                if entry[1] is not None:
+                    size = len(kf) + len(vf)
+                    piece = tag + (V[size] if size < 128 else _varint(size)) + kf + vf
+                    _remember_pair(pairs, entry, item, piece)
+                    append(piece)
+                    continue
             elif t is float:
-                kf = entry[0]
                 size = len(kf) + 11
-                add((tag, V[size] if size < 128 else _varint(size), kf, _VALUE_DOUBLE, _pack_double(value)))
+                append(tag + (V[size] if size < 128 else _varint(size)) + kf + _VALUE_DOUBLE + _pack_double(value))
                 continue
             elif t is bool:
                 vf = _VALUE_TRUE if value else _VALUE_FALSE
             elif value is None:
                 vf = _VALUE_NONE
+            elif t is tuple or t is list:
+                strings = _str_array(value)
+                vf = strings or _field(b"\x12", _any_value(value))
+                if strings is not None and t is tuple and entry[1] is not None and len(strings) <= _VALUE_MAX_LEN:
+                    size = len(kf) + len(vf)
+                    piece = tag + (V[size] if size < 128 else _varint(size)) + kf + vf
+                    _remember_pair(pairs, entry, item, piece)
+                    append(piece)
+                    continue
             else:
-                vf = (_str_array(value) if t is tuple or t is list else None) or _field(b"\x12", _any_value(value))
-            kf = entry[0]
+                vf = _field(b"\x12", _any_value(value))
             size = len(kf) + len(vf)
-            add((tag, V[size] if size < 128 else _varint(size), kf, vf))
+            append(tag + (V[size] if size < 128 else _varint(size)) + kf + vf)
         except Exception as error:  # noqa: BLE001 - one bad attribute must not lose the span
             _logger.warning("otlp: dropping attribute %r that cannot be encoded: %s", key, error)
     return out
