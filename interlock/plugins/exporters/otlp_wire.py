@@ -135,9 +135,9 @@ _ARRAY_HEAD = tuple(b"\x12" + _V[n + 2] + b"\x2a" + _V[n] for n in range(126))
 # once it stopped]. Per repeated field tag: {(key, value): the whole field (tag, length,
 # KeyValue)} for values that repeat: short strings (a model, a route, a method), tuples of them
 # (finish reasons, candidates) and ints (a port, a status). Only values of exactly those types
-# are remembered and looked up, so a bool or a float never matches an int (1 == True == 1.0). A key that shows
-# more than _VALUES_PER_KEY distinct values (a request id) stops adding any. Everything is
-# bounded and simply cleared when full.
+# are remembered and looked up, so a bool or a float never matches an int (1 == True == 1.0).
+# A key that shows more than _VALUES_PER_KEY distinct values (a request id) stops adding any.
+# Everything is bounded and simply cleared when full.
 _KEYS: dict[str, list[Any]] = {}
 _KEYS_MAX = 1024
 _PAIRS: dict[bytes, dict[tuple[str, Any], bytes]] = {}
@@ -271,17 +271,15 @@ def _attributes(attributes: Any, tag: bytes) -> list[bytes]:
             if entry is None:
                 entry = _key_entry(key)
             kf = entry[0]
+            remember = False  # whether the whole field goes into the pair cache
             if t is str:
                 raw = value.encode()
                 n = len(raw)
                 if n < 126:
-                    size = len(kf) + n + 4
-                    piece = tag + (V[size] if size < 128 else _varint(size)) + kf + _STR_HEAD[n] + raw
-                    if entry[1] is not None and n <= _VALUE_MAX_LEN:
-                        _remember_pair(pairs, entry, item, piece)
-                    append(piece)
-                    continue
-                vf = _field(b"\x12", b"\x0a" + _varint(n) + raw)
+                    vf = _STR_HEAD[n] + raw
+                    remember = n <= _VALUE_MAX_LEN
+                else:
+                    vf = _field(b"\x12", b"\x0a" + _varint(n) + raw)
             elif t is int:
                 if 0 <= value < 128:
                     vf = _VALUE_SMALL_INT[value]
@@ -290,16 +288,9 @@ def _attributes(attributes: Any, tag: bytes) -> list[bytes]:
                 else:
                     iv = _int64(value)
                     vf = b"\x12" + V[len(iv) + 1] + b"\x18" + iv
-                if entry[1] is not None:
-                    size = len(kf) + len(vf)
-                    piece = tag + (V[size] if size < 128 else _varint(size)) + kf + vf
-                    _remember_pair(pairs, entry, item, piece)
-                    append(piece)
-                    continue
+                remember = True
             elif t is float:
-                size = len(kf) + 11
-                append(tag + (V[size] if size < 128 else _varint(size)) + kf + _VALUE_DOUBLE + _pack_double(value))
-                continue
+                vf = _VALUE_DOUBLE + _pack_double(value)
             elif t is bool:
                 vf = _VALUE_TRUE if value else _VALUE_FALSE
             elif value is None:
@@ -307,16 +298,14 @@ def _attributes(attributes: Any, tag: bytes) -> list[bytes]:
             elif t is tuple or t is list:
                 strings = _str_array(value)
                 vf = strings or _field(b"\x12", _any_value(value))
-                if strings is not None and t is tuple and entry[1] is not None and len(strings) <= _VALUE_MAX_LEN:
-                    size = len(kf) + len(vf)
-                    piece = tag + (V[size] if size < 128 else _varint(size)) + kf + vf
-                    _remember_pair(pairs, entry, item, piece)
-                    append(piece)
-                    continue
+                remember = strings is not None and t is tuple and len(strings) <= _VALUE_MAX_LEN
             else:
                 vf = _field(b"\x12", _any_value(value))
             size = len(kf) + len(vf)
-            append(tag + (V[size] if size < 128 else _varint(size)) + kf + vf)
+            piece = tag + (V[size] if size < 128 else _varint(size)) + kf + vf
+            if remember and entry[1] is not None:
+                _remember_pair(pairs, entry, item, piece)
+            append(piece)
         except Exception as error:  # noqa: BLE001 - one bad attribute must not lose the span
             _logger.warning("otlp: dropping attribute %r that cannot be encoded: %s", key, error)
     return out
@@ -333,7 +322,6 @@ def _attributes(attributes: Any, tag: bytes) -> list[bytes]:
 # Link = 1:trace_id 2:span_id 3:trace_state 4:attributes 5:dropped 6:flags (fixed32)
 # Status = 2:message 3:code
 # --------------------------------------------------------------------------- #
-
 
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
