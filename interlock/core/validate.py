@@ -67,7 +67,7 @@ def validate_chat(body: dict[str, Any]) -> None:
 
     for key, check in _CHAT_PARAMS:  # only the parameters sent, in a fixed order (the first error wins)
         if key in body:
-            check(body)
+            check(body, key)
 
     stop = body.get("stop")
     if stop is not None and not isinstance(stop, str):
@@ -111,30 +111,31 @@ def validate_chat(body: dict[str, Any]) -> None:
                 raise bad_request("'response_format.json_schema' must be an object with a 'name'", param="response_format.json_schema")
 
 
-def _stream_options(body: dict[str, Any]) -> None:
-    _typed(body, "stream_options", dict, "an object")
-    usage_opt = body["stream_options"].get("include_usage") if isinstance(body.get("stream_options"), dict) else None
+def _stream_options(body: dict[str, Any], key: str) -> None:
+    _typed(body, key, dict, "an object")
+    usage_opt = body[key].get("include_usage") if isinstance(body.get(key), dict) else None
     if usage_opt is not None and not isinstance(usage_opt, bool):
         raise bad_request("'stream_options.include_usage' must be a boolean", param="stream_options.include_usage")
 
 
-# the chat parameters validate_chat checks when present, in the order it reports them
-_CHAT_PARAMS: tuple[tuple[str, Callable[[dict[str, Any]], None]], ...] = (
-    ("stream", lambda b: _typed(b, "stream", bool, "a boolean")),
+# the chat parameters validate_chat checks when present, in the order it reports them:
+# (key, check(body, key))
+_CHAT_PARAMS: tuple[tuple[str, Callable[[dict[str, Any], str], None]], ...] = (
+    ("stream", lambda b, k: _typed(b, k, bool, "a boolean")),
     ("stream_options", _stream_options),
-    ("n", lambda b: _num(b, "n", 1, 128, integer=True)),
-    ("temperature", lambda b: _num(b, "temperature", 0, 2)),
-    ("top_p", lambda b: _num(b, "top_p", 0, 1)),
-    ("presence_penalty", lambda b: _num(b, "presence_penalty", -2, 2)),
-    ("frequency_penalty", lambda b: _num(b, "frequency_penalty", -2, 2)),
-    ("max_tokens", lambda b: _num(b, "max_tokens", 1, integer=True)),
-    ("max_completion_tokens", lambda b: _num(b, "max_completion_tokens", 1, integer=True)),
-    ("seed", lambda b: _num(b, "seed", integer=True)),
-    ("top_logprobs", lambda b: _num(b, "top_logprobs", 0, 20, integer=True)),
-    ("logprobs", lambda b: _typed(b, "logprobs", bool, "a boolean")),
-    ("parallel_tool_calls", lambda b: _typed(b, "parallel_tool_calls", bool, "a boolean")),
-    ("user", lambda b: _typed(b, "user", str, "a string")),
-    ("logit_bias", lambda b: _typed(b, "logit_bias", dict, "an object")),
+    ("n", lambda b, k: _num(b, k, 1, 128, integer=True)),
+    ("temperature", lambda b, k: _num(b, k, 0, 2)),
+    ("top_p", lambda b, k: _num(b, k, 0, 1)),
+    ("presence_penalty", lambda b, k: _num(b, k, -2, 2)),
+    ("frequency_penalty", lambda b, k: _num(b, k, -2, 2)),
+    ("max_tokens", lambda b, k: _num(b, k, 1, integer=True)),
+    ("max_completion_tokens", lambda b, k: _num(b, k, 1, integer=True)),
+    ("seed", lambda b, k: _num(b, k, integer=True)),
+    ("top_logprobs", lambda b, k: _num(b, k, 0, 20, integer=True)),
+    ("logprobs", lambda b, k: _typed(b, k, bool, "a boolean")),
+    ("parallel_tool_calls", lambda b, k: _typed(b, k, bool, "a boolean")),
+    ("user", lambda b, k: _typed(b, k, str, "a string")),
+    ("logit_bias", lambda b, k: _typed(b, k, dict, "an object")),
 )
 # roles whose message needs nothing but a role and content (a tool message needs its tool_call_id)
 _PLAIN_ROLES = ROLES - {"tool"}
