@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import run  # noqa: E402  (bench/run.py: the same config, upstream, sink and process handling)
+import run  # (bench/run.py: the same config, upstream, sink and process handling)
 
 BODY = (b'{"model":"bench-instant","messages":[{"role":"user","content":"Say hello in twenty words."}],'
         b'"max_tokens":64}')
@@ -60,23 +60,12 @@ def send(port: int, n: int) -> None:
 def measure(variant: str, workdir: Path, ports: dict[str, int], warmup: int, requests: int) -> int:
     """Instructions per request of one variant (the gateway started under callgrind, then stopped)."""
     out = workdir / f"callgrind.{variant}.out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "INTERLOCK_"))}
-    env.update({"OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none",
-                "OTEL_SERVICE_NAME": "interlock-bench", "OTEL_BSP_SCHEDULE_DELAY": "1000"})
-    if variant in ("full", "no-ledger"):
-        env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{ports['otlp']}",
-                    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_TRACES_EXPORTER": "otlp"})
-    else:
-        env["OTEL_TRACES_EXPORTER"] = "none"
+    env = run.interlock_env(ports["otlp"] if variant in ("full", "no-ledger") else None)
     if variant == "floor":
         argv = [str(run.VENV_PY), str(run.BENCH / "floor_proxy.py"), "--port", str(ports["gateway"]),
                 "--upstream", f"http://127.0.0.1:{ports['up0']}"]
     else:
-        cfg = run.interlock_config(workdir, ports["gateway"], ports["up0"], ports["up20"])
-        text = cfg.read_text()
-        if variant != "full":
-            text = text.replace("[exporters.ledger]\nenabled = true", "[exporters.ledger]\nenabled = false")
-        cfg.write_text(text)
+        cfg = run.interlock_config(workdir, ports["gateway"], ports["up0"], ports["up20"], ledger=variant == "full")
         (workdir / "ledger.db").unlink(missing_ok=True)
         argv = [str(run.INTERLOCK_BIN), "serve", "--config", str(cfg)]
     proc = run.PROCS.start(variant, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
@@ -131,13 +120,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, run._on_signal)
     signal.signal(signal.SIGTERM, run._on_signal)
     try:
-        run.PROCS.start("upstream", [str(run.VENV_PY), str(run.BENCH / "upstream.py"), "--port", f"{ports['up0']}:0",
-                                     "--port", f"{ports['up20']}:20", "--chunks", str(run.CHUNKS)],
-                        log_path=workdir / "upstream.log")
-        run.PROCS.start("otlp", [str(run.VENV_PY), str(run.BENCH / "otlp_sink.py"), "--port", str(ports["otlp"]),
-                                 "--idle"], log_path=workdir / "otlp.log")
-        run.wait_ready("upstream", f"http://127.0.0.1:{ports['up0']}/health", 30)
-        run.wait_ready("otlp", f"http://127.0.0.1:{ports['otlp']}/stats", 30)
+        run.start_upstream_and_sink(workdir, ports, None)
         for variant in args.variant or ["full"]:
             per_request = measure(variant, workdir, ports, args.warmup, args.requests)
             print(f"{variant}: {per_request:,} instructions/request ({args.requests} requests, one at a time)",
