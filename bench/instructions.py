@@ -2,8 +2,9 @@
 
 Timed runs of the same build on a shared or virtual machine vary by ±20% from one minute to the
 next, which hides any change worth less than that. The number of instructions the gateway's
-process executes per request does not: two runs of the same build agree within ~0.2%. So a
-hot-path change is judged here first, then confirmed with bench/run.py.
+process executes per request does not: two runs of the same build agree within ~1% (the flushes
+in the count follow the clock). So a hot-path change is judged here first, then confirmed with
+bench/run.py.
 
     .venv/bin/python bench/instructions.py                       # interlock as bench/run.py runs it
     .venv/bin/python bench/instructions.py --variant no-ledger   # spans exported, no SQLite ledger
