@@ -16,7 +16,11 @@ from typing import Any, ClassVar
 
 import aiohttp
 
+from interlock import __version__
 from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext
+
+#: what upstream requests say they come from (a provider's ``headers`` config may override it)
+USER_AGENT = f"interlock/{__version__}"
 
 
 class Secret:
@@ -77,9 +81,11 @@ class HttpPool:
     async def start(self) -> None:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60)
-            # auto_decompress stays on; no cookie jar: a gateway must not carry state between tenants
+            # auto_decompress stays on; no cookie jar: a gateway must not carry state between tenants.
+            # The gateway names itself instead of aiohttp's default User-Agent: a default header,
+            # not skip_auto_headers, which costs every request a merged copy of its headers.
             self._session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent",)
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), headers={"User-Agent": USER_AGENT}
             )
 
     async def close(self) -> None:

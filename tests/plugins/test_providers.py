@@ -17,6 +17,7 @@ import openai
 import pytest
 from aiohttp import web
 
+import interlock
 from interlock import hookimpl
 from interlock.core import config as config_mod
 from interlock.core.config import ConfigError
@@ -320,6 +321,20 @@ async def test_configured_headers_are_sent(recorder: Recorder, make_gateway: Gat
     await gw.client.chat.completions.create(model="up/llama-3.3-70b-versatile", messages=HELLO)
     assert recorder.last.headers["x-team"] == "search"
     assert recorder.last.path == "/chat/completions"
+
+
+async def test_upstream_requests_name_the_gateway_unless_configured_otherwise(
+    recorder: Recorder, make_gateway: GatewayFactory
+) -> None:
+    gw = await make_gateway(provider_toml("up", "groq", recorder.base_url))
+    await gw.client.chat.completions.create(model="up/llama-3.3-70b-versatile", messages=HELLO)
+    assert recorder.last.headers["user-agent"] == f"interlock/{interlock.__version__}"  # not aiohttp's
+
+    gw = await make_gateway(
+        provider_toml("up", "groq", recorder.base_url, 'headers = { "User-Agent" = "search-bot/2" }')
+    )
+    await gw.client.chat.completions.create(model="up/llama-3.3-70b-versatile", messages=HELLO)
+    assert recorder.last.headers["user-agent"] == "search-bot/2"
 
 
 # --------------------------------------------------------------------------- #
