@@ -3,8 +3,10 @@
 No routing, no validation, no telemetry, no ledger: it parses the body, posts it
 to the upstream through one shared session and returns the answer. Whatever it
 adds over the direct upstream is the cost of the framework (two HTTP hops in
-Python) on this machine, which no gateway built on aiohttp can go below. Not part
-of bench/run.py; run it by hand next to bench/upstream.py:
+Python) on this machine, which no gateway built on aiohttp can go below.
+bench/run.py measures it beside the gateways (latency at c=1 and throughput with
+the instant upstream) and bench/instructions.py counts its instructions; by hand,
+next to bench/upstream.py:
 
     taskset -c 1 .venv/bin/python bench/upstream.py --port 19100:0 &
     taskset -c 0 .venv/bin/python bench/floor_proxy.py --port 19201 --upstream http://127.0.0.1:19100 &
@@ -39,8 +41,12 @@ def main() -> None:
     async def startup(app: web.Application) -> None:
         session["s"] = ClientSession(connector=TCPConnector(limit=0))
 
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/health", health)
     app.on_startup.append(startup)
     uvloop.install()
     web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)

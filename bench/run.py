@@ -11,10 +11,12 @@ What it does, in one run and on loopback only:
 2. starts, each in its own process group: the fake upstream (bench/upstream.py: an instant port
    and a 20 ms port, OpenAI and Anthropic wire), an OTLP/HTTP sink (bench/otlp_sink.py), interlock
    (``interlock serve`` with the SQLite ledger on and spans exported in batches to the sink) and
-   the LiteLLM proxy (``--num_workers 1``, no database, telemetry off); the gateways are pinned to
+   the LiteLLM proxy (``--num_workers 1``, no database, telemetry off), and the bare aiohttp proxy
+   bench/floor_proxy.py as a reference (``--skip-floor`` to leave it out); the gateways are pinned to
    CPU 0, the upstream, the sink and the load generators to the other CPU(s) (``--no-pin`` to turn off);
 3. measures, alternating systems within every test and rotating the order every round
-   (direct, interlock, litellm / interlock, litellm, direct / ...), so drift hits all equally:
+   (direct, floor, interlock, litellm / floor, interlock, litellm, direct / ...), so drift hits all
+   equally (the floor only in the latency and instant-throughput tests):
    latency at concurrency 1 (wrk), throughput at 50 connections with the instant and the 20 ms
    upstream (wrk), and 20 concurrent streams of 20 content chunks, OpenAI pass-through and
    Anthropic-translated (bench/streamload.py); then a soak at 50 connections up to 100k
@@ -47,6 +49,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +76,9 @@ CHUNKS = 20  # content chunks per stream (+ role, finish, usage and [DONE] event
 INTERLOCK_TELEMETRY_TOML = ""
 # -------------------------------------------------------------------------------------------------
 
-SYSTEMS = ("direct", "interlock", "litellm")
+#: "floor" is bench/floor_proxy.py, a bare aiohttp proxy: what any aiohttp gateway costs at least
+#: (measured in the latency and instant-throughput tests only)
+SYSTEMS = ("direct", "floor", "interlock", "litellm")
 
 
 def log(msg: str) -> None:
@@ -460,6 +465,8 @@ class Target:
                 "stream": (f"{up0}/v1/chat/completions", chat_body(OPENAI_MODEL, True), False),
                 "stream_anthropic": (f"{up0}/v1/messages", anthropic_body(True), True),
             }
+        if self.name == "floor":  # it forwards one non-streaming chat request, nothing else
+            return {"instant": (f"{self.base}/v1/chat/completions", chat_body("bench-instant", False), False)}
         return {
             "instant": (f"{self.base}/v1/chat/completions", chat_body("bench-instant", False), False),
             "slow": (f"{self.base}/v1/chat/completions", chat_body("bench-slow", False), False),
@@ -564,6 +571,8 @@ def measure(args: argparse.Namespace, runner: Runner, targets: dict[str, Target]
         url, body, _ = urls[n]["instant"]
         targets[n].served += runner.wrk_run(url, body, 50, 2)["requests"]
         for test in ("stream", "stream_anthropic"):
+            if test not in urls[n]:
+                continue
             url, body, anth = urls[n][test]
             targets[n].served += runner.stream_run(url, body, anth, 40, 30)["completed"]
         targets[n].sample_rss("after warm-up")
@@ -579,23 +588,30 @@ def measure(args: argparse.Namespace, runner: Runner, targets: dict[str, Target]
             record("latency_c1", n, res, res["requests"])
         for test, key in (("throughput_c50_instant", "instant"), ("throughput_c50_20ms", "slow")):
             for n in order:
+                if key not in urls[n]:
+                    continue
                 url, body, _ = urls[n][key]
                 res = runner.wrk_run(url, body, args.connections, args.tput_seconds)
                 record(test, n, res, res["requests"])
         for test in ("stream", "stream_anthropic"):
             for n in order:
+                if test not in urls[n]:
+                    continue
                 url, body, anth = urls[n][test]
                 res = runner.stream_run(url, body, anth, args.max_streams, args.stream_seconds)
                 record(test, n, res, res["completed"])
         for test in ("stream", "stream_anthropic"):  # time to first chunk, one stream at a time
             for n in order:
+                if test not in urls[n]:
+                    continue
                 url, body, anth = urls[n][test]
                 res = runner.stream_run(url, body, anth, args.max_streams, args.lat_seconds, concurrency=1)
                 record(f"{test}_c1", n, res, res["completed"])
         log("round done: " + ", ".join(
             f"{n}: c1 p50 {raw['latency_c1'][n][-1]['lat_p50_us']} us, "
-            f"c50 {raw['throughput_c50_instant'][n][-1]['rps']} rps, "
-            f"streams {raw['stream_anthropic'][n][-1]['streams_per_s']}/s" for n in order))
+            f"c50 {raw['throughput_c50_instant'][n][-1]['rps']} rps"
+            + (f", streams {raw['stream_anthropic'][n][-1]['streams_per_s']}/s" if n in raw["stream_anthropic"] else "")
+            for n in order))
 
 
 def soak(args: argparse.Namespace, runner: Runner, targets: dict[str, Target], ports: dict[str, int],
@@ -829,6 +845,9 @@ def write_report(path: Path, args: argparse.Namespace, results: dict[str, Any]) 
     w("For the translated stream the direct column is the Anthropic-wire stream straight from the fake "
       "upstream (the gateways answer it in OpenAI format).")
     w("")
+    fl = s.get("floor")
+    if fl:
+        write_floor(w, d, fl, il, ll)
     w("### Memory (RSS, MB)")
     w("")
     w("| | interlock | LiteLLM |")
@@ -874,7 +893,9 @@ def write_report(path: Path, args: argparse.Namespace, results: dict[str, Any]) 
   master key (`LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY=true`, which 1.108 needs to
   start without one), `telemetry: false`, `LITELLM_LOG=ERROR`, `LITELLM_LOCAL_MODEL_COST_MAP=True`, retries
   0; the Anthropic model uses LiteLLM's `anthropic/` provider with `api_base` at the fake); and
-  **direct** — the same load generator against the upstream itself. Neither gateway authenticates
+  **direct** — the same load generator against the upstream itself; and, unless `--skip-floor`, the
+  **aiohttp floor** `bench/floor_proxy.py` (latency at c=1 and instant throughput only; see its
+  section). Neither gateway authenticates
   the client. Both gateways get the same model names (`bench-instant`, `bench-slow`,
   `bench-anthropic`) and price the same models ({OPENAI_MODEL}, {ANTHROPIC_MODEL}).
 - **One worker each.** {results['pinning']}.
@@ -905,6 +926,45 @@ def write_report(path: Path, args: argparse.Namespace, results: dict[str, Any]) 
     path.write_text("\n".join(lines))
 
 
+def write_floor(w: Callable[[str], None], d: dict[str, Any], fl: dict[str, Any], il: dict[str, Any],
+                ll: dict[str, Any]) -> None:
+    """The bare aiohttp proxy beside the gateways: how much of their cost any aiohttp gateway pays."""
+    w("### The framework floor: a bare aiohttp proxy")
+    w("")
+    w("`bench/floor_proxy.py` (aiohttp + uvloop, one shared client session, pinned like the gateways) "
+      "parses the body, forwards it to the instant upstream and returns the answer: no routing, "
+      "validation, spans or ledger. What it adds over direct is what two HTTP hops through aiohttp cost "
+      "on this machine, wake-ups of the gateway's CPU included; interlock, built on aiohttp, pays it too.")
+    w("")
+    w("| measure | direct | aiohttp floor | interlock | LiteLLM | interlock − floor |")
+    w("|---|--:|--:|--:|--:|--:|")
+
+    def diff(a: float | None, b: float | None, digits: int) -> str:
+        return "–" if a is None or b is None else f"{a - b:,.{digits}f}"
+
+    for label, key, digits, direct in (("latency c=1, p50 (ms)", "c1_p50_ms", 3, True),
+                                       ("added latency c=1, p50 (ms)", "added_p50_ms", 3, False),
+                                       ("added latency c=1, p99 (ms)", "added_p99_ms", 3, False)):
+        w(f"| {label} | {_fmt(d.get(key), digits) if direct else '–'} | {_fmt(fl.get(key), digits)} | "
+          f"{_fmt(il.get(key), digits)} | {_fmt(ll.get(key), digits)} | {diff(il.get(key), fl.get(key), digits)} |")
+    rates = {n: x.get("c50_instant_rps") for n, x in (("d", d), ("fl", fl), ("il", il), ("ll", ll))}
+    w(f"| throughput, 50 conns, instant upstream (req/s) | {_fmt(rates['d'], 0)} | {_fmt(rates['fl'], 0)} | "
+      f"{_fmt(rates['il'], 0)} | {_fmt(rates['ll'], 0)} | – |")
+    w(f"|   ÷ LiteLLM | – | {_ratio(rates['fl'], rates['ll'])} | {_ratio(rates['il'], rates['ll'])} | 1.0× | – |")
+    per = {n: (1e6 / r if r else None) for n, r in rates.items()}  # µs of the gateway's CPU per request
+    w(f"|   µs per request at saturation (1 ÷ req/s: the gateway's CPU time per request) | – | {_fmt(per['fl'], 0)} | {_fmt(per['il'], 0)} | "
+      f"{_fmt(per['ll'], 0)} | {diff(per['il'], per['fl'], 0)} |")
+    w("")
+    if per["fl"] and per["il"] and rates["ll"]:
+        budget = 1e6 / (25 * rates["ll"])
+        w(f"At 25× this run's LiteLLM a request may take {budget:,.0f} µs of the gateway's CPU; the floor "
+          f"takes {per['fl']:,.0f} µs of it, which leaves {budget - per['fl']:,.0f} µs for everything a "
+          f"gateway does beyond forwarding (interlock spends {per['il'] - per['fl']:,.0f} µs). Likewise the "
+          f"0.5 ms bar on added latency leaves {_fmt(None if fl.get('added_p50_ms') is None else 0.5 - fl['added_p50_ms'], 3)} ms "
+          "above the floor.")
+        w("")
+
+
 def rss_summary(t: Target) -> dict[str, Any]:
     samples = t.rss_samples
     if not samples:
@@ -928,15 +988,20 @@ def bars(results: dict[str, Any], args: argparse.Namespace) -> list[dict[str, st
     def yes(ok: bool | None) -> str:
         return "–" if ok is None else ("**yes**" if ok else "**no**")
 
+    fl = s.get("floor", {})
     p50, p99 = il.get("added_p50_ms"), il.get("added_p99_ms")
+    floor_lat = (f" (bare aiohttp proxy: p50 {_fmt(fl.get('added_p50_ms'), 3)} ms, p99 {_fmt(fl.get('added_p99_ms'), 3)} ms)"
+                 if fl else "")
     out.append({"bar": "added latency, c=1: p50 ≤ 0.5 ms, p99 ≤ 2 ms over direct",
-                "measured": f"p50 {_fmt(p50, 3)} ms, p99 {_fmt(p99, 3)} ms",
+                "measured": f"p50 {_fmt(p50, 3)} ms, p99 {_fmt(p99, 3)} ms{floor_lat}",
                 "met": yes(None if p50 is None or p99 is None else (p50 <= 0.5 and p99 <= 2.0))})
     for label, key in (("throughput, 50 connections, instant upstream: ≥ 25× LiteLLM", "c50_instant_rps"),
                        ("streams/s, 20 streams, translated (Anthropic): ≥ 25× LiteLLM", "stream_anth_sps")):
         a, b = il.get(key), ll.get(key)
         r = a / b if a and b else None
-        out.append({"bar": label, "measured": f"{_fmt(a, 1)} vs {_fmt(b, 1)} = {_ratio(a, b)}",
+        f = fl.get(key)
+        floor_tput = f" (bare aiohttp proxy: {_fmt(f, 1)} = {_ratio(f, b)})" if f else ""
+        out.append({"bar": label, "measured": f"{_fmt(a, 1)} vs {_fmt(b, 1)} = {_ratio(a, b)}{floor_tput}",
                     "met": yes(None if r is None else r >= 25)})
     a, b = il.get("stream_sps"), ll.get("stream_sps")
     out.append({"bar": "(same, OpenAI pass-through streams: ≥ 25× LiteLLM)",
@@ -976,6 +1041,8 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=1.0, help="pause after every run (s)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin gateways and load generators to CPUs")
     parser.add_argument("--skip-litellm", action="store_true", help="debugging: interlock and direct only")
+    parser.add_argument("--skip-floor", action="store_true",
+                        help="leave out the bare aiohttp proxy (bench/floor_proxy.py) measured as a reference")
     parser.add_argument("--quiet-wait", type=float, default=180.0,
                         help=f"wait up to this long (s) for the machine to be < {QUIET_BUSY_PCT:g}%% busy before starting")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
@@ -1011,7 +1078,7 @@ def main() -> int:
                    f"{','.join(map(str, cpus[1:]))} (other processes on the machine are not pinned away)")
 
     ports = {"up0": free_port(), "up20": free_port(), "otlp": free_port(), "interlock": free_port(),
-             "litellm": free_port()}
+             "litellm": free_port(), "floor": free_port()}
     quiet = wait_for_quiet(args.quiet_wait)
     results: dict[str, Any] = {"started": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
                                "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -1047,6 +1114,12 @@ def main() -> int:
             ll_ready = wait_ready("litellm", f"http://127.0.0.1:{ports['litellm']}/health/liveliness", 240)
             targets["litellm"] = Target("litellm", f"http://127.0.0.1:{ports['litellm']}", ll.pid)
             results["startup_s"]["litellm"] = round(ll_ready, 1)
+        if not args.skip_floor:
+            PROCS.start("floor", [str(VENV_PY), str(BENCH / "floor_proxy.py"), "--port", str(ports["floor"]),
+                                  "--upstream", f"http://127.0.0.1:{ports['up0']}"],
+                        log_path=workdir / "floor.log", env=base_env, cwd=workdir, cpus=gw_cpus)
+            wait_ready("floor", f"http://127.0.0.1:{ports['floor']}/health", 60)
+            targets["floor"] = Target("floor", f"http://127.0.0.1:{ports['floor']}", None)
         for t in targets.values():
             t.sample_rss("idle")
         log(f"all up (startup: {results['startup_s']}); workdir {workdir}")
