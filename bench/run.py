@@ -566,15 +566,17 @@ def measure(args: argparse.Namespace, runner: Runner, targets: dict[str, Target]
         time.sleep(args.settle)
         waited.append(round(quiesce(busy), 1))
 
+    def runs(systems: list[str], key: str) -> list[tuple[str, tuple[str, str, bool]]]:
+        """(system, its url, body and wire) for those of ``systems`` that take part in ``key``'s test."""
+        return [(n, urls[n][key]) for n in systems if key in urls[n]]
+
     log("warm-up: 2 s at 50 connections and 40 streams of each kind per system")
     for n in names:
         url, body, _ = urls[n]["instant"]
         targets[n].served += runner.wrk_run(url, body, 50, 2)["requests"]
         for test in ("stream", "stream_anthropic"):
-            if test not in urls[n]:
-                continue
-            url, body, anth = urls[n][test]
-            targets[n].served += runner.stream_run(url, body, anth, 40, 30)["completed"]
+            for _, (url, body, anth) in runs([n], test):
+                targets[n].served += runner.stream_run(url, body, anth, 40, 30)["completed"]
         targets[n].sample_rss("after warm-up")
         quiesce(busy)
     time.sleep(args.settle)
@@ -587,24 +589,15 @@ def measure(args: argparse.Namespace, runner: Runner, targets: dict[str, Target]
             res = runner.wrk_run(url, body, 1, args.lat_seconds)
             record("latency_c1", n, res, res["requests"])
         for test, key in (("throughput_c50_instant", "instant"), ("throughput_c50_20ms", "slow")):
-            for n in order:
-                if key not in urls[n]:
-                    continue
-                url, body, _ = urls[n][key]
+            for n, (url, body, _) in runs(order, key):
                 res = runner.wrk_run(url, body, args.connections, args.tput_seconds)
                 record(test, n, res, res["requests"])
         for test in ("stream", "stream_anthropic"):
-            for n in order:
-                if test not in urls[n]:
-                    continue
-                url, body, anth = urls[n][test]
+            for n, (url, body, anth) in runs(order, test):
                 res = runner.stream_run(url, body, anth, args.max_streams, args.stream_seconds)
                 record(test, n, res, res["completed"])
         for test in ("stream", "stream_anthropic"):  # time to first chunk, one stream at a time
-            for n in order:
-                if test not in urls[n]:
-                    continue
-                url, body, anth = urls[n][test]
+            for n, (url, body, anth) in runs(order, test):
                 res = runner.stream_run(url, body, anth, args.max_streams, args.lat_seconds, concurrency=1)
                 record(f"{test}_c1", n, res, res["completed"])
         log("round done: " + ", ".join(
