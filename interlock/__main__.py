@@ -1,3 +1,3 @@
-from interlock.core.cli import main
+from interlock.cli import main
 
 raise SystemExit(main())

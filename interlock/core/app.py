@@ -20,12 +20,13 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from interlock.core import jsonutil, spend, stats
-from interlock.core.budgets import Reservation
+from interlock.accounting import spend
+from interlock.core import jsonutil, stats
+from interlock.accounting.budgets import Reservation
 from interlock.core.config import ConfigError
 from interlock.core.errors import GatewayError
 from interlock.core.gateway import Gateway
-from interlock.core.keys import ApiKey, check_tags, request_tags
+from interlock.accounting.keys import ApiKey, check_tags, request_tags
 from interlock.core.plugins import plugin_info
 from interlock.core.router import StreamStart, chat_op, embeddings_op, note_chunk
 from interlock.core.sse import DONE, encode_event
@@ -122,7 +123,7 @@ async def _answer(request: web.Request, handler: Callable[[web.Request], Awaitab
     request[REQUEST_ID] = request_id
     try:
         if request.match_info.handler in _OPENAI_HANDLERS:
-            # gateway API keys (see :mod:`interlock.core.keys`); memory only
+            # gateway API keys (see :mod:`interlock.accounting.keys`); memory only
             key = request.app[GATEWAY].keys.authenticate(request.headers)
             if key is not None:
                 request[API_KEY] = key

@@ -16,12 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from interlock.core.anomaly import AnomalySettings
+from interlock.accounting.anomaly import AnomalySettings
+from interlock.accounting.database import DEFAULT_DATABASE_URL
 from interlock.core.breaker import BreakerSettings
-from interlock.core.budgets import Budget, parse_budgets
-from interlock.core.pricing import Price, parse_prices
+from interlock.accounting.budgets import Budget, parse_budgets
+from interlock.accounting.pricing import Price, parse_prices
 from interlock.core.provider import ProviderSettings, Secret
-from interlock.core.keys import KeySpec, parse_keys
+from interlock.accounting.keys import KeySpec, parse_keys
 from interlock.core.rules import Rule, parse_rules
 from interlock.core.telemetry import check_config as check_telemetry
 from interlock.core.route_settings import (
@@ -34,7 +35,6 @@ from interlock.core.route_settings import (
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4000
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///interlock.db"
 DEFAULT_MAX_BODY = 16 * 1024 * 1024  # base64 images make large bodies legitimate
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")

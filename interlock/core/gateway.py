@@ -16,15 +16,15 @@ from collections.abc import Callable, Iterable, Mapping
 
 import pluggy
 
-from interlock.core.anomaly import AnomalyDetector
+from interlock.accounting.anomaly import AnomalyDetector
 from interlock.core.breaker import Breaker
-from interlock.core.budgets import Budgets, Reservation
+from interlock.accounting.budgets import Budgets, Reservation
 from interlock.core import config as config_mod
 from interlock.core.config import Config, ConfigError
 from interlock.core.health import HealthBoard
-from interlock.core.keys import KeyStore
+from interlock.accounting.keys import KeyStore
 from interlock.core.plugins import collect, make_plugin_manager, notify
-from interlock.core.pricing import PriceTable, bind
+from interlock.accounting.pricing import PriceTable, bind
 from interlock.core.provider import HttpPool, Provider
 from interlock.core.store import MemoryStore, Store
 from interlock.core.resolve import Resolver, build_providers
@@ -114,7 +114,7 @@ class Gateway:
         """The price table for ``cfg`` (built-in data plus ``[prices]``), bound to the store.
 
         Strategies hold only the store, so ``lowest-cost`` finds this table through it
-        (:func:`interlock.core.pricing.table_for`); ``compute_cost`` receives it as ``prices``.
+        (:func:`interlock.accounting.pricing.table_for`); ``compute_cost`` receives it as ``prices``.
         """
         table = PriceTable.for_config(cfg.prices, {name: p.type_name for name, p in self.providers.items()})
         bind(self.store, table)

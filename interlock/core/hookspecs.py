@@ -32,7 +32,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from interlock.core.exporter import Exporter
-    from interlock.core.pricing import PriceTable
+    from interlock.accounting.pricing import PriceTable
     from interlock.core.provider import Provider
     from interlock.core.strategy import Strategy
     from interlock.core.types import (
@@ -144,7 +144,7 @@ def compute_cost(
 
     ``provider`` is the instance name, ``provider_type`` its type, ``model`` the
     name sent upstream. ``prices`` is the gateway's
-    :class:`~interlock.core.pricing.PriceTable` (the built-in table with the
+    :class:`~interlock.accounting.pricing.PriceTable` (the built-in table with the
     config's ``[prices]`` on top; ``None`` outside a gateway); the built-in
     implementation answers from it, last. Return ``None`` when the plugin has
     no price for this model; the next plugin is asked. Stops at first non-None result.

@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 
 import pluggy
 
-from interlock.core import pricing, stats, telemetry
+from interlock.accounting import pricing
+from interlock.core import stats, telemetry
 from interlock.core.breaker import Breaker, Transition
 from interlock.core.errors import GatewayError
 from interlock.core.health import HealthBoard

@@ -3,7 +3,7 @@
 Answers ``compute_cost`` last (``trylast``), so a third-party plugin that prices
 differently (negotiated rates from a billing API, a markup) answers first; returning
 ``None`` from it falls through to this table. The table comes in as the hook's
-``prices`` argument (the gateway's :class:`~interlock.core.pricing.PriceTable`, built
+``prices`` argument (the gateway's :class:`~interlock.accounting.pricing.PriceTable`, built
 once per configuration); ``None`` means the built-in data only.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from interlock import hookimpl
-from interlock.core.pricing import PriceTable
+from interlock.accounting.pricing import PriceTable
 from interlock.core.types import Usage
 
 

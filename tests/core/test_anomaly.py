@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from interlock.core.anomaly import WEEK, AnomalyDetector, AnomalySettings
+from interlock.accounting.anomaly import WEEK, AnomalyDetector, AnomalySettings
 from interlock.core.store import MemoryStore
 from interlock.core.types import Alert
 

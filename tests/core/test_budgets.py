@@ -11,7 +11,7 @@ import pytest
 
 from interlock import hookimpl
 from interlock.core import config as config_mod
-from interlock.core.budgets import Budgets, parse_budgets
+from interlock.accounting.budgets import Budgets, parse_budgets
 from interlock.core.config import ConfigError
 from interlock.core.store import MemoryStore
 from interlock.core.types import Alert

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiohttp
 
-from interlock.core.pricing import PriceTable, cost
+from interlock.accounting.pricing import PriceTable, cost
 from interlock.core.types import Usage
 from interlock.testing import FakeOpenAI, Fault
 from interlock.testing.gateway import running_gateway

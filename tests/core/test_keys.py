@@ -19,11 +19,11 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from interlock.core import config as config_mod
-from interlock.core import keys as keys_mod
+from interlock.accounting import keys as keys_mod
 from interlock.core.app import GATEWAY, require_admin
 from interlock.core.config import ConfigError
 from interlock.core.errors import GatewayError
-from interlock.core.keys import MAX_TAG_CHARS, MAX_TAGS, request_tags
+from interlock.accounting.keys import MAX_TAG_CHARS, MAX_TAGS, request_tags
 from interlock.testing import FakeOpenAI
 from interlock.testing.gateway import DecisionLog
 from tests.conftest import GatewayFactory, RunningGateway, openai_config

@@ -11,11 +11,11 @@ import pytest
 
 from interlock import hookimpl
 from interlock.core import config as config_mod
-from interlock.core import pricing
+from interlock.accounting import pricing
 from interlock.core.config import ConfigError
 from interlock.core.gateway import Gateway
 from interlock.core.plugins import make_plugin_manager
-from interlock.core.pricing import FREE, Price, PriceTable, cost, table_for
+from interlock.accounting.pricing import FREE, Price, PriceTable, cost, table_for
 from interlock.core.store import MemoryStore
 from interlock.core.types import Usage
 from interlock.plugins.detection import detect

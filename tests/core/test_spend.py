@@ -21,7 +21,7 @@ import openai
 import pytest
 from sqlalchemy import insert
 
-from interlock.core import ledger, spend
+from interlock.accounting import ledger, spend
 from interlock.testing import FakeOpenAI, Fault
 from interlock.testing.gateway import RunningGateway, running_gateway
 from tests.conftest import SECRET

@@ -14,9 +14,9 @@ from typing import Any
 import openai
 import pytest
 
-from interlock.core import cli
+from interlock import cli
 from interlock.core import config as config_mod
-from interlock.core import ledger
+from interlock.accounting import ledger
 from interlock.core.gateway import Gateway
 from interlock.core.plugins import PluginError
 from interlock.core.types import Attempt, Decision, Usage

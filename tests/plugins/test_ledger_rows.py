@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from interlock.core import ledger
+from interlock.accounting import ledger
 from interlock.core.types import Alert, Attempt, Decision, Usage
 from interlock.plugins.exporters import ledger as ledger_exporter
 from interlock.plugins.exporters.ledger import LedgerExporter, attempt_row, request_row

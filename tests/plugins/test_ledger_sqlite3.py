@@ -2,7 +2,7 @@
 
 A gateway on the default SQLite ledger writes with the standard library's sqlite3
 on one thread, and migrates (and compiles its INSERTs) in a child process
-(``python -m interlock.core.ledger migrate-json URL``) unless SQLAlchemy is
+(``python -m interlock.plugins.exporters.ledger migrate-json URL``) unless SQLAlchemy is
 already imported, as it is in this test process; the other ledger tests run the
 same writer with the migration in-process.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from interlock.core import ledger
+from interlock.accounting import ledger
 from interlock.core.types import Attempt, Decision, Usage
 from interlock.plugins.exporters import ledger as ledger_exporter
 from interlock.plugins.exporters.ledger import LedgerExporter
@@ -96,7 +96,7 @@ def test_a_serving_process_never_imports_sqlalchemy(tmp_path: Path) -> None:
 
 def migrate_json(url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "interlock.core.ledger", "migrate-json", url],
+        [sys.executable, "-m", "interlock.plugins.exporters.ledger", "migrate-json", url],
         cwd=cwd, capture_output=True, text=True, timeout=60,
     )
 
@@ -135,7 +135,7 @@ def test_migrate_json_reports_failures(tmp_path: Path) -> None:
     out = json.loads(proc.stdout)
     assert out["error_type"] == "ValueError" and "async driver" in out["error"] and "requests_sql" not in out
 
-    proc = subprocess.run([sys.executable, "-m", "interlock.core.ledger", "migrate"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "interlock.plugins.exporters.ledger", "migrate"], capture_output=True, text=True)
     assert proc.returncode == 2 and "usage" in proc.stderr
 
 
@@ -209,7 +209,7 @@ def test_the_exporter_agrees_with_the_schema() -> None:
 
 def test_the_exporter_module_does_not_import_sqlalchemy() -> None:
     code = (
-        "import sys, interlock.core.app, interlock.plugins.exporters.ledger, interlock.core.keys, interlock.core.spend; "
+        "import sys, interlock.core.app, interlock.plugins.exporters.ledger, interlock.accounting.keys, interlock.accounting.spend; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in {'sqlalchemy', 'aiosqlite'}))"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from interlock.core import stats
-from interlock.core.pricing import Price, PriceTable, bind
+from interlock.accounting.pricing import Price, PriceTable, bind
 from interlock.core.store import MemoryStore
 from interlock.core.types import RequestContext, Route, Target
 from interlock.plugins.strategies.least_busy import LeastBusy

@@ -1,4 +1,4 @@
-"""``ledger``: every routing decision as SQL rows (see :mod:`interlock.core.ledger` for the schema).
+"""``ledger``: every routing decision as SQL rows (see :mod:`interlock.accounting.ledger` for the schema).
 
 Enabled by default; it writes to ``[database] url`` (SQLite ``interlock.db`` in
 the working directory unless configured; a PostgreSQL URL such as
@@ -23,7 +23,7 @@ and the serving process never imports SQLAlchemy or aiosqlite (~20 MB). The
 schema migration and the compilation of the INSERTs still go through
 SQLAlchemy: in the process when it is already imported (tests, an application
 embedding the gateway), else in a short-lived child process
-(``python -m interlock.core.ledger migrate-json URL``) at start. Other
+(``python -m interlock.plugins.exporters.ledger migrate-json URL``) at start. Other
 databases (PostgreSQL) get the same values through SQLAlchemy Core inserts. If a write fails (database down,
 locked, file not writable yet) the rows stay buffered and the write is retried
 every ``flush_interval``; requests are never failed or slowed by the ledger.
@@ -65,19 +65,18 @@ from typing import TYPE_CHECKING, Any
 
 from interlock import hookimpl
 from interlock.core import jsonutil
-from interlock.core.config import DEFAULT_DATABASE_URL
 from interlock.core.exporter import Exporter
-from interlock.core.sqlite_files import file_problem, file_url
+from interlock.accounting.database import DEFAULT_DATABASE_URL, file_problem, file_url
 from interlock.core.types import Alert, Attempt, Decision
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-# nothing here imports SQLAlchemy (or :mod:`interlock.core.ledger`, which does) at module level:
+# nothing here imports SQLAlchemy (or :mod:`interlock.accounting.ledger`, which does) at module level:
 # a gateway on the default SQLite ledger never loads it (see the module docstring)
 
-#: longest stored ``error_message`` / ``error`` text, in characters (``interlock.core.ledger.MAX_ERROR_CHARS``;
+#: longest stored ``error_message`` / ``error`` text, in characters (``interlock.accounting.ledger.MAX_ERROR_CHARS``;
 #: tests/plugins/test_ledger_rows.py checks they agree)
 MAX_ERROR_CHARS = 1000
 
@@ -224,7 +223,7 @@ class LedgerExporter(Exporter):
         else:
             from sqlalchemy import insert
 
-            from interlock.core import ledger
+            from interlock.accounting import ledger
 
             self._engine = await ledger.open_engine(self.url)
             dialect = self._engine.dialect.name
@@ -335,7 +334,7 @@ class LedgerExporter(Exporter):
     async def _migrate(self) -> None:
         """Bring the schema up to date before a write; raises what the migration raised."""
         if self._writer is None:
-            from interlock.core import ledger
+            from interlock.accounting import ledger
 
             assert self._engine is not None
             await ledger.migrate(self._engine)
@@ -468,10 +467,10 @@ def _is_sqlite(url: str) -> bool:
 
 
 def _safe_url(url: str) -> str:
-    """``interlock.core.ledger.safe_url`` (a SQLite file URL has no password to hide, so no SQLAlchemy)."""
+    """``interlock.accounting.ledger.safe_url`` (a SQLite file URL has no password to hide, so no SQLAlchemy)."""
     if _is_sqlite(url) and "@" not in url and "sqlalchemy" not in sys.modules:
         return url
-    from interlock.core import ledger
+    from interlock.accounting import ledger
 
     return ledger.safe_url(url)
 
@@ -548,7 +547,7 @@ async def prepare_sqlite_in_process(url: str) -> tuple[dict[str, Any], Exception
     the connection arguments come back even when the migration fails (the flush
     retries it); an unusable URL raises ``ValueError`` as ``open_engine`` does.
     """
-    from interlock.core import ledger
+    from interlock.accounting import ledger
 
     engine = await ledger.open_engine(url)
     try:
@@ -579,7 +578,7 @@ def _sqlalchemy_loaded() -> bool:
 async def _prepare_sqlite(url: str) -> tuple[dict[str, Any], Exception | None]:
     """:func:`prepare_sqlite_in_process`, in a child process unless SQLAlchemy is already loaded.
 
-    The child (``python -m interlock.core.ledger migrate-json URL``) prints one JSON
+    The child (``python -m interlock.plugins.exporters.ledger migrate-json URL``) prints one JSON
     line; its errors come back as exceptions of the same name and message, so the
     log reads as it would in-process. Raises ``ValueError`` for an unusable URL,
     :class:`_MigrationFailed` when the child gave no answer at all.
@@ -593,7 +592,7 @@ async def _prepare_sqlite(url: str) -> tuple[dict[str, Any], Exception | None]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "interlock.core.ledger", "migrate-json", url,
+            sys.executable, "-m", "interlock.plugins.exporters.ledger", "migrate-json", url,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
         )
         out, err = await proc.communicate()
@@ -679,7 +678,7 @@ class _SQLiteWriter:
                     raise OSError(f"cannot open the SQLite database: {problem}")
             conn = sqlite3.connect(*self.args, **self.kwargs)
             try:
-                # interlock.core.ledger._sqlite_pragmas: WAL lets readers (your queries) run while
+                # interlock.accounting.ledger._sqlite_pragmas: WAL lets readers (your queries) run while
                 # the gateway writes; NORMAL is durable across application crashes
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
@@ -1027,7 +1026,7 @@ def register_exporters(register: Callable[[Exporter], None], settings: Mapping[s
     if not _is_sqlite(url):  # a SQLite file URL is known good without loading SQLAlchemy
         from sqlalchemy.engine import make_url
 
-        from interlock.core import ledger
+        from interlock.accounting import ledger
 
         try:
             make_url(url).get_dialect()  # an unknown dialect is a config error; drivers load at start
@@ -1035,3 +1034,55 @@ def register_exporters(register: Callable[[Exporter], None], settings: Mapping[s
             raise ValueError(f"database.url: cannot use {ledger.safe_url(url)!r}: {exc}") from None
     options = {k: opts[k] for k in ("flush_interval", "batch_size", "max_buffer")}
     register(LedgerExporter(url, **options))
+
+
+# --------------------------------------------------------------------------- #
+# ``python -m interlock.plugins.exporters.ledger migrate-json URL``
+# --------------------------------------------------------------------------- #
+
+
+def main(argv: list[str]) -> int:
+    """Migrate a SQLite ledger and print, as one JSON line, what its writer needs.
+
+    The exporter runs this in a child process so that a gateway on the default
+    SQLite ledger never imports SQLAlchemy (see the module docstring). The line holds ``schema_version``
+    (the version this code migrates to), ``version`` (the file's, after migrating),
+    ``requests_sql``, ``attempts_sql`` and ``alerts_sql`` (the INSERTs compiled for the
+    SQLite driver, positional parameters in the order of the row tuples),
+    ``alerts_columns``, ``connect`` (sqlite3.connect's arguments) and ``log`` (the
+    messages logged meanwhile, as [level, text]). On failure it also holds
+    ``error_type`` and ``error``, the exception the in-process path raises (without
+    the INSERTs when the URL itself is unusable), prints it to stderr and exits 1.
+    """
+    if len(argv) != 2 or argv[0] != "migrate-json":
+        print("usage: python -m interlock.plugins.exporters.ledger migrate-json DATABASE_URL", file=sys.stderr)
+        return 2
+    records: list[list[Any]] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append([record.levelno, record.getMessage()])
+
+    log.addHandler(_Keep(logging.INFO))  # the schema's migrations log to this same "interlock.ledger" logger
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    out: dict[str, Any]
+    error: Exception | None
+    try:
+        out, error = asyncio.run(prepare_sqlite_in_process(argv[1]))
+    except Exception as exc:
+        out, error = {}, exc
+    if error is not None:
+        out["error_type"], out["error"] = type(error).__name__, str(error)
+    out["log"] = records
+    print(json.dumps(out), flush=True)
+    if error is not None:
+        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    from interlock.plugins.exporters import ledger as _ledger  # the importable copy, not this __main__ one
+
+    sys.exit(_ledger.main(sys.argv[1:]))

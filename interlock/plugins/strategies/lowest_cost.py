@@ -7,10 +7,10 @@ default 500) at its output price. Targets are ordered by that cost, cheapest fir
 equal costs keep config order, and targets without a known price go last, in config
 order, so the fallback after the cheapest is the next cheapest.
 
-Prices come from the gateway's :class:`~interlock.core.pricing.PriceTable` (the
+Prices come from the gateway's :class:`~interlock.accounting.pricing.PriceTable` (the
 built-in table with the config's ``[prices]`` on top, so ``[prices."ollama/*"]`` or a
 negotiated rate count here too). The strategy reaches it through the store the router
-gives it (:func:`interlock.core.pricing.table_for`), or through :attr:`prices` when set.
+gives it (:func:`interlock.accounting.pricing.table_for`), or through :attr:`prices` when set.
 
 Options (``strategy_options``): ``output_tokens`` (the output estimate when the
 request sets no limit).
@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from interlock import hookimpl
-from interlock.core.pricing import PriceTable, cost, table_for
+from interlock.accounting.pricing import PriceTable, cost, table_for
 from interlock.core.rules import estimate_prompt_tokens
 from interlock.core.strategy import Strategy
 from interlock.core.types import RequestContext, Route, Target, Usage

@@ -1,6 +1,6 @@
 """Real-time spend: aggregations over the SQL ledger for ``GET /spend`` and ``interlock costs``.
 
-Everything here reads the tables :mod:`interlock.core.ledger` defines, with
+Everything here reads the tables :mod:`interlock.accounting.ledger` defines, with
 SQLAlchemy Core, so it runs unchanged on SQLite and PostgreSQL. The only
 dialect-specific part is exploding the ``requests.tags`` JSON list for
 ``by=tag`` (SQLite ``json_each``, PostgreSQL ``jsonb_array_elements_text``).
@@ -27,7 +27,7 @@ from interlock.core import jsonutil
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-# SQLAlchemy (and interlock.core.ledger, which defines the tables with it) is imported by the
+# SQLAlchemy (and interlock.accounting.ledger, which defines the tables with it) is imported by the
 # functions that query, not here: the HTTP app imports this module, and a gateway that never
 # serves GET /spend must not pay for SQLAlchemy's memory
 
@@ -115,7 +115,7 @@ def _iso(ts: datetime) -> str:
 def _aggregates() -> list[Any]:
     from sqlalchemy import case, func
 
-    from interlock.core.ledger import requests
+    from interlock.accounting.ledger import requests
 
     r = requests.c
     return [
@@ -133,7 +133,7 @@ def _tag_source(dialect: str) -> Any:
     """A table-valued function yielding one ``value`` row per element of ``requests.tags``."""
     from sqlalchemy import cast, func
 
-    from interlock.core.ledger import requests
+    from interlock.accounting.ledger import requests
 
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import JSONB
@@ -183,7 +183,7 @@ async def spend(
     from sqlalchemy import and_, func, select, true
     from sqlalchemy import exc as sa_exc
 
-    from interlock.core.ledger import requests
+    from interlock.accounting.ledger import requests
 
     by = parse_by(list(by))
     _require_file(engine)
@@ -233,7 +233,7 @@ async def anomalies(engine: AsyncEngine, since: timedelta, limit: int = 200) -> 
     from sqlalchemy import exc as sa_exc
     from sqlalchemy import select
 
-    from interlock.core.ledger import alerts
+    from interlock.accounting.ledger import alerts
 
     _require_file(engine)
     start = datetime.now(UTC) - since
@@ -365,7 +365,7 @@ def open_read_only(url: str) -> AsyncEngine:
     from sqlalchemy import event
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from interlock.core.ledger import safe_url
+    from interlock.accounting.ledger import safe_url
 
     try:
         engine = create_async_engine(read_only_url(url))

@@ -297,7 +297,7 @@ def sqlite_path_problem(url: Any) -> str | None:
     outlive the event loop that waited for it; a path that is a directory, or
     whose directory is missing, is caught here instead.
     """
-    from interlock.core.sqlite_files import file_problem
+    from interlock.accounting.database import file_problem
 
     url = make_url(str(url)) if not hasattr(url, "get_backend_name") else url
     db = url.database
@@ -357,64 +357,3 @@ async def open_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
-
-
-# --------------------------------------------------------------------------- #
-# ``python -m interlock.core.ledger migrate-json URL``
-# --------------------------------------------------------------------------- #
-
-
-def main(argv: list[str]) -> int:
-    """Migrate a SQLite ledger and print, as one JSON line, what its writer needs.
-
-    The ledger exporter runs this in a child process so that a gateway on the
-    default SQLite ledger never imports SQLAlchemy (see
-    :mod:`interlock.plugins.exporters.ledger`). The line holds ``schema_version``
-    (the version this code migrates to), ``version`` (the file's, after migrating),
-    ``requests_sql``, ``attempts_sql`` and ``alerts_sql`` (the INSERTs compiled for the
-    SQLite driver, positional parameters in the order of the row tuples),
-    ``alerts_columns``, ``connect`` (sqlite3.connect's arguments) and ``log`` (the
-    messages logged meanwhile, as [level, text]). On failure it also holds
-    ``error_type`` and ``error``, the exception the in-process path raises (without
-    the INSERTs when the URL itself is unusable), prints it to stderr and exits 1.
-    """
-    import asyncio
-    import json
-    import sys
-
-    if len(argv) != 2 or argv[0] != "migrate-json":
-        print("usage: python -m interlock.core.ledger migrate-json DATABASE_URL", file=sys.stderr)
-        return 2
-    from interlock.plugins.exporters.ledger import prepare_sqlite_in_process
-
-    records: list[list[Any]] = []
-
-    class _Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append([record.levelno, record.getMessage()])
-
-    log.addHandler(_Keep(logging.INFO))
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    out: dict[str, Any]
-    error: Exception | None
-    try:
-        out, error = asyncio.run(prepare_sqlite_in_process(argv[1]))
-    except Exception as exc:
-        out, error = {}, exc
-    if error is not None:
-        out["error_type"], out["error"] = type(error).__name__, str(error)
-    out["log"] = records
-    print(json.dumps(out), flush=True)
-    if error is not None:
-        print(f"{type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    from interlock.core import ledger as _ledger  # the one copy the exporter uses, not this __main__ copy
-
-    sys.exit(_ledger.main(sys.argv[1:]))

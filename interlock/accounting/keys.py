@@ -44,7 +44,7 @@ from typing import Any
 from interlock.core import jsonutil
 from interlock.core.errors import GatewayError
 from interlock.core.provider import Secret
-from interlock.core.sqlite_files import file_url
+from interlock.accounting.database import file_url
 
 log = logging.getLogger("interlock.keys")
 
@@ -323,7 +323,7 @@ class KeyStore:
         return await asyncio.to_thread(_sqlite_has_no_keys, path)
 
     async def _open(self) -> Any:
-        from interlock.core import ledger
+        from interlock.accounting import ledger
 
         async with self._open_lock:
             if self._engine is None:
@@ -359,7 +359,7 @@ class KeyStore:
                 self._failed(exc)
 
     def _failed(self, exc: Exception) -> None:
-        from interlock.core.ledger import safe_url
+        from interlock.accounting.ledger import safe_url
 
         if not self._failing:
             log.warning("keys: cannot read API keys from %s (%s: %s); %s", safe_url(self.database_url),
@@ -377,7 +377,7 @@ class KeyStore:
                 # imported here, and stays loaded, only in a gateway that has stored keys to read
                 from sqlalchemy import select
 
-                from interlock.core.ledger import api_keys
+                from interlock.accounting.ledger import api_keys
 
                 engine = await self._open()
                 t = api_keys.c
@@ -399,7 +399,7 @@ class KeyStore:
         """Store a new key; returns the key (shown once) and its public record."""
         from sqlalchemy import insert
 
-        from interlock.core.ledger import api_keys
+        from interlock.accounting.ledger import api_keys
 
         engine = await self._open()
         key = new_key()
@@ -415,7 +415,7 @@ class KeyStore:
         """Config keys and stored keys (revoked ones too): never a key or its hash."""
         from sqlalchemy import select
 
-        from interlock.core.ledger import api_keys
+        from interlock.accounting.ledger import api_keys
 
         out = [{**k.public(), "created_at": None, "revoked_at": None} for k in self._config.values()]
         if self._engine is None and self._no_database_yet():
@@ -432,7 +432,7 @@ class KeyStore:
         """Revoke a stored key (idempotent); 404 for an unknown id, 400 for a config key."""
         from sqlalchemy import select, update
 
-        from interlock.core.ledger import api_keys
+        from interlock.accounting.ledger import api_keys
 
         if any(k.id == key_id for k in self._config.values()):
             raise GatewayError(400, f"{key_id} is configured in the config file: remove it there and reload",

@@ -37,7 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     fakes = []
     if args.demo:
-        from interlock.core import demo
+        from interlock.testing import demo
 
         cfg, fakes = demo.demo_config(cfg)
         print(f"interlock: {demo.BANNER}", flush=True)
@@ -59,7 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"interlock: listening on http://{cfg.host}:{cfg.port}", flush=True)
     app = create_app(gateway)
     if fakes:
-        from interlock.core import demo
+        from interlock.testing import demo
 
         app.cleanup_ctx.insert(0, demo.fakes_context(fakes))  # fakes up before the gateway, down after
         print('interlock: try: curl -s localhost:%d/v1/chat/completions -H "content-type: application/json" '
@@ -133,7 +133,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     gateway = _gateway(cfg)
     print(f"config: {cfg.source or 'embedded defaults'} is valid")
-    from interlock.core.ledger import safe_url
+    from interlock.accounting.ledger import safe_url
 
     print(f"database: {safe_url(cfg.database_url)}")  # a PostgreSQL URL may carry a password
     print("providers:")
@@ -243,8 +243,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_costs(args: argparse.Namespace) -> int:
     """Spend (or recent alerts) straight from the ledger database, read-only."""
-    from interlock.core import spend
-    from interlock.core.ledger import safe_url
+    from interlock.accounting import spend
+    from interlock.accounting.ledger import safe_url
 
     try:
         by = spend.parse_by(args.by)

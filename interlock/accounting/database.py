@@ -1,7 +1,8 @@
-"""Checks on a SQLite database path that need neither SQLAlchemy nor a connection.
+"""Where the ledger lives: the default database URL, and checks on a SQLite path.
 
-Shared by :mod:`interlock.core.ledger` (which parses database URLs with
-SQLAlchemy) and the ledger exporter's stdlib ``sqlite3`` writer (which must not
+Nothing here needs SQLAlchemy or a connection. Shared by the config (the default
+``[database] url``), :mod:`interlock.accounting.ledger` (which parses database URLs
+with SQLAlchemy) and the ledger exporter's stdlib ``sqlite3`` writer (which must not
 import SQLAlchemy): both refuse the same unopenable paths with the same words.
 """
 
@@ -9,6 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+
+#: the ledger's database when the config names none: a SQLite file in the working directory
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///interlock.db"
 
 #: ``sqlite+aiosqlite:///path[?query]``, the form of the default database URL
 _FILE_URL = re.compile(r"sqlite\+aiosqlite:///([^?#]+)(\?[^#]*)?")
