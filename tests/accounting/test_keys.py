@@ -20,7 +20,8 @@ from aiohttp.test_utils import make_mocked_request
 
 from interlock.core import config as config_mod
 from interlock.accounting import keys as keys_mod
-from interlock.core.app import GATEWAY, require_admin
+from interlock.core.admin import require_admin
+from interlock.core.app import GATEWAY
 from interlock.core.config import ConfigError
 from interlock.core.errors import GatewayError
 from interlock.accounting.keys import MAX_TAG_CHARS, MAX_TAGS, request_tags

@@ -174,13 +174,16 @@ async def test_gateways_sharing_a_store_agree(fake: FakeOpenAI, make_gateway: Ga
     assert await one.gateway.budgets.spent("global") == await two.gateway.budgets.spent("global") == spent
 
 
-async def test_unknown_price_reserves_nothing_and_counts_actual(fake: FakeOpenAI, make_gateway: GatewayFactory) -> None:
+async def test_unknown_price_reserves_nothing_and_counts_actual(
+    fake: FakeOpenAI, make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     toml = openai_config(fake.base_url, '[prices."gpt-4o"]\ninput = 0\noutput = 0\n[[budgets]]\nscope = "global"\ndaily_usd = 1\n')
     gw = await make_gateway(toml)
-    cost, note = gw.gateway.budgets.estimate(
-        _ctx({"model": "backup/unpriced-model", "messages": HELLO}), gw.gateway.router, 100
-    )
-    assert cost is None and note is not None and "no price" in note
+    budgets = gw.gateway.budgets
+    held = await budgets.reserve(_ctx({"model": "backup/unpriced-model", "messages": HELLO}), None, "backup/unpriced-model")
+    assert held is not None and held.micros == 0 and held.note is not None and "no price" in held.note
+    assert "backup/unpriced-model has no price" in caplog.text
+    await budgets.reconcile(held, None)
     await gw.client.chat.completions.create(model="openai/gpt-4o", messages=HELLO)
     assert await gw.gateway.budgets.spent("global") == 0
 
@@ -199,20 +202,12 @@ async def test_reserve_and_reconcile_units() -> None:
     budgets_cfg = parse_budgets([{"scope": "team:search", "daily_usd": 20, "monthly_usd": 25}], problems)
     assert not problems
     budgets = Budgets(budgets_cfg, store, alerts.append, clock=lambda: 1_700_000_000.0)  # 2023-11-14 UTC
-
-    class Router:
-        def route_for(self, ctx: object, model: str) -> object:
-            from interlock.core.types import Route, Target
-
-            return Route("r", [Target("p", "m")])
-
-        def price(self, usage: object, provider: str, model: str) -> Decimal:
-            return Decimal("0.000001") * (usage.prompt_tokens + usage.completion_tokens) * 1_000_000  # type: ignore[attr-defined]
-
     from interlock.core.types import RequestContext
 
     ctx = RequestContext(request_id="r", endpoint="chat", body={"model": "m", "messages": HELLO, "max_tokens": 5}, team="search")
-    held = await budgets.reserve(ctx, Router())  # type: ignore[arg-type]
+    assert budgets.output_allowance(ctx) == 4096
+    worst = Decimal("0.000001") * (3 + 5) * 1_000_000  # $1 a token: 3 prompt tokens (estimated) + max_tokens 5
+    held = await budgets.reserve(ctx, worst)
     assert held is not None and held.micros == (3 + 5) * 1_000_000
     assert await store.get("budget:team:search:2023-11-14") == held.micros
     assert await store.get("budget:team:search:2023-11") == held.micros
@@ -220,18 +215,19 @@ async def test_reserve_and_reconcile_units() -> None:
     await budgets.reconcile(held, Decimal("7.25"))  # settled once
     assert await store.get("budget:team:search:2023-11-14") == 7_250_000
     assert [a.kind for a in alerts] == []  # 7.25 < 0.8 x 20
-    held = await budgets.reserve(ctx, Router())  # type: ignore[arg-type]
+    held = await budgets.reserve(ctx, worst)
     await budgets.reconcile(held, Decimal("9"))  # 16.25: soft on the day (16), not on the month (20)
     assert [(a.kind, a.details["period"]) for a in alerts] == [("budget_soft", "daily")]
     from interlock.core.errors import GatewayError
 
     with pytest.raises(GatewayError) as info:
-        await budgets.reserve(ctx, Router())  # type: ignore[arg-type]  # 16.25 + 8 > 20
+        await budgets.reserve(ctx, worst)  # 16.25 + 8 > 20
     assert info.value.status == 429 and info.value.code == "budget_exceeded"
     assert "team:search" in info.value.message and "2023-11-14" in info.value.message
     assert await store.get("budget:team:search:2023-11-14") == 16_250_000  # released
     assert await store.get("budget:team:search:2023-11") == 16_250_000
     assert budgets.applicable(RequestContext(request_id="x", endpoint="chat", body={}, team="other")) == []
+    assert budgets.output_allowance(RequestContext(request_id="x", endpoint="chat", body={}, team="other")) is None
 
 
 def test_budget_config_is_validated(tmp_path: Path) -> None:

@@ -15,8 +15,7 @@ from interlock.accounting import pricing
 from interlock.core.config import ConfigError
 from interlock.core.gateway import Gateway
 from interlock.core.plugins import make_plugin_manager
-from interlock.accounting.pricing import FREE, Price, PriceTable, cost, table_for
-from interlock.core.store import MemoryStore
+from interlock.accounting.pricing import FREE, Price, PriceTable, cost
 from interlock.core.types import Usage
 from interlock.plugins.detection import detect
 
@@ -380,14 +379,12 @@ def test_builtin_compute_cost_hook_uses_the_table_it_is_given() -> None:
     assert pm.hook.compute_cost(**{**args, "provider": "other"}, model="gpt-4o", prices=table) == Decimal("0.006")
 
 
-def test_the_gateway_builds_its_table_once_per_config_and_binds_it_to_its_store() -> None:
+def test_the_gateway_builds_its_table_once_per_config_and_hands_it_to_the_router() -> None:
     gateway = Gateway(parse(OVERRIDES), environ={}, load_entrypoints=False)
-    assert table_for(gateway.store) is gateway.prices
+    assert gateway.router.prices is gateway.prices and gateway.router.metadata is gateway.prices
     assert gateway.prices.for_target("local", "anything") == parse(OVERRIDES).prices["local/*"]
     old = gateway.prices
     gateway.reload(parse('[providers.openai]\napi_key = "k"\n[prices."gpt-4o"]\ninput = 1\noutput = 1\n'))
-    assert table_for(gateway.store) is gateway.prices is not old
+    assert gateway.router.prices is gateway.prices is not old
     expected = Price(Decimal(1), Decimal(1), context_window=128_000, source="config")
     assert gateway.prices.for_target("openai", "gpt-4o") == expected
-    # a store no gateway owns: the shipped table
-    assert table_for(MemoryStore()) is BUILTIN and table_for(None) is BUILTIN
