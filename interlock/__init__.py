@@ -6,6 +6,6 @@ Plugin authors need only this module::
 """
 
 from interlock.core.hookspecs import hookimpl, hookspec
+from interlock.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["__version__", "hookimpl", "hookspec"]

@@ -13,7 +13,7 @@ import importlib.metadata
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,7 +121,7 @@ def _load_entrypoints(pm: pluggy.PluginManager, environ: Mapping[str, str]) -> N
     only: set[str] | None = None
     if "INTERLOCK_LOAD_PLUGINS" in environ:
         only = {d.strip() for d in environ["INTERLOCK_LOAD_PLUGINS"].split(",") if d.strip()}
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()  # (distribution, entry point): one distribution listed twice on sys.path
     for dist in importlib.metadata.distributions():
         dist_name = dist.metadata["Name"] or "?"
         if only is not None and dist_name not in only:
@@ -146,10 +146,12 @@ _DIST_INFO: dict[int, tuple[str, str]] = {}
 
 
 def _enable_tracing(pm: pluggy.PluginManager) -> None:
-    def before(hook_name: str, impls: list[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
+    def before(hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
         print(f"[interlock hook] {hook_name} -> {[i.plugin_name for i in impls]}", file=sys.stderr)
 
-    def after(outcome: Any, hook_name: str, impls: list[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
+    def after(
+        outcome: pluggy.Result[Any], hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]
+    ) -> None:
         print(f"[interlock hook] {hook_name} returned {outcome.get_result()!r}", file=sys.stderr)
 
     pm.add_hookcall_monitoring(before, after)
@@ -233,7 +235,7 @@ def _call_each(hook: pluggy.HookCaller, current: list[str], **kwargs: Any) -> No
 
 def plugin_info(pm: pluggy.PluginManager, registry: Registry) -> list[dict[str, Any]]:
     """Name, version, source, hooks and registrations of every plugin, for ``/-/plugins``."""
-    from interlock import __version__
+    from interlock.version import __version__
 
     out = []
     # exporters implementing hooks themselves (alert exporters) are registered by the gateway as

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from interlock import __version__
+from interlock.version import __version__
 from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext
 
 #: what upstream requests say they come from (a provider's ``headers`` config may override it)

@@ -262,6 +262,19 @@ class Decision:
     cost_usd: Decimal | None = None  # the sum of every attempt's cost (failed, retried, hedged ones too)
     cost_delta_usd: Decimal | None = None  # after a fallback: its cost minus the first choice's, same usage
 
+    def failed(self, status: int, error_type: str | None, message: str | None) -> None:
+        """Record that the request ends with ``status`` instead of an answer.
+
+        The first cause recorded wins: the router's verdict (the failure class of
+        the most informative attempt) is kept when the HTTP error that carries it
+        to the client is recorded afterwards.
+        """
+        self.status = status
+        if self.error_type is None:
+            self.error_type = error_type
+        if self.error_message is None:
+            self.error_message = message
+
     @property
     def fallback_used(self) -> bool:
         """True when the answer came from a target other than the first one tried."""
@@ -282,3 +295,15 @@ class Alert:
     threshold_usd: Decimal | None = None  # the budget, or the baseline the spend departed from
     details: dict[str, Any] = field(default_factory=dict)
     ts: float = field(default_factory=time.time)
+
+    def payload(self) -> dict[str, Any]:
+        """The alert as JSON-ready data (a log line, a webhook body): dollars as strings, never floats."""
+        return {
+            "kind": self.kind,
+            "scope": self.scope,
+            "message": self.message,
+            "value_usd": None if self.value_usd is None else str(self.value_usd),
+            "threshold_usd": None if self.threshold_usd is None else str(self.threshold_usd),
+            "details": self.details,
+            "ts": self.ts,
+        }

@@ -33,7 +33,6 @@ from interlock import hookimpl
 from interlock.core import jsonutil
 from interlock.core.exporter import Exporter
 from interlock.core.types import Alert, Decision
-from interlock.plugins.exporters.alert_log import alert_payload
 
 log = logging.getLogger("interlock.webhook")
 
@@ -76,7 +75,7 @@ class WebhookExporter(Exporter):
             self._queue.popleft()
             self.failed += 1
             log.warning("webhook: queue full (%d alerts); the oldest was dropped", self.max_queue)
-        self._queue.append(alert_payload(alert))
+        self._queue.append(alert.payload())
         self._wake.set()
 
     def record(self, decision: Decision) -> None:
