@@ -35,7 +35,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from interlock.core.app import create_app
 
     cfg = _load(args.config)
-    fakes = []
+    fakes: list[Any] = []  # (fake server, port) pairs for --demo
     if args.demo:
         from interlock.testing import demo
 

@@ -14,10 +14,11 @@ Config::
 How a request is counted. Every counter lives in the :class:`~interlock.core.store.Store`
 as ``budget:<scope>:<period>`` (UTC day ``YYYY-MM-DD`` or month ``YYYY-MM``), an integer
 of micro-dollars changed only with ``incr``, so several gateway processes sharing a
-store agree. Before routing, :meth:`Budgets.reserve` estimates the request's worst
-case (the estimated prompt tokens plus ``max_completion_tokens``/``max_tokens``, or
-``default_max_tokens``, priced through ``compute_cost`` at the route's first target)
-and adds it to every counter that applies (the key's, the team's, each tag's, the
+store agree. Before any upstream call, once the request is planned, the lifecycle
+prices the request's worst case (:func:`interlock.core.estimate.worst_case_usage`: the
+estimated prompt tokens plus ``max_completion_tokens``/``max_tokens``, or
+``default_max_tokens``, priced through ``compute_cost`` at the first target the plan
+will try) and :meth:`Budgets.reserve` adds it to every counter that applies (the key's, the team's, each tag's, the
 global one). If a ``reject`` budget would then go over its limit (or has already
 reached it) every increment is taken back and the client gets a 429
 (``rate_limit_error``, code ``budget_exceeded``) naming the budget; no upstream call is
@@ -51,15 +52,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from interlock.core.errors import GatewayError
-from interlock.core.rules import CHARS_PER_TOKEN, estimate_prompt_tokens
 from interlock.core.store import Store
-from interlock.core.types import Alert, RequestContext, Usage
-
-if TYPE_CHECKING:
-    from interlock.core.router import Router
+from interlock.core.types import Alert, RequestContext
 
 log = logging.getLogger("interlock.budgets")
 
@@ -198,49 +195,38 @@ class Budgets:
         dt = datetime.fromtimestamp(self.clock() if now is None else now, UTC)
         return {"daily": dt.strftime("%Y-%m-%d"), "monthly": dt.strftime("%Y-%m")}
 
-    # -- estimate --------------------------------------------------------- #
+    def output_allowance(self, ctx: RequestContext) -> int | None:
+        """The output tokens to reserve for a request that sets no limit; None when no budget applies.
 
-    def estimate(self, ctx: RequestContext, router: Router, max_tokens: int) -> tuple[Decimal | None, str | None]:
-        """The request's worst-case cost at its first target's price, or (None, why) when unknown."""
-        body = ctx.body
-        if ctx.endpoint == "embeddings":
-            inputs = body.get("input")
-            items = inputs if isinstance(inputs, list) else [inputs]
-            chars = sum(len(x) if isinstance(x, str) else (len(x) * 4 if isinstance(x, list) else 0) for x in items)
-            usage = Usage(prompt_tokens=-(-chars // CHARS_PER_TOKEN))
-        else:
-            out = body.get("max_completion_tokens") or body.get("max_tokens")
-            out = out if isinstance(out, int) and not isinstance(out, bool) and out > 0 else max_tokens
-            n = body.get("n")
-            n = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
-            usage = Usage(prompt_tokens=estimate_prompt_tokens(body), completion_tokens=out * n)
-        try:
-            route = router.route_for(ctx, body.get("model", ""))
-        except GatewayError:
-            return None, "the model does not resolve (the router will answer the error)"
-        if not route.targets:
-            return None, "the route has no target"
-        first = route.targets[0]
-        cost = router.price(usage, first.provider, first.model)
-        if cost is None:
-            if first.key not in self._unpriced:
-                self._unpriced.add(first.key)
-                log.warning("budgets: %s has no price; its requests reserve $0 and count only their actual cost", first.key)
-            return None, f"{first.key} has no price"
-        return cost, None
+        The request lifecycle asks this after planning, and only prices a worst case
+        (the plan's first pick at :func:`interlock.core.estimate.worst_case_usage`)
+        when some budget applies.
+        """
+        budgets = self.applicable(ctx)
+        return max(b.default_max_tokens for b in budgets) if budgets else None
 
     # -- reserve ---------------------------------------------------------- #
 
-    async def reserve(self, ctx: RequestContext, router: Router) -> Reservation | None:
-        """Reserve the request's worst case on every budget that applies; 429 when one would be exceeded.
+    async def reserve(
+        self, ctx: RequestContext, worst_case: Decimal | None, unpriced: str | None = None
+    ) -> Reservation | None:
+        """Reserve ``worst_case`` dollars on every budget that applies; 429 when one would be exceeded.
 
-        Returns None when no budget applies (nothing to reconcile).
+        ``worst_case`` is what the request may cost at most (None: unknown, so 0 is
+        reserved and only the actual cost counts); ``unpriced`` names the target
+        without a price that made it unknown, logged once per target. Returns None
+        when no budget applies (nothing to reconcile).
         """
         budgets = self.applicable(ctx)
         if not budgets:
             return None
-        cost, note = self.estimate(ctx, router, max(b.default_max_tokens for b in budgets))
-        held = Reservation(to_micros(cost) if cost is not None else 0, note=note)
+        note = None
+        if worst_case is None and unpriced is not None:
+            note = f"{unpriced} has no price"
+            if unpriced not in self._unpriced:
+                self._unpriced.add(unpriced)
+                log.warning("budgets: %s has no price; its requests reserve $0 and count only their actual cost", unpriced)
+        held = Reservation(to_micros(worst_case) if worst_case is not None else 0, note=note)
         periods = self.periods()
         for budget in budgets:
             for kind, limit in budget.limits():

@@ -304,7 +304,7 @@ class KeyStore:
         except Exception:
             return False
         db = url.database
-        return url.get_backend_name() == "sqlite" and bool(db) and db != ":memory:" and not os.path.exists(db)
+        return url.get_backend_name() == "sqlite" and db is not None and db not in ("", ":memory:") and not os.path.exists(db)
 
     async def _no_stored_keys(self) -> bool:
         """True when the database certainly holds no stored keys, found without SQLAlchemy.

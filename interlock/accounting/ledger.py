@@ -263,8 +263,8 @@ def _migration_2(conn: Connection) -> None:
                 continue  # a half-applied run on non-transactional DDL
             ddl = column.type.compile(dialect=conn.dialect)
             conn.execute(text(f"ALTER TABLE {preparer.quote(table)} ADD COLUMN {preparer.quote(column.name)} {ddl}"))
-    for table in _v2_tables(MetaData()):
-        table.create(conn, checkfirst=True)
+    for new_table in _v2_tables(MetaData()):
+        new_table.create(conn, checkfirst=True)
 
 
 #: ordered: MIGRATIONS[i] brings the schema from version i to version i + 1. Append only.

@@ -20,8 +20,10 @@ Config overrides (``[prices]``, see :func:`parse_prices`) are keyed by model nam
 wins over a model key, an exact key over a glob, and any override over the built-in table.
 
 :class:`PriceTable` objects are immutable. The gateway builds one per configuration
-(:meth:`PriceTable.for_config`) and binds it to its store (:func:`bind`), so strategies,
-which only hold the store, find it with :func:`table_for`.
+(:meth:`PriceTable.for_config`) and hands it to the engine, which knows it only as a
+:class:`~interlock.core.catalog.PriceBook` (``compute_cost``'s ``prices``, a strategy's
+``prices`` attribute) and a :class:`~interlock.core.catalog.ModelMetadata` (context
+windows).
 """
 
 from __future__ import annotations
@@ -33,13 +35,12 @@ import importlib.resources
 import math
 import re
 import tomllib
-import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from interlock.core.store import Store
+from interlock.core.catalog import Price as Price  # re-exported: the table's entries
 from interlock.core.types import Usage
 
 MILLION = Decimal(1_000_000)
@@ -59,24 +60,6 @@ _DOTTED_VERSION = re.compile(r"(\d)\.(\d)")
 _PREFIXES = (
     "models/", "accounts/fireworks/models/", "publishers/google/models/", "publishers/anthropic/models/",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Price:
-    """One model's prices in USD per million tokens.
-
-    ``cached_input`` (cache reads), ``cache_write`` and ``reasoning`` are None when they
-    do not differ from the base price (input, input and output respectively).
-    """
-
-    input: Decimal
-    output: Decimal
-    cached_input: Decimal | None = None
-    cache_write: Decimal | None = None
-    reasoning: Decimal | None = None
-    context_window: int | None = None
-    checked: datetime.date | None = None  # when the price was last verified (built-in table)
-    source: str = "built-in"  # "built-in", "config" or "self-hosted"
 
 
 FREE = Price(ZERO, ZERO, source="self-hosted")
@@ -201,6 +184,11 @@ class PriceTable:
         """The price of ``model`` on provider instance ``provider`` (its type from ``instance_types``;
         an instance not listed is taken to be named after its type, as auto-enabled ones are)."""
         return self.lookup(self._instance_types.get(provider, provider), model, provider)
+
+    def target_cost(self, usage: Usage, provider: str, model: str) -> Decimal | None:
+        """:func:`cost` of ``model`` on provider instance ``provider`` (see :meth:`for_target`), or None."""
+        price = self.for_target(provider, model)
+        return None if price is None else cost(usage, price)
 
     def context_window(self, provider_type: str, model: str, provider: str | None = None) -> int | None:
         """The model's context window in tokens, when known (for context-length fallback)."""
@@ -440,21 +428,3 @@ def _decimal(value: Any, path: str, problems: list[tuple[str, str]]) -> Decimal 
 def _key(name: str) -> str:
     """A table key as written in TOML key paths: bare when it can be, quoted otherwise."""
     return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else '"' + name.replace('"', '\\"') + '"'
-
-
-# --------------------------------------------------------------------------- #
-# the gateway's table, for code that only holds the store (strategies)
-# --------------------------------------------------------------------------- #
-
-_BOUND: weakref.WeakKeyDictionary[Store, PriceTable] = weakref.WeakKeyDictionary()
-
-
-def bind(store: Store, table: PriceTable) -> None:
-    """Make ``table`` the price table of the gateway that owns ``store`` (called on start and reload)."""
-    _BOUND[store] = table
-
-
-def table_for(store: Store | None) -> PriceTable:
-    """The price table bound to ``store``, or the built-in table when none is."""
-    table = _BOUND.get(store) if store is not None else None
-    return table if table is not None else PriceTable.builtin()

@@ -145,7 +145,7 @@ def _tag_source(dialect: str) -> Any:
 
 
 def _metrics(row: Any) -> dict[str, Any]:
-    out = {}
+    out: dict[str, Any] = {}
     for name in METRICS:
         value = getattr(row, name)
         if name in _MONEY:
@@ -200,7 +200,9 @@ async def spend(
             source = source.outerjoin(tags, true())  # untagged requests keep a row, tag NULL
             groups.append(tags.c.value.label(f"g_{name}"))
         else:
-            groups.append(requests.c[DIMENSIONS[name]].label(f"g_{name}"))
+            column = DIMENSIONS[name]
+            assert column is not None  # only "tag" has no column, and it is exploded above
+            groups.append(requests.c[column].label(f"g_{name}"))
     grouped = (
         select(*groups, *_aggregates())
         .select_from(source)

@@ -25,9 +25,11 @@ from interlock.core.provider import ProviderSettings, Secret
 from interlock.accounting.keys import KeySpec, parse_keys
 from interlock.core.rules import Rule, parse_rules
 from interlock.core.telemetry import check_config as check_telemetry
+from interlock.core.errors import ConfigError as ConfigError  # re-exported: what load() and parse() raise
 from interlock.core.route_settings import (
     TARGET_KEYS,
     RouteSettings,
+    RouteSpec,
     TargetSettings,
     parse_route_settings,
     parse_target_settings,
@@ -48,28 +50,6 @@ _TOP_KEYS = {
     "telemetry", "budgets", "anomaly",
 }
 _SERVER_KEYS = {"host", "port", "max_body_bytes", "auto_providers", "admin_key"}
-
-
-class ConfigError(Exception):
-    """One or more config problems, each as ``(key_path, message)``."""
-
-    def __init__(self, problems: list[tuple[str, str]], source: str | None = None) -> None:
-        self.problems = problems
-        self.source = source
-        where = f" in {source}" if source else ""
-        lines = "\n".join(f"  {path}: {msg}" if path else f"  {msg}" for path, msg in problems)
-        super().__init__(f"invalid configuration{where}:\n{lines}")
-
-
-@dataclass(slots=True)
-class RouteSpec:
-    """A ``[routes.NAME]`` table before its elements are resolved."""
-
-    name: str
-    elements: list[tuple[str, float, TargetSettings]]  # (model reference, weight, overrides) in written order
-    strategy: str
-    settings: RouteSettings = field(default_factory=RouteSettings)
-    key: str = ""  # "chain" or "targets": where the elements came from, for error paths
 
 
 @dataclass(slots=True)

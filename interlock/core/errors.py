@@ -1,4 +1,4 @@
-"""Errors the gateway returns to clients, always in the OpenAI error shape."""
+"""Errors: what the gateway returns to clients (OpenAI's error shape by default), and config problems."""
 
 from __future__ import annotations
 
@@ -45,3 +45,14 @@ def bad_request(message: str, *, param: str | None = None, code: str | None = "i
 
 def not_found(message: str, *, code: str = "model_not_found", param: str | None = "model") -> GatewayError:
     return GatewayError(404, message, code=code, param=param)
+
+
+class ConfigError(Exception):
+    """One or more config problems, each as ``(key_path, message)``."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  {path}: {msg}" if path else f"  {msg}" for path, msg in problems)
+        super().__init__(f"invalid configuration{where}:\n{lines}")

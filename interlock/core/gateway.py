@@ -15,20 +15,23 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 import pluggy
+from aiohttp import web
 
 from interlock.accounting.anomaly import AnomalyDetector
-from interlock.core.breaker import Breaker
-from interlock.accounting.budgets import Budgets, Reservation
+from interlock.accounting.budgets import Budgets
+from interlock.accounting.guard import SpendGuard
+from interlock.accounting.keys import KeyStore
+from interlock.accounting.pricing import PriceTable
 from interlock.core import config as config_mod
+from interlock.core.breaker import Breaker
 from interlock.core.config import Config, ConfigError
 from interlock.core.health import HealthBoard
-from interlock.accounting.keys import KeyStore
+from interlock.core.lifecycle import Lifecycle
 from interlock.core.plugins import collect, make_plugin_manager, notify
-from interlock.accounting.pricing import PriceTable, bind
 from interlock.core.provider import HttpPool, Provider
-from interlock.core.store import MemoryStore, Store
 from interlock.core.resolve import Resolver, build_providers
 from interlock.core.router import Router
+from interlock.core.store import MemoryStore, Store
 from interlock.core.telemetry import Telemetry, TelemetrySettings
 from interlock.core.types import Alert, Decision
 
@@ -61,30 +64,42 @@ class Gateway:
         # shared routing state outlives reloads: breakers and latencies are about targets, not configs
         self.store: Store = store if store is not None else MemoryStore()  # several gateways may share one
         self.clock = clock or time.time  # budgets' periods and anomaly buckets (tests inject one)
-        self.providers, self.resolver, self.router = self._build(cfg)
-        self.prices = self._prices(cfg)
+        self.providers, self.prices, self.resolver, self.router = self._build(cfg)
         self.exporters = self.registry.exporters
         for exporter in self.exporters:  # an exporter may also implement hooks (alert exporters)
             if any(hasattr(getattr(exporter, h, None), "interlock_impl") for h in ("alert", "record_decision")):
                 self.pm.register(exporter, name=f"exporter:{exporter.name or type(exporter).__name__}:{id(exporter):x}")
-        self.budgets, self.anomaly = self._spend_guards(cfg)
+        self.budgets, self.anomaly, self.guard = self._spend_guards(cfg)
+        #: runs every request on this configuration (rebuilt with the router on reload)
+        self.lifecycle = Lifecycle(self.router, self.guard, self.record)
         self._ticker: asyncio.Task[None] | None = None
         self.keys = KeyStore(cfg.keys, cfg.database_url)  # gateway API keys: config + stored (api_keys)
         self.reloads = 0
         self.on_reload: list[Callable[[Gateway], None]] = []  # e.g. the log redactor learning new keys
 
-    def _build(self, cfg: Config) -> tuple[dict[str, Provider], Resolver, Router]:
-        providers = build_providers(cfg, self.registry, self.http, self.environ)
-        resolver = Resolver(self.pm, self.registry, providers, cfg)
-        router = Router(self.pm, self.registry, resolver, self.health, self.store, Breaker(self.store, cfg.breaker))
-        return providers, resolver, router
+    def _build(self, cfg: Config) -> tuple[dict[str, Provider], PriceTable, Resolver, Router]:
+        """Providers, prices, resolver and router for ``cfg`` (raises :class:`ConfigError`).
 
-    def _spend_guards(self, cfg: Config) -> tuple[Budgets, AnomalyDetector]:
-        """Budgets and the anomaly detector for ``cfg``; their counters live in the shared store."""
-        return (
-            Budgets(cfg.budgets, self.store, self.raise_alert, self.clock),
-            AnomalyDetector(cfg.anomaly, self.store, self.raise_alert, self.clock),
+        The price table is the shipped data with ``[prices]`` on top; the router hands it
+        to ``compute_cost`` and to strategies as their ``prices``, and asks it for the
+        context windows the config does not set.
+        """
+        providers = build_providers(
+            cfg.providers, self.registry, self.http, self.environ, auto_providers=cfg.auto_providers, source=cfg.source
         )
+        prices = PriceTable.for_config(cfg.prices, {name: p.type_name for name, p in providers.items()})
+        resolver = Resolver(self.pm, self.registry, providers, cfg.routes, cfg.rules, cfg.source)
+        router = Router(
+            self.pm, self.registry, resolver, self.health, self.store, Breaker(self.store, cfg.breaker),
+            prices=prices, metadata=prices,
+        )
+        return providers, prices, resolver, router
+
+    def _spend_guards(self, cfg: Config) -> tuple[Budgets, AnomalyDetector, SpendGuard]:
+        """Budgets and the anomaly detector for ``cfg`` (counters in the shared store), and their guard."""
+        budgets = Budgets(cfg.budgets, self.store, self.raise_alert, self.clock)
+        anomaly = AnomalyDetector(cfg.anomaly, self.store, self.raise_alert, self.clock)
+        return budgets, anomaly, SpendGuard(budgets, anomaly)
 
     def raise_alert(self, alert: Alert) -> None:
         """Deliver an alert to every ``alert`` hook (log line, webhook, OTel event, ledger)."""
@@ -92,14 +107,6 @@ class Gateway:
             self.pm.hook.alert(alert=alert)
         except Exception:
             log.exception("an alert plugin failed")
-
-    async def settle(self, decision: Decision, held: Reservation | None) -> None:
-        """After a priced request: reconcile its budget reservation, feed the anomaly detector."""
-        try:
-            await self.budgets.reconcile(held, decision.cost_usd)
-            await self.anomaly.observe(decision)
-        except Exception:  # the store failing must not fail a request that already succeeded
-            log.exception("budgets/anomaly bookkeeping failed for request %s", decision.request_id)
 
     async def _tick(self) -> None:
         """Close anomaly buckets even when no request arrives (a spike followed by silence)."""
@@ -110,16 +117,6 @@ class Gateway:
             except Exception:
                 log.exception("anomaly check failed")
 
-    def _prices(self, cfg: Config) -> PriceTable:
-        """The price table for ``cfg`` (built-in data plus ``[prices]``), bound to the store.
-
-        Strategies hold only the store, so ``lowest-cost`` finds this table through it
-        (:func:`interlock.accounting.pricing.table_for`); ``compute_cost`` receives it as ``prices``.
-        """
-        table = PriceTable.for_config(cfg.prices, {name: p.type_name for name, p in self.providers.items()})
-        bind(self.store, table)
-        return table
-
     def reload(self, cfg: Config) -> list[str]:
         """Swap in a new routing config (providers, routes, rules, breaker settings).
 
@@ -127,7 +124,7 @@ class Gateway:
         is invalid. Requests already in flight finish on the router they started
         with. Returns notes on what a reload cannot change (those need a restart).
         """
-        providers, resolver, router = self._build(cfg)
+        providers, prices, resolver, router = self._build(cfg)
         notes = []
         if cfg.database_url != self.cfg.database_url:
             notes.append("database.url changed: takes effect after a restart")
@@ -138,10 +135,10 @@ class Gateway:
         if (cfg.host, cfg.port) != (self.cfg.host, self.cfg.port):
             notes.append("server host/port changed: takes effect after a restart")
         cfg.host, cfg.port, cfg.database_url = self.cfg.host, self.cfg.port, self.cfg.database_url
-        self.cfg, self.providers, self.resolver, self.router = cfg, providers, resolver, router
-        self.prices = self._prices(cfg)
+        self.cfg, self.providers, self.prices, self.resolver, self.router = cfg, providers, prices, resolver, router
         self.keys.configure(cfg.keys)
-        self.budgets, self.anomaly = self._spend_guards(cfg)  # in-flight reservations settle on their own keys
+        self.budgets, self.anomaly, self.guard = self._spend_guards(cfg)  # in-flight reservations settle on their own keys
+        self.lifecycle = Lifecycle(self.router, self.guard, self.record)
         self.reloads += 1
         log.info("configuration reloaded from %s (%d routes, %d providers)", cfg.source, len(resolver.routes), len(providers))
         return notes
@@ -200,3 +197,7 @@ class Gateway:
             notify(self.pm, "record_decision", decision=decision)
         except Exception:
             log.exception("a record_decision plugin failed")
+
+
+#: the aiohttp application's key for its gateway (``request.app[GATEWAY]``)
+GATEWAY = web.AppKey("gateway", Gateway)

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from interlock.core.catalog import PriceBook
     from interlock.core.exporter import Exporter
-    from interlock.accounting.pricing import PriceTable
     from interlock.core.provider import Provider
     from interlock.core.strategy import Strategy
     from interlock.core.types import (
@@ -138,13 +138,13 @@ def classify_failure(error: UpstreamError, target: Target, provider_type: str) -
 
 @hookspec(firstresult=True)
 def compute_cost(
-    usage: Usage, provider: str, provider_type: str, model: str, prices: PriceTable | None
+    usage: Usage, provider: str, provider_type: str, model: str, prices: PriceBook | None
 ) -> Decimal | None:
     """Price one attempt's usage in US dollars (a ``Decimal``, never a float).
 
     ``provider`` is the instance name, ``provider_type`` its type, ``model`` the
-    name sent upstream. ``prices`` is the gateway's
-    :class:`~interlock.accounting.pricing.PriceTable` (the built-in table with the
+    name sent upstream. ``prices`` is the gateway's price table, a
+    :class:`~interlock.core.catalog.PriceBook` (the built-in table with the
     config's ``[prices]`` on top; ``None`` outside a gateway); the built-in
     implementation answers from it, last. Return ``None`` when the plugin has
     no price for this model; the next plugin is asked. Stops at first non-None result.

@@ -14,17 +14,16 @@ Anything else is an unknown model, reported with what was tried.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import pluggy
 
-from interlock.core.config import Config, ConfigError, RouteSpec
-from interlock.core.errors import GatewayError
+from interlock.core.errors import ConfigError, GatewayError
 from interlock.core.plugins import Registry
 from interlock.core.provider import HttpPool, Provider, ProviderSettings, Secret
+from interlock.core.route_settings import RouteSettings, RouteSpec
 from interlock.core.rules import Rule
-from interlock.core.route_settings import RouteSettings
 from interlock.core.types import Route, Target
 
 #: alternative spellings of provider types accepted as ``type/model`` prefixes
@@ -50,12 +49,22 @@ class Unresolved(Exception):
 
 
 def build_providers(
-    cfg: Config, registry: Registry, http: HttpPool, environ: Mapping[str, str] = os.environ
+    configured: Mapping[str, ProviderSettings],
+    registry: Registry,
+    http: HttpPool,
+    environ: Mapping[str, str] = os.environ,
+    *,
+    auto_providers: bool = False,
+    source: str | None = None,
 ) -> dict[str, Provider]:
-    """Instantiate every configured provider (and, for embedded defaults, every keyed one)."""
+    """Instantiate every configured provider (and with ``auto_providers``, every one its env enables).
+
+    ``configured`` are the config's ``[providers.*]`` tables; problems are raised as
+    one :class:`ConfigError` naming ``source``.
+    """
     problems: list[tuple[str, str]] = []
     out: dict[str, Provider] = {}
-    for name, settings in cfg.providers.items():
+    for name, settings in configured.items():
         cls = registry.providers.get(settings.type)
         if cls is None:
             known = ", ".join(sorted(registry.providers)) or "none"
@@ -72,9 +81,9 @@ def build_providers(
         for key, msg in cls.validate(settings):
             problems.append((f"providers.{name}.{key}", msg))
         out[name] = cls(settings, http)
-    if cfg.auto_providers:
+    if auto_providers:
         for type_name, cls in registry.providers.items():
-            if type_name in out or type_name in cfg.providers:
+            if type_name in out or type_name in configured:
                 continue
             if not cls.enabled_by_env(environ):
                 continue
@@ -89,35 +98,43 @@ def build_providers(
             if not cls.validate(settings):
                 out[type_name] = cls(settings, http)
     if problems:
-        raise ConfigError(problems, cfg.source)
+        raise ConfigError(problems, source)
     return out
 
 
 class Resolver:
-    """Resolves model names to routes; built once per app from config and plugins."""
+    """Resolves model names to routes; built once per configuration from its routes, rules and plugins."""
 
-    def __init__(self, pm: pluggy.PluginManager, registry: Registry, providers: dict[str, Provider], cfg: Config) -> None:
+    def __init__(
+        self,
+        pm: pluggy.PluginManager,
+        registry: Registry,
+        providers: dict[str, Provider],
+        routes: Mapping[str, RouteSpec],
+        rules: Sequence[Rule] = (),
+        source: str | None = None,
+    ) -> None:
         self.pm = pm
         self.registry = registry
         self.providers = providers
         self._implicit: dict[str, Route] = {}
         self.routes: dict[str, Route] = {}
         self.default_settings = RouteSettings()
-        self.rules: list[Rule] = list(cfg.rules)  # [[rules]], for the select_route hook
+        self.rules: list[Rule] = list(rules)  # [[rules]], for the select_route hook
         problems: list[tuple[str, str]] = []
-        for name, spec in cfg.routes.items():
+        for name, spec in routes.items():
             if spec.strategy not in registry.strategies:
                 known = ", ".join(sorted(registry.strategies))
                 problems.append((f"routes.{name}.strategy", f"unknown strategy {spec.strategy!r} (registered: {known})"))
-            targets = self._expand(spec, cfg.routes, [name], problems)
+            targets = self._expand(spec, routes, [name], problems)
             self.routes[name] = Route(name, targets, spec.strategy, spec.settings)
         for i, rule in enumerate(self.rules):
-            if rule.route not in cfg.routes:
-                known = ", ".join(sorted(cfg.routes)) or "none"
+            if rule.route not in routes:
+                known = ", ".join(sorted(routes)) or "none"
                 msg = f"rule {rule.name!r} sends requests to {rule.route!r}, which is not a route (routes: {known})"
                 problems.append((f"rules[{i}].route", msg))
         if problems:
-            raise ConfigError(problems, cfg.source)
+            raise ConfigError(problems, source)
 
     # -- config time ------------------------------------------------------ #
 

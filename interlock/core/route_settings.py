@@ -110,3 +110,14 @@ def parse_target_settings(table: Mapping[str, Any], path: str, problems: list[tu
         else:
             values["context_window"] = table["context_window"]
     return TargetSettings(**values)
+
+
+@dataclass(slots=True)
+class RouteSpec:
+    """A ``[routes.NAME]`` table before its elements are resolved."""
+
+    name: str
+    elements: list[tuple[str, float, TargetSettings]]  # (model reference, weight, overrides) in written order
+    strategy: str
+    settings: RouteSettings = field(default_factory=RouteSettings)
+    key: str = ""  # "chain" or "targets": where the elements came from, for error paths

@@ -15,16 +15,16 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeVar
 
 import pluggy
 
-from interlock.accounting import pricing
 from interlock.core import stats, telemetry
 from interlock.core.breaker import Breaker, Transition
+from interlock.core.catalog import ModelMetadata, NoMetadata, PriceBook
 from interlock.core.errors import GatewayError
 from interlock.core.health import HealthBoard
 from interlock.core.plugins import Registry, first_result
@@ -81,7 +81,7 @@ class StreamStart:
     """A stream that has produced its first content and is ready to be committed."""
 
     buffered: list[Chunk]
-    rest: AsyncIterator[Chunk] | None  # None: the stream already ended
+    rest: AsyncGenerator[Chunk, None] | None  # None: the stream already ended
     attempt: Attempt
     target: Target
     committed_at: float = field(default_factory=time.perf_counter)
@@ -107,6 +107,8 @@ class Router:
         health: HealthBoard,
         store: Store,
         breaker: Breaker,
+        prices: PriceBook | None = None,
+        metadata: ModelMetadata | None = None,
     ) -> None:
         self.pm = pm
         self.registry = registry
@@ -115,6 +117,10 @@ class Router:
         self.health = health
         self.store = store
         self.breaker = breaker
+        #: the gateway's prices (``compute_cost``'s ``prices``, strategies' ``prices``); None: the hook's own
+        self.prices = prices
+        #: context windows the config does not set (after a context-length failure, only larger ones are tried)
+        self.metadata: ModelMetadata = metadata if metadata is not None else NoMetadata()
         self._strategies: dict[tuple[str, str], Strategy] = {}
         # select_route is only worth a hook call per request when a rule or a plugin could answer
         self._route_hook = bool(resolver.rules) or any(
@@ -191,6 +197,7 @@ class Router:
                 raise GatewayError(500, f"strategy {name!r} is not registered", type="server_error")
             strategy = factory(route=route, options=route.options)
             strategy.store = self.store  # shared state (positions, latencies) lives in the store
+            strategy.prices = self.prices
             self._strategies[key] = strategy
         return strategy
 
@@ -203,15 +210,9 @@ class Router:
 
     # -- the loop --------------------------------------------------------- #
 
-    async def run(self, ctx: RequestContext, decision: Decision, op: Op) -> tuple[Any, Attempt, Target]:
-        """Try targets in plan order until ``op`` succeeds; raise the client's error otherwise."""
-        plan = await self.plan(ctx, decision.requested_model)
-        decision.route = None if plan.route.implicit else plan.route.name
-        decision.rule, decision.strategy = ctx.rule, plan.strategy
-        decision.candidates = [t.key for t in plan.order]
-        decision.reasons, decision.skipped = list(plan.reasons), list(plan.skipped)
+    async def run(self, ctx: RequestContext, decision: Decision, op: Op, plan: Plan) -> tuple[Any, Attempt, Target]:
+        """Try ``plan``'s targets in order until ``op`` succeeds; raise the client's error otherwise."""
         tel = telemetry.current()
-        tel.planned(decision)
         s = plan.settings
         deadline = ctx.started + s.total_timeout if s.total_timeout else None
         queue = list(plan.order)
@@ -350,7 +351,7 @@ class Router:
         if target.context_window is not None:
             return target.context_window
         provider = self.providers[target.provider]
-        return pricing.table_for(self.store).context_window(provider.type_name, target.model, target.provider)
+        return self.metadata.context_window(provider.type_name, target.model, target.provider)
 
     async def _hedge_partner(
         self, ctx: RequestContext, s: RouteSettings, target: Target, queue: list[Target]
@@ -413,7 +414,7 @@ class Router:
             result.attempt.outcome, result.attempt.action = "cancelled", "hedge_lost"
             telemetry.current().attempt_ended(result.attempt, "cancelled")
             if result.rest is not None:
-                await result.rest.aclose()  # type: ignore[attr-defined]
+                await result.rest.aclose()
                 await stats.leave(self.store, result.target.key)
 
     def _note(self, decision: Decision, transition: Transition | None) -> None:
@@ -443,11 +444,6 @@ class Router:
         return verdict
 
     # -- streams ---------------------------------------------------------- #
-
-    async def stream(self, ctx: RequestContext, decision: Decision) -> StreamStart:
-        """Open a stream, falling back until one target produces content."""
-        start, _, _ = await self.run(ctx, decision, stream_op(ctx))
-        return start  # type: ignore[no-any-return]
 
     async def stream_ended(self, start: StreamStart, err: UpstreamError | None = None) -> Classification | None:
         """A committed stream is over: account its full duration, and a failure if it broke (once)."""
@@ -504,7 +500,7 @@ class Router:
             return None
         cost: Decimal | None = first_result(
             self.pm, "compute_cost", usage=usage, provider=provider, provider_type=self.providers[provider].type_name, model=model,
-            prices=pricing.table_for(self.store),
+            prices=self.prices,
         )
         return cost
 
@@ -560,9 +556,7 @@ class Router:
             status = 503 if best_class in (F.OVERLOADED, F.RATE_LIMITED, F.QUOTA) else 502
             err = GatewayError(status, f"all {len(errors)} attempts failed: {tried}", type="upstream_error", code=best_class.value)
         err.headers.update(headers)
-        decision.status = err.status
-        decision.error_type = best_class.value
-        decision.error_message = err.message
+        decision.failed(err.status, best_class.value, err.message)
         return err
 
 
@@ -586,7 +580,7 @@ def note_chunk(attempt: Attempt, chunk: Chunk) -> None:
         attempt.finish_reasons.append(chunk.finish_reason)
 
 
-async def _guard(stream: AsyncIterator[Chunk], provider: Provider) -> AsyncIterator[Chunk]:
+async def _guard(stream: AsyncIterator[Chunk], provider: Provider) -> AsyncGenerator[Chunk, None]:
     """Turn a provider plugin's unexpected exception into a classifiable failure."""
     try:
         async for chunk in stream:

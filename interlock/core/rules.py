@@ -8,7 +8,7 @@ request to its route. Conditions (all optional):
 ``model``                                 the requested model name, or a list of names;
                                           glob patterns (``"gpt-4*"``), case-sensitive
 ``min_prompt_tokens``/``max_prompt_tokens``  the estimated prompt size, inclusive bounds
-                                          (see :func:`estimate_prompt_tokens`)
+                                          (see :func:`interlock.core.estimate.estimate_prompt_tokens`)
 ``tools``                                 ``true``: the request offers tools; ``false``: it does not
 ``images``                                any image part in any message (or none)
 ``json``                                  ``response_format`` is ``json_object``/``json_schema`` (or not)
@@ -34,20 +34,12 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from interlock.core.estimate import IMAGE_PARTS, count_prompt, tokens_of
 from interlock.core.types import RequestContext
 
-#: the estimate charges this many tokens for a ``detail: "low"`` image (OpenAI's fixed low-detail price)
-IMAGE_TOKENS_LOW = 85
-#: and this many for any other image: a 1024x1024 image in high detail (4 tiles x 170 + 85)
-IMAGE_TOKENS = 765
-#: characters per token for text, the usual rule of thumb for English and code
-CHARS_PER_TOKEN = 4
-
-_IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
 _TEXT_ROLES_SYSTEM = frozenset({"system", "developer"})
 _JSON_FORMATS = frozenset({"json_object", "json_schema"})
 
@@ -74,62 +66,6 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-def _count(body: Mapping[str, Any]) -> tuple[int, int, int]:
-    """(text characters, low-detail images, other images) over every message."""
-    chars = low = other = 0
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        return 0, 0, 0
-    for msg in messages:
-        if not isinstance(msg, dict):
-            continue
-        content = msg.get("content")
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, list):
-            for part in content:
-                if not isinstance(part, dict):
-                    continue
-                ptype = part.get("type")
-                if ptype in _IMAGE_PARTS:
-                    image = part.get("image_url")
-                    detail = image.get("detail") if isinstance(image, dict) else part.get("detail")
-                    if detail == "low":
-                        low += 1
-                    else:
-                        other += 1
-                    continue
-                for key in ("text", "refusal"):
-                    value = part.get(key)
-                    if isinstance(value, str):
-                        chars += len(value)
-        calls = msg.get("tool_calls")
-        if isinstance(calls, list):
-            for call in calls:
-                fn = call.get("function") if isinstance(call, dict) else None
-                if isinstance(fn, dict):
-                    for key in ("name", "arguments"):
-                        value = fn.get(key)
-                        if isinstance(value, str):
-                            chars += len(value)
-    return chars, low, other
-
-
-def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
-    """A cheap estimate of a chat request's prompt size in tokens.
-
-    Characters of every message's text (string content, text and refusal parts,
-    assistant tool-call names and arguments) divided by :data:`CHARS_PER_TOKEN`,
-    rounded up, plus :data:`IMAGE_TOKENS_LOW` per image part with
-    ``detail: "low"`` and :data:`IMAGE_TOKENS` per other image part. An image's
-    URL or base64 data is never counted as text. Tool definitions and audio are
-    not counted. One pass over the messages, no tokenizer: good enough to pick a
-    route by size, not to bill by.
-    """
-    chars, low, other = _count(body)
-    return -(-chars // CHARS_PER_TOKEN) + low * IMAGE_TOKENS_LOW + other * IMAGE_TOKENS
-
-
 class RequestFacts:
     """Per-request values several rules may need, each computed on first use and kept.
 
@@ -150,8 +86,8 @@ class RequestFacts:
     @property
     def prompt_tokens(self) -> int:
         if self._tokens is None:
-            chars, low, other = _count(self.ctx.body)
-            self._tokens = -(-chars // CHARS_PER_TOKEN) + low * IMAGE_TOKENS_LOW + other * IMAGE_TOKENS
+            chars, low, other = count_prompt(self.ctx.body)
+            self._tokens = tokens_of(chars, low, other)
             self._images = bool(low or other)
         return self._tokens
 
@@ -167,7 +103,7 @@ class RequestFacts:
             content = msg.get("content") if isinstance(msg, dict) else None
             if isinstance(content, list):
                 for part in content:
-                    if isinstance(part, dict) and part.get("type") in _IMAGE_PARTS:
+                    if isinstance(part, dict) and part.get("type") in IMAGE_PARTS:
                         return True
         return False
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Sequence
 from typing import Any, ClassVar
 
+from interlock.core.catalog import PriceBook
 from interlock.core.store import Store
 from interlock.core.types import RequestContext, Route, Target
 
@@ -19,6 +20,9 @@ class Strategy:
     name: ClassVar[str] = ""
     #: the shared state store, set by the router before the first ``order`` call
     store: Store
+    #: the gateway's prices (the shipped table with the config's ``[prices]`` on top), set by the
+    #: router with :attr:`store`; None until then (a strategy built outside a gateway)
+    prices: PriceBook | None = None
 
     def __init__(self, route: Route, options: dict[str, Any] | None = None) -> None:
         self.route = route

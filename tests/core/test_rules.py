@@ -16,15 +16,8 @@ from interlock import hookimpl
 from interlock.core import config as config_mod
 from interlock.core.config import ConfigError
 from interlock.core.gateway import Gateway
-from interlock.core.rules import (
-    IMAGE_TOKENS,
-    IMAGE_TOKENS_LOW,
-    RequestFacts,
-    Rule,
-    estimate_prompt_tokens,
-    match_first,
-    parse_rules,
-)
+from interlock.core.estimate import IMAGE_TOKENS, IMAGE_TOKENS_LOW, estimate_prompt_tokens
+from interlock.core.rules import RequestFacts, Rule, match_first, parse_rules
 from interlock.core.types import RequestContext, RouteChoice
 from interlock.plugins import rules as rules_plugin
 from interlock.testing import FakeOpenAI

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from interlock.core import stats
-from interlock.accounting.pricing import Price, PriceTable, bind
+from interlock.accounting.pricing import Price, PriceTable
 from interlock.core.store import MemoryStore
 from interlock.core.types import RequestContext, Route, Target
 from interlock.plugins.strategies.least_busy import LeastBusy
@@ -308,12 +308,12 @@ def test_lowest_cost_keeps_config_order_between_equal_prices() -> None:
     assert keys(lowest_cost(targets).order(targets, ctx())) == keys(targets)
 
 
-def test_lowest_cost_uses_the_gateways_table_through_the_store() -> None:
+def test_lowest_cost_uses_the_prices_it_is_given() -> None:
     targets = [Target("openai", "gpt-4o"), Target("backup", "gpt-4o-mini")]
     strategy = LowestCost(Route("r", targets))
     strategy.store = MemoryStore()
     assert keys(strategy.order(targets, ctx())) == ["openai/gpt-4o", "backup/gpt-4o-mini"]  # "backup": type unknown
-    bind(strategy.store, PriceTable.for_config({"openai/gpt-4o": Price(Decimal(50), Decimal(50))}, INSTANCES))
+    strategy.prices = PriceTable.for_config({"openai/gpt-4o": Price(Decimal(50), Decimal(50))}, INSTANCES)
     assert keys(strategy.order(targets, ctx())) == ["backup/gpt-4o-mini", "openai/gpt-4o"]
     with pytest.raises(ValueError, match="output_tokens"):
         LowestCost(Route("r", targets), {"output_tokens": 0})

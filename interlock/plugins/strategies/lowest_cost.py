@@ -1,16 +1,16 @@
 """``lowest-cost``: the cheapest healthy target for this request first.
 
 Each target is priced for an estimate of this request: the estimated prompt tokens
-(:func:`interlock.core.rules.estimate_prompt_tokens`) at its input price, plus the
+(:func:`interlock.core.estimate.estimate_prompt_tokens`) at its input price, plus the
 request's ``max_completion_tokens`` (else ``max_tokens``, else ``output_tokens``,
 default 500) at its output price. Targets are ordered by that cost, cheapest first;
 equal costs keep config order, and targets without a known price go last, in config
 order, so the fallback after the cheapest is the next cheapest.
 
-Prices come from the gateway's :class:`~interlock.accounting.pricing.PriceTable` (the
-built-in table with the config's ``[prices]`` on top, so ``[prices."ollama/*"]`` or a
-negotiated rate count here too). The strategy reaches it through the store the router
-gives it (:func:`interlock.accounting.pricing.table_for`), or through :attr:`prices` when set.
+Prices come from the gateway's price table (the built-in table with the config's
+``[prices]`` on top, so ``[prices."ollama/*"]`` or a negotiated rate count here too),
+which the router sets as the strategy's :attr:`~interlock.core.strategy.Strategy.prices`;
+a strategy used outside a gateway prices from the built-in table.
 
 Options (``strategy_options``): ``output_tokens`` (the output estimate when the
 request sets no limit).
@@ -23,8 +23,8 @@ from decimal import Decimal
 from typing import Any
 
 from interlock import hookimpl
-from interlock.accounting.pricing import PriceTable, cost, table_for
-from interlock.core.rules import estimate_prompt_tokens
+from interlock.accounting.pricing import PriceTable
+from interlock.core.estimate import estimate_prompt_tokens
 from interlock.core.strategy import Strategy
 from interlock.core.types import RequestContext, Route, Target, Usage
 
@@ -37,8 +37,6 @@ def _positive_int(value: Any) -> int | None:
 
 class LowestCost(Strategy):
     name = "lowest-cost"
-    #: the price table; None: the one bound to :attr:`store` by the gateway
-    prices: PriceTable | None = None
 
     def __init__(self, route: Route, options: dict[str, Any] | None = None) -> None:
         super().__init__(route, options)
@@ -58,13 +56,9 @@ class LowestCost(Strategy):
 
     def costs(self, targets: Sequence[Target], request: RequestContext) -> list[Decimal | None]:
         """Each target's estimated cost for ``request`` in USD (None: no known price)."""
-        table = self.prices if self.prices is not None else table_for(getattr(self, "store", None))
+        prices = self.prices if self.prices is not None else PriceTable.builtin()
         usage = self.usage_estimate(request)
-        out: list[Decimal | None] = []
-        for target in targets:
-            price = table.for_target(target.provider, target.model)
-            out.append(None if price is None else cost(usage, price))
-        return out
+        return [prices.target_cost(usage, target.provider, target.model) for target in targets]
 
     def order(self, targets: Sequence[Target], request: RequestContext) -> list[Target]:
         costs = self.costs(targets, request)

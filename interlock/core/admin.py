@@ -1,0 +1,142 @@
+"""The admin endpoints: config reload, gateway API keys, spend reports, plugins.
+
+Every one of them is guarded by :func:`require_admin`: with ``[server] admin_key``
+set, a ``Authorization: Bearer <admin_key>`` header (compared in constant time);
+without it, loopback clients only, so a gateway bound to a public address does not
+hand out keys or spend to anyone who asks. ``GET /-/plugins`` is read-only
+introspection and stays open, like ``/health``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from aiohttp import web
+
+from interlock.accounting import spend
+from interlock.accounting.keys import check_tags
+from interlock.core.config import ConfigError
+from interlock.core.errors import GatewayError
+from interlock.core.gateway import GATEWAY
+from interlock.core.http_json import json_response, read_json
+from interlock.core.plugins import plugin_info
+
+log = logging.getLogger("interlock.app")
+
+#: GET /spend's read-only engine on the ledger database, opened on first use
+LEDGER_READER = web.AppKey("ledger_reader", spend.LedgerReader)
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the admin endpoints (and the plugin listing) on ``app``."""
+    app.router.add_get("/-/plugins", plugins)
+    app.router.add_post("/-/reload", reload_config)
+    app.router.add_post("/-/keys", create_key)
+    app.router.add_get("/-/keys", list_keys)
+    app.router.add_delete("/-/keys/{id}", revoke_key)
+    app.router.add_get("/spend", spend_report)
+
+
+def require_admin(request: web.Request) -> None:
+    """The guard of every admin endpoint: ``[server] admin_key`` as a bearer token, else loopback only."""
+    admin = request.app[GATEWAY].cfg.admin_key
+    if admin is not None:
+        sent = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(sent, f"Bearer {admin.get()}".encode()):
+            raise GatewayError(401, "admin endpoints need 'Authorization: Bearer <server.admin_key>'",
+                               type="authentication_error", code="invalid_admin_key")
+    elif request.remote not in ("127.0.0.1", "::1"):
+        raise GatewayError(403, "without server.admin_key, admin endpoints answer loopback clients only",
+                           type="permission_error", code="admin_forbidden")
+
+
+async def reload_config(request: web.Request) -> web.Response:
+    """``POST /-/reload``: re-read the config file; an invalid one is rejected and the old stays."""
+    require_admin(request)
+    gateway = request.app[GATEWAY]
+    try:
+        notes = gateway.reload_from_source()
+    except ConfigError as exc:
+        return json_response(
+            {"error": {"message": str(exc), "type": "invalid_request_error", "param": None, "code": "invalid_config",
+                       "problems": [{"path": p, "message": m} for p, m in exc.problems]}},
+            status=400,
+        )
+    return json_response({"reloaded": True, "source": gateway.cfg.source, "routes": sorted(gateway.resolver.routes),
+                          "providers": sorted(gateway.providers), "notes": notes})
+
+
+async def plugins(request: web.Request) -> web.Response:
+    """``GET /-/plugins``: every registered plugin and what it registered."""
+    gateway = request.app[GATEWAY]
+    return json_response({"plugins": plugin_info(gateway.pm, gateway.registry)})
+
+
+# --------------------------------------------------------------------------- #
+# gateway API keys
+# --------------------------------------------------------------------------- #
+
+
+async def create_key(request: web.Request) -> web.Response:
+    """``POST /-/keys`` ``{"name", "team", "tags"}``: a new key, returned once, stored hashed."""
+    require_admin(request)
+    body = await read_json(request, request.app[GATEWAY].cfg.max_body_bytes)
+    problems: list[tuple[str, str]] = []
+    for field in body:
+        if field not in ("name", "team", "tags"):
+            problems.append((field, "unknown field (known: name, team, tags)"))
+    values: dict[str, str | None] = {}
+    for field in ("name", "team"):
+        value = body.get(field)
+        if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > 128):
+            problems.append((field, "must be a non-empty string of at most 128 characters"))
+            value = None
+        values[field] = value.strip() if isinstance(value, str) else None
+    tags = check_tags(body.get("tags"), "tags", problems)
+    if problems:
+        path, message = problems[0]
+        raise GatewayError(400, f"{path}: {message}", param=path.split("[")[0], code="invalid_value")
+    key, record = await request.app[GATEWAY].keys.create(values["name"], values["team"], tags)
+    return json_response({**record, "key": key}, status=201, headers={"Cache-Control": "no-store"})
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    """``GET /-/keys``: ids, names, teams, tags, prefixes, created/revoked; never a key or its hash."""
+    require_admin(request)
+    return json_response({"object": "list", "data": await request.app[GATEWAY].keys.list()})
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    """``DELETE /-/keys/{id}``: revoke a stored key; every gateway sharing the database follows."""
+    require_admin(request)
+    return json_response(await request.app[GATEWAY].keys.revoke(request.match_info["id"]))
+
+
+# --------------------------------------------------------------------------- #
+# spend
+# --------------------------------------------------------------------------- #
+
+
+async def spend_report(request: web.Request) -> web.Response:
+    """``GET /spend?by=model,team&since=24h``: spend aggregated from the ledger (admin).
+
+    Real time within the ledger exporter's flush interval: rows are written every
+    ``[exporters.ledger] flush_interval`` seconds (1 s by default).
+    """
+    require_admin(request)
+    try:
+        by = spend.parse_by(request.query.get("by", "model"))
+    except ValueError as exc:
+        raise GatewayError(400, str(exc), param="by", code="invalid_value") from None
+    try:
+        since = spend.parse_duration(request.query.get("since", "24h"))
+    except ValueError as exc:
+        raise GatewayError(400, f"since: {exc}", param="since", code="invalid_value") from None
+    try:
+        report = await spend.spend(request.app[LEDGER_READER].engine(), by, since)
+    except Exception as exc:  # unreachable database, unusable URL: the gateway itself is fine
+        log.warning("GET /spend: cannot read the ledger (%s: %s)", type(exc).__name__, exc)
+        raise GatewayError(503, f"the ledger cannot be read ({type(exc).__name__}); see the gateway log",
+                           type="server_error", code="ledger_unavailable") from None
+    return json_response(report.to_json())

@@ -1,0 +1,75 @@
+"""What the engine may ask about models: their prices and their context windows.
+
+The engine never imports the accounting layer. It asks these two questions through
+the protocols below, and the assembly (:class:`~interlock.core.gateway.Gateway`)
+hands it the objects that answer them: today the gateway's
+:class:`~interlock.accounting.pricing.PriceTable` (the shipped table with the config's
+``[prices]`` on top) answers both, rebuilt on every reload.
+
+* :class:`Price` is one model's rates, USD per million tokens.
+* :class:`PriceBook` is what the ``compute_cost`` hook receives as ``prices`` and what
+  a :class:`~interlock.core.strategy.Strategy` finds in its ``prices`` attribute
+  (``lowest-cost`` orders targets by it). Money is a ``Decimal`` in US dollars; None
+  means the model has no known price.
+* :class:`ModelMetadata` is how the router learns a target's context window when the
+  route's config does not set one (after a context-length failure it falls back only
+  to targets with a larger window).
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+from interlock.core.types import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """One model's prices in USD per million tokens.
+
+    ``cached_input`` (cache reads), ``cache_write`` and ``reasoning`` are None when they
+    do not differ from the base price (input, input and output respectively).
+    """
+
+    input: Decimal
+    output: Decimal
+    cached_input: Decimal | None = None
+    cache_write: Decimal | None = None
+    reasoning: Decimal | None = None
+    context_window: int | None = None
+    checked: datetime.date | None = None  # when the price was last verified (built-in table)
+    source: str = "built-in"  # "built-in", "config" or "self-hosted"
+
+
+class PriceBook(Protocol):
+    """Prices by provider type, model and provider instance."""
+
+    def lookup(self, provider_type: str, model: str, provider: str | None = None) -> Price | None:
+        """The price of ``model`` served by a ``provider_type`` instance named ``provider``, or None."""
+        ...
+
+    def cost(self, usage: Usage, provider_type: str, model: str, provider: str | None = None) -> Decimal | None:
+        """What ``usage`` of ``model`` costs on a ``provider_type`` instance named ``provider``, or None."""
+        ...
+
+    def target_cost(self, usage: Usage, provider: str, model: str) -> Decimal | None:
+        """The same for a target: ``model`` on provider *instance* ``provider`` (its type looked up)."""
+        ...
+
+
+class ModelMetadata(Protocol):
+    """Facts about models that routing needs."""
+
+    def context_window(self, provider_type: str, model: str, provider: str | None = None) -> int | None:
+        """The model's context window in tokens, or None when unknown."""
+        ...
+
+
+class NoMetadata:
+    """Knows nothing: every context window is unknown (a router built without a catalog)."""
+
+    def context_window(self, provider_type: str, model: str, provider: str | None = None) -> int | None:
+        return None
