@@ -456,7 +456,7 @@ class GatewaySpan(trace.Span, ReadableSpan):
     def __init__(self, pipeline: _Pipeline, name: str, context: SpanContext, parent: SpanContext | None,
                  kind: SpanKind) -> None:
         self._name = name
-        self._context = context
+        self._context: SpanContext = context  # never None here (ReadableSpan allows None)
         self._parent = parent
         self._kind = kind
         self._pipeline = pipeline
@@ -524,7 +524,9 @@ class GatewaySpan(trace.Span, ReadableSpan):
             return
         pipeline = self._pipeline
         for processor in pipeline.ending:
-            processor._on_ending(self)
+            # the SDK annotates its processor hooks with its own Span class; processors use only the
+            # API span and ReadableSpan interfaces, which a GatewaySpan implements
+            processor._on_ending(self)  # type: ignore[arg-type]
         self._end_time = end_time or time.time_ns()
         if pipeline.value_limit is not None:
             _limit_values(self._attributes, pipeline.value_limit)
@@ -582,9 +584,11 @@ class _Pipeline:
             trace_id = parent.trace_id if parent is not None else self.ids.generate_trace_id()
             sampled = self.sampler.should_sample(parent_context, trace_id, name, SpanKind.SERVER)
             decision = sampled.decision
+            # (the ignores: the SDK leaves sampling.Decision's methods unannotated)
             ctx = SpanContext(trace_id, self.ids.generate_span_id(), False,
-                              _SAMPLED if decision.is_sampled() else _NOT_SAMPLED, sampled.trace_state)
-            if not decision.is_recording():
+                              _SAMPLED if decision.is_sampled() else _NOT_SAMPLED,  # type: ignore[no-untyped-call]
+                              sampled.trace_state)
+            if not decision.is_recording():  # type: ignore[no-untyped-call]
                 return None, NonRecordingSpan(ctx)
             span = GatewaySpan(self, name, ctx, parent, SpanKind.SERVER)
             if sampled.attributes:
@@ -608,7 +612,8 @@ class _Pipeline:
     def started(self, span: GatewaySpan, parent_context: Context) -> None:
         for processor in self.starting:
             try:
-                processor.on_start(span, parent_context=parent_context)
+                # as in end(): the SDK's annotation names its own Span class, a GatewaySpan stands in for it
+                processor.on_start(span, parent_context=parent_context)  # type: ignore[arg-type]
             except Exception:
                 log.exception("span processor %r failed at on_start", processor)
 
