@@ -266,17 +266,14 @@ class Router:
                         attempt.action = "retry"
                         self._span_ended(tel, attempt, cls.value)
                         decision.events.append(f"retry {failed_target.key} in {wait:.2f}s after {cls.value}")
-                        tel.event(telemetry.EVENT_RETRY, **{telemetry.INTERLOCK_TARGET: failed_target.key,
-                                                            telemetry.ERROR_TYPE: cls.value,
-                                                            telemetry.INTERLOCK_RETRY_WAIT: wait})
+                        tel.retry(failed_target.key, cls.value, wait)
                         await asyncio.sleep(wait)
                         queue.insert(0, failed_target)
                         break
                     attempt.action = "fallback"
                     self._span_ended(tel, attempt, cls.value)
                     decision.events.append(f"fallback from {failed_target.key} after {cls.value}")
-                    tel.event(telemetry.EVENT_FALLBACK, **{telemetry.INTERLOCK_TARGET: failed_target.key,
-                                                           telemetry.ERROR_TYPE: cls.value})
+                    tel.fallback(failed_target.key, cls.value)
         if not errors:
             raise GatewayError(504, "the request's total timeout passed before any target answered", type="timeout",
                                code="timeout")
@@ -379,9 +376,7 @@ class Router:
             return first.result(), primary
         decision.hedged = True
         decision.events.append(f"hedge: started {secondary.key} after {delay:.3f}s without an answer from {primary.key}")
-        telemetry.current().event(telemetry.EVENT_HEDGE, **{
-            telemetry.INTERLOCK_TARGET: primary.key, telemetry.INTERLOCK_HEDGE_TARGET: secondary.key,
-            telemetry.INTERLOCK_HEDGE_DELAY: delay})
+        telemetry.current().hedge(primary.key, secondary.key, delay)
         second = asyncio.ensure_future(self._attempt(ctx, decision, op, s, deadline, secondary, hedge=True))
         owners = {first: primary, second: secondary}
         pending = {first, second}

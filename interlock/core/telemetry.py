@@ -670,7 +670,13 @@ class _NoTrace:
     def attempt_ended(self, attempt: Attempt, error_type: str | None = None, result: Any = None) -> None:
         return None
 
-    def event(self, name: str, **attributes: Any) -> None:
+    def retry(self, target: str, error_type: str, wait: float) -> None:
+        return None
+
+    def fallback(self, target: str, error_type: str) -> None:
+        return None
+
+    def hedge(self, target: str, hedge_target: str, delay: float) -> None:
         return None
 
     def breaker(self, target: str, old: str, new: str, reason: str) -> None:
@@ -768,16 +774,36 @@ class RequestTrace:
         if decision.skipped:
             attrs[INTERLOCK_SKIPPED] = tuple(decision.skipped)
 
-    def event(self, name: str, **attributes: Any) -> None:
-        """A span event on the routing span (retry, fallback, hedge, breaker)."""
+    # Span events on the routing span. Each method appends its event itself (no shared helper):
+    # the router calls them on the request path, and a call layer there is paid on every retry.
+
+    def retry(self, target: str, error_type: str, wait: float) -> None:
+        """``target`` failed with ``error_type`` and is tried again after ``wait`` seconds."""
         span = self.routing
         if span is not None and span._end_time is None:
-            span._events.append(Event(name, {k: v for k, v in attributes.items() if v is not None}))
+            span._events.append(Event(EVENT_RETRY, {INTERLOCK_TARGET: target, ERROR_TYPE: error_type,
+                                                    INTERLOCK_RETRY_WAIT: wait}))
+
+    def fallback(self, target: str, error_type: str) -> None:
+        """``target`` failed with ``error_type``; the next target in the plan is tried."""
+        span = self.routing
+        if span is not None and span._end_time is None:
+            span._events.append(Event(EVENT_FALLBACK, {INTERLOCK_TARGET: target, ERROR_TYPE: error_type}))
+
+    def hedge(self, target: str, hedge_target: str, delay: float) -> None:
+        """``target`` had not answered after ``delay`` seconds; ``hedge_target`` now runs beside it."""
+        span = self.routing
+        if span is not None and span._end_time is None:
+            span._events.append(Event(EVENT_HEDGE, {INTERLOCK_TARGET: target, INTERLOCK_HEDGE_TARGET: hedge_target,
+                                                    INTERLOCK_HEDGE_DELAY: delay}))
 
     def breaker(self, target: str, old: str, new: str, reason: str) -> None:
+        """A circuit breaker changed state: counted for the metrics and noted on the routing span."""
         self.telemetry.breaker_transition(target, new)
-        self.event(EVENT_BREAKER, **{INTERLOCK_TARGET: target, INTERLOCK_BREAKER_FROM: old, INTERLOCK_BREAKER_TO: new,
-                                      INTERLOCK_BREAKER_REASON: reason})
+        span = self.routing
+        if span is not None and span._end_time is None:
+            span._events.append(Event(EVENT_BREAKER, {INTERLOCK_TARGET: target, INTERLOCK_BREAKER_FROM: old,
+                                                      INTERLOCK_BREAKER_TO: new, INTERLOCK_BREAKER_REASON: reason}))
 
     def finish(self, decision: Decision) -> None:
         """The decision is final (response sent or failed): close the routing span."""

@@ -24,6 +24,7 @@ from interlock.core import telemetry as T
 from interlock.core.config import ConfigError
 from interlock.core.gateway import Gateway
 from interlock.core.telemetry import Telemetry, TelemetrySettings
+from interlock.core.types import Decision
 from interlock.testing import FakeOpenAI, Fault
 from tests.conftest import GatewayFactory, openai_config
 from tests.core._api_helpers import HELLO
@@ -197,6 +198,38 @@ async def test_a_new_trace_without_traceparent_and_retries_are_events(
     assert actions == ["fallback", "retry", None]
     (retries,) = metrics(reader)[T.METRIC_RETRIES]
     assert retries.value == 1
+
+
+async def test_retry_fallback_hedge_and_breaker_are_routing_span_events(spans: InMemorySpanExporter) -> None:
+    telemetry = Telemetry.for_tests(spans)
+    await telemetry.start()
+    assert telemetry.pipeline is not None
+    server, _ = telemetry.pipeline.server("POST /v1/chat/completions", {})
+    assert server is not None
+    rt = T.RequestTrace(telemetry, server)
+    rt.retry("openai/gpt-4o", "rate_limited", 0.5)  # no routing span yet: nothing to note it on
+    rt.planned(Decision("r1", 0.0, "chat", "smart", "smart", "ordered", ["openai/gpt-4o"], [], False))
+    rt.retry("openai/gpt-4o", "rate_limited", 0.25)
+    rt.fallback("openai/gpt-4o", "server_error")
+    rt.hedge("openai/gpt-4o", "openai/gpt-4o-mini", 0.1)
+    rt.breaker("openai/gpt-4o", "closed", "open", "5 failures")
+    rt.close()
+    rt.fallback("openai/gpt-4o-mini", "timeout")  # the routing span has ended
+    server.end()
+    await telemetry.close()
+    (routing,) = by_kind(spans.get_finished_spans(), SpanKind.INTERNAL)
+    assert [(e.name, dict(e.attributes or {})) for e in routing.events] == [
+        (T.EVENT_RETRY, {T.INTERLOCK_TARGET: "openai/gpt-4o", T.ERROR_TYPE: "rate_limited", T.INTERLOCK_RETRY_WAIT: 0.25}),
+        (T.EVENT_FALLBACK, {T.INTERLOCK_TARGET: "openai/gpt-4o", T.ERROR_TYPE: "server_error"}),
+        (T.EVENT_HEDGE, {T.INTERLOCK_TARGET: "openai/gpt-4o", T.INTERLOCK_HEDGE_TARGET: "openai/gpt-4o-mini",
+                         T.INTERLOCK_HEDGE_DELAY: 0.1}),
+        (T.EVENT_BREAKER, {T.INTERLOCK_TARGET: "openai/gpt-4o", T.INTERLOCK_BREAKER_FROM: "closed",
+                           T.INTERLOCK_BREAKER_TO: "open", T.INTERLOCK_BREAKER_REASON: "5 failures"}),
+    ]
+    # without a recorded trace the same calls do nothing
+    T.NO_TRACE.retry("openai/gpt-4o", "rate_limited", 0.25)
+    T.NO_TRACE.fallback("openai/gpt-4o", "server_error")
+    T.NO_TRACE.hedge("openai/gpt-4o", "openai/gpt-4o-mini", 0.1)
 
 
 async def test_all_targets_failing_marks_the_routing_span(
