@@ -28,8 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import os
-import threading
 import time
 import traceback
 import urllib.parse
@@ -60,6 +58,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from interlock.core import jsonutil
 from interlock.core.exporter import Exporter
+from interlock.core.threads import background_thread
 from interlock.core.types import Attempt, Decision
 
 if TYPE_CHECKING:
@@ -1219,47 +1218,6 @@ def batch_processor(exporter: SpanExporter, settings: TelemetrySettings) -> Batc
     batch = BatchSpanProcessor(exporter, export_timeout_millis=settings.export_timeout * 1000)
     background_thread(getattr(getattr(batch, "_batch_processor", None), "_worker_thread", None))
     return batch
-
-
-BACKGROUND_NICE = int(os.environ.get("INTERLOCK_BACKGROUND_NICE", "5"))
-
-
-def background_thread(thread: threading.Thread | None, nice: int | None = None) -> None:
-    """Give a background thread (span export, ledger writes) a lower CPU priority than the event loop.
-
-    On a busy core the kernel otherwise lets the export thread finish its time
-    slice (milliseconds) before the woken event loop runs, and a request waits
-    that long. Linux only (per-thread nice); elsewhere, or when refused, nothing changes.
-    """
-    nice = BACKGROUND_NICE if nice is None else nice
-    if thread is None or not nice or not hasattr(os, "setpriority"):
-        return
-    tid = getattr(thread, "native_id", None)
-    if tid is None:
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except OSError:
-        log.debug("could not lower the priority of thread %s", thread.name)
-
-
-def idle_thread(thread: threading.Thread | None) -> bool:
-    """Put a background thread under Linux's ``SCHED_IDLE`` policy: it runs only when the CPU is otherwise idle.
-
-    For work that can wait for a quiet moment (routine ledger writes). False
-    where the policy does not exist or is refused, and when
-    ``INTERLOCK_BACKGROUND_NICE=0`` turns thread priorities off.
-    """
-    if thread is None or not BACKGROUND_NICE or not hasattr(os, "sched_setscheduler"):
-        return False
-    policy, tid = getattr(os, "SCHED_IDLE", None), getattr(thread, "native_id", None)
-    if policy is None or tid is None:
-        return False
-    try:
-        os.sched_setscheduler(tid, policy, os.sched_param(0))
-    except OSError:
-        return False
-    return True
 
 
 def _shutdown(providers: list[Any]) -> None:

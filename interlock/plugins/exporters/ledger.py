@@ -67,6 +67,7 @@ from interlock import hookimpl
 from interlock.core import jsonutil
 from interlock.core.exporter import Exporter
 from interlock.accounting.database import DEFAULT_DATABASE_URL, file_problem, file_url
+from interlock.core.threads import background_thread, idle_thread
 from interlock.core.types import Alert, Attempt, Decision
 
 if TYPE_CHECKING:
@@ -671,8 +672,6 @@ class _SQLiteWriter:
         thread = threading.current_thread()
         if thread.ident not in self._prioritised:
             self._prioritised.add(thread.ident)  # type: ignore[arg-type]
-            from interlock.core.telemetry import background_thread, idle_thread
-
             if not (idle and idle_thread(thread)):
                 background_thread(thread)
         try:

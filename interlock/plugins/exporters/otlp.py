@@ -42,7 +42,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from interlock import hookimpl
 from interlock.core.exporter import Exporter
-from interlock.core.telemetry import TelemetryExporter, TelemetrySettings, background_thread, batch_processor
+from interlock.core.telemetry import TelemetryExporter, TelemetrySettings, batch_processor
+from interlock.core.threads import background_thread
 
 
 class OTLPExporter(TelemetryExporter):
