@@ -107,7 +107,7 @@ async def gateway_middleware(request: web.Request, handler: Callable[[web.Reques
     """Every request's one middleware layer (each layer costs a coroutine per request).
 
     Outermost first: a SERVER span and request metrics for the OpenAI endpoints
-    (core.telemetry; nothing when telemetry is off), then :func:`_answer`: the
+    (core.telemetry.runtime; nothing when telemetry is off), then :func:`_answer`: the
     request id, gateway API keys and OpenAI-style errors.
     """
     telemetry = request.app[GATEWAY].telemetry

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import pluggy
 
 from interlock.accounting import pricing
-from interlock.core import stats, telemetry
+from interlock.core import stats
 from interlock.core.breaker import Breaker, Transition
 from interlock.core.errors import GatewayError
 from interlock.core.health import HealthBoard
@@ -33,6 +33,7 @@ from interlock.core.resolve import Resolver, Unresolved
 from interlock.core.route_settings import RouteSettings
 from interlock.core.store import Store
 from interlock.core.strategy import Strategy
+from interlock.core.telemetry import request_trace as telemetry
 from interlock.core.types import (
     Action,
     Attempt,

@@ -20,10 +20,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from interlock.core import config as config_mod
-from interlock.core import telemetry as T
+from interlock.core.telemetry import names as T
 from interlock.core.config import ConfigError
 from interlock.core.gateway import Gateway
-from interlock.core.telemetry import Telemetry, TelemetrySettings
+from interlock.core.telemetry.request_trace import NO_TRACE, RequestTrace, current
+from interlock.core.telemetry.runtime import Telemetry
+from interlock.core.telemetry.settings import TelemetrySettings
 from interlock.core.types import Decision
 from interlock.testing import FakeOpenAI, Fault
 from tests.conftest import GatewayFactory, openai_config
@@ -206,7 +208,7 @@ async def test_retry_fallback_hedge_and_breaker_are_routing_span_events(spans: I
     assert telemetry.pipeline is not None
     server, _ = telemetry.pipeline.server("POST /v1/chat/completions", {})
     assert server is not None
-    rt = T.RequestTrace(telemetry, server)
+    rt = RequestTrace(telemetry, server)
     rt.retry("openai/gpt-4o", "rate_limited", 0.5)  # no routing span yet: nothing to note it on
     rt.planned(Decision("r1", 0.0, "chat", "smart", "smart", "ordered", ["openai/gpt-4o"], [], False))
     rt.retry("openai/gpt-4o", "rate_limited", 0.25)
@@ -227,9 +229,9 @@ async def test_retry_fallback_hedge_and_breaker_are_routing_span_events(spans: I
                            T.INTERLOCK_BREAKER_TO: "open", T.INTERLOCK_BREAKER_REASON: "5 failures"}),
     ]
     # without a recorded trace the same calls do nothing
-    T.NO_TRACE.retry("openai/gpt-4o", "rate_limited", 0.25)
-    T.NO_TRACE.fallback("openai/gpt-4o", "server_error")
-    T.NO_TRACE.hedge("openai/gpt-4o", "openai/gpt-4o-mini", 0.1)
+    NO_TRACE.retry("openai/gpt-4o", "rate_limited", 0.25)
+    NO_TRACE.fallback("openai/gpt-4o", "server_error")
+    NO_TRACE.hedge("openai/gpt-4o", "openai/gpt-4o-mini", 0.1)
 
 
 async def test_all_targets_failing_marks_the_routing_span(
@@ -382,7 +384,7 @@ async def test_nothing_configured_means_no_telemetry(fake: FakeOpenAI, make_gate
     assert not any(e.name in ("otlp", "console", "prometheus") for e in gw.gateway.exporters)
     await gw.client.chat.completions.create(model="smart", messages=HELLO)
     assert "traceparent" not in fake.requests[-1].headers
-    assert T.current() is T.NO_TRACE
+    assert current() is NO_TRACE
 
 
 async def test_sampled_out_requests_record_no_spans_but_metrics(

@@ -42,7 +42,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from interlock import hookimpl
 from interlock.core.exporter import Exporter
-from interlock.core.telemetry import TelemetryExporter, TelemetrySettings, batch_processor
+from interlock.core.telemetry.exporter import TelemetryExporter, batch_processor
+from interlock.core.telemetry.settings import TelemetrySettings
 from interlock.core.threads import background_thread
 
 
