@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -467,6 +469,34 @@ def test_telemetry_config_is_validated(tmp_path: Any) -> None:
     gateway = Gateway(cfg, load_entrypoints=False, environ={})
     assert [e.name for e in gateway.exporters if e.name == "otlp"] == ["otlp"]
     assert gateway.telemetry.settings.capture_content is True
+
+
+# a fresh interpreter: this test process has long since imported the SDK
+_CONFIG_WITHOUT_SDK = """
+import json, sys
+from interlock.core import config
+from interlock.core.telemetry.settings import TelemetrySettings
+
+cfg = config.load(sys.argv[1], environ={})
+settings = TelemetrySettings.resolve(cfg.telemetry, {})
+try:
+    config.parse({"telemetry": {"protocol": "http/json"}}, environ={})
+except config.ConfigError as exc:
+    problems = [path for path, _ in exc.problems]
+print(json.dumps({"telemetry": cfg.telemetry, "exporters": settings.traces_exporters, "problems": problems,
+                  "sdk": sorted(m for m in sys.modules if m.startswith("opentelemetry.sdk"))}))
+"""
+
+
+def test_loading_and_checking_a_telemetry_config_does_not_import_the_sdk(tmp_path: Any) -> None:
+    path = tmp_path / "interlock.toml"
+    path.write_text('[telemetry]\notlp_endpoint = "http://127.0.0.1:4318"\nsample_ratio = 0.5\n')
+    done = subprocess.run([sys.executable, "-c", _CONFIG_WITHOUT_SDK, str(path)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    out = json.loads(done.stdout)
+    assert out["telemetry"] == {"otlp_endpoint": "http://127.0.0.1:4318", "sample_ratio": 0.5}
+    assert out["exporters"] == ["otlp"] and out["problems"] == ["telemetry.protocol"]
+    assert out["sdk"] == []
 
 
 async def test_prometheus_scrape_endpoint(fake: FakeOpenAI, make_gateway: GatewayFactory) -> None:
