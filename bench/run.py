@@ -67,7 +67,7 @@ ANTHROPIC_MODEL = "claude-3-5-haiku-20241022"
 CHUNKS = 20  # content chunks per stream (+ role, finish, usage and [DONE] events: 24 on the wire)
 
 # --- telemetry switch ---------------------------------------------------------------------------
-# interlock's OpenTelemetry export (core/telemetry.py, issue 6) reads the standard OTEL_* variables;
+# interlock's OpenTelemetry export (core/telemetry/, issue 6) reads the standard OTEL_* variables;
 # they are set below so that spans go in batches (BatchSpanProcessor) over OTLP/http to
 # bench/otlp_sink.py; metrics export is off (OTEL_METRICS_EXPORTER=none; the bar is about spans).
 # A [telemetry] table put here is appended to the generated config verbatim and wins over the

@@ -56,7 +56,8 @@ PRIMARY_MODEL = "gpt-4o"
 BACKUP_MODEL = "claude-haiku-4-5"
 ROUTE = "smart"
 
-# Names this script expects; they mirror interlock/core/telemetry.py (the helpers own them).
+# Names this script expects; they mirror interlock/core/telemetry/ (span names in request_trace.py and
+# runtime.py, event names in names.py; the helpers own them).
 ROUTE_SPAN_PREFIX = "route "
 ATTEMPT_SPAN_PREFIX = "chat "
 SERVER_SPAN = "POST /v1/chat/completions"

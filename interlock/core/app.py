@@ -128,7 +128,7 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     """Every request's one middleware layer (each layer costs a coroutine per request).
 
     Outermost first: a SERVER span and request metrics for the front doors
-    (core.telemetry; nothing when telemetry is off), then :func:`_answer`: the
+    (core.telemetry.runtime; nothing when telemetry is off), then :func:`_answer`: the
     request id, gateway API keys and errors in the door's protocol.
     """
     telemetry = request.app[GATEWAY].telemetry

@@ -24,7 +24,7 @@ from interlock.accounting.pricing import Price, parse_prices
 from interlock.core.provider import ProviderSettings, Secret
 from interlock.accounting.keys import KeySpec, parse_keys
 from interlock.core.rules import Rule, parse_rules
-from interlock.core.telemetry import check_config as check_telemetry
+from interlock.core.telemetry.settings import check_config as check_telemetry
 from interlock.core.errors import ConfigError as ConfigError  # re-exported: what load() and parse() raise
 from interlock.core.route_settings import (
     TARGET_KEYS,
@@ -75,7 +75,7 @@ class Config:
     budgets: list[Budget] = field(default_factory=list)  # [[budgets]] (core.budgets)
     anomaly: AnomalySettings = field(default_factory=AnomalySettings)  # [anomaly] (core.anomaly)
     keys: list[KeySpec] = field(default_factory=list)  # [[keys]]: gateway API keys (hashes only)
-    telemetry: dict[str, Any] = field(default_factory=dict)  # [telemetry], see core.telemetry
+    telemetry: dict[str, Any] = field(default_factory=dict)  # [telemetry], see core.telemetry.settings
 
     def settings_view(self) -> dict[str, Any]:
         """What exporter plugins receive: everything but provider credentials."""

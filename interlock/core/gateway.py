@@ -32,7 +32,8 @@ from interlock.core.provider import HttpPool, Provider
 from interlock.core.resolve import Resolver, build_providers
 from interlock.core.router import Router
 from interlock.core.store import MemoryStore, Store
-from interlock.core.telemetry import Telemetry, TelemetrySettings
+from interlock.core.telemetry.runtime import Telemetry
+from interlock.core.telemetry.settings import TelemetrySettings
 from interlock.core.types import Alert, Decision
 
 log = logging.getLogger("interlock")

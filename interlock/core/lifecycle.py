@@ -38,7 +38,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from aiohttp import web
 
-from interlock.core import jsonutil, telemetry
+from interlock.core import jsonutil
+from interlock.core.telemetry import request_trace
 from interlock.core.errors import GatewayError
 from interlock.core.estimate import worst_case_usage
 from interlock.core.router import Op, Plan, Router, StreamStart, note_chunk
@@ -307,5 +308,5 @@ def _planned(decision: Decision, plan: Plan, ctx: RequestContext) -> None:
     decision.rule, decision.strategy = ctx.rule, plan.strategy
     decision.candidates = [t.key for t in plan.order]
     decision.reasons, decision.skipped = list(plan.reasons), list(plan.skipped)
-    telemetry.current().planned(decision)
+    request_trace.current().planned(decision)
 

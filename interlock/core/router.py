@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import pluggy
 
-from interlock.core import stats, telemetry
+from interlock.core import stats
 from interlock.core.breaker import Breaker, Transition
 from interlock.core.catalog import ModelMetadata, NoMetadata, PriceBook
 from interlock.core.errors import GatewayError
@@ -33,6 +33,7 @@ from interlock.core.resolve import Resolver, Unresolved
 from interlock.core.route_settings import RouteSettings
 from interlock.core.store import Store
 from interlock.core.strategy import Strategy
+from interlock.core.telemetry import request_trace
 from interlock.core.types import (
     Action,
     Attempt,
@@ -212,7 +213,7 @@ class Router:
 
     async def run(self, ctx: RequestContext, decision: Decision, op: Op, plan: Plan) -> tuple[Any, Attempt, Target]:
         """Try ``plan``'s targets in order until ``op`` succeeds; raise the client's error otherwise."""
-        tel = telemetry.current()
+        tel = request_trace.current()
         s = plan.settings
         deadline = ctx.started + s.total_timeout if s.total_timeout else None
         queue = list(plan.order)
@@ -267,17 +268,14 @@ class Router:
                         attempt.action = "retry"
                         self._span_ended(tel, attempt, cls.value)
                         decision.events.append(f"retry {failed_target.key} in {wait:.2f}s after {cls.value}")
-                        tel.event(telemetry.EVENT_RETRY, **{telemetry.INTERLOCK_TARGET: failed_target.key,
-                                                            telemetry.ERROR_TYPE: cls.value,
-                                                            telemetry.INTERLOCK_RETRY_WAIT: wait})
+                        tel.retry(failed_target.key, cls.value, wait)
                         await asyncio.sleep(wait)
                         queue.insert(0, failed_target)
                         break
                     attempt.action = "fallback"
                     self._span_ended(tel, attempt, cls.value)
                     decision.events.append(f"fallback from {failed_target.key} after {cls.value}")
-                    tel.event(telemetry.EVENT_FALLBACK, **{telemetry.INTERLOCK_TARGET: failed_target.key,
-                                                           telemetry.ERROR_TYPE: cls.value})
+                    tel.fallback(failed_target.key, cls.value)
         if not errors:
             raise GatewayError(504, "the request's total timeout passed before any target answered", type="timeout",
                                code="timeout")
@@ -293,7 +291,7 @@ class Router:
         attempt.start_ms = (time.perf_counter() - ctx.started) * 1000
         attempt.hedge = hedge
         decision.attempts.append(attempt)
-        tel = telemetry.current()
+        tel = request_trace.current()
         span = tel.attempt_started(attempt, target, provider, ctx)  # a CLIENT span, current during the call
         _, transition = await self.breaker.acquire(target.key)
         self._note(decision, transition)
@@ -380,9 +378,7 @@ class Router:
             return first.result(), primary
         decision.hedged = True
         decision.events.append(f"hedge: started {secondary.key} after {delay:.3f}s without an answer from {primary.key}")
-        telemetry.current().event(telemetry.EVENT_HEDGE, **{
-            telemetry.INTERLOCK_TARGET: primary.key, telemetry.INTERLOCK_HEDGE_TARGET: secondary.key,
-            telemetry.INTERLOCK_HEDGE_DELAY: delay})
+        request_trace.current().hedge(primary.key, secondary.key, delay)
         second = asyncio.ensure_future(self._attempt(ctx, decision, op, s, deadline, secondary, hedge=True))
         owners = {first: primary, second: secondary}
         pending = {first, second}
@@ -412,7 +408,7 @@ class Router:
         """Release a hedge result that lost by a hair: its stream is closed and leaves the in-flight count."""
         if isinstance(result, StreamStart):
             result.attempt.outcome, result.attempt.action = "cancelled", "hedge_lost"
-            telemetry.current().attempt_ended(result.attempt, "cancelled")
+            request_trace.current().attempt_ended(result.attempt, "cancelled")
             if result.rest is not None:
                 await result.rest.aclose()
                 await stats.leave(self.store, result.target.key)
@@ -421,7 +417,7 @@ class Router:
         if transition is not None:
             decision.events.append(f"breaker {transition.target}: {transition.old} -> {transition.new} ({transition.reason})")
             log.info("breaker %s: %s -> %s (%s)", transition.target, transition.old, transition.new, transition.reason)
-            telemetry.current().breaker(transition.target, transition.old, transition.new, transition.reason)
+            request_trace.current().breaker(transition.target, transition.old, transition.new, transition.reason)
 
     def _span_ended(self, tel: Any, attempt: Attempt, error_type: str | None, result: Any = None) -> None:
         """End an attempt's span, priced first (``account`` reuses the price) when it is recorded."""
@@ -454,13 +450,13 @@ class Router:
         if start.rest is not None:
             await stats.leave(self.store, start.target.key)
         if err is None:
-            self._span_ended(telemetry.current(), start.attempt, None)
+            self._span_ended(request_trace.current(), start.attempt, None)
             return None
         provider = self.providers[start.target.provider]
         verdict = self.classify(err, start.target, provider)
         start.attempt.outcome, start.attempt.error = verdict.failure_class.value, err.message
         start.attempt.action = "fail"
-        self._span_ended(telemetry.current(), start.attempt, verdict.failure_class.value)
+        self._span_ended(request_trace.current(), start.attempt, verdict.failure_class.value)
         self.health.failure(start.target, verdict.failure_class, start.attempt.latency_ms)
         await self.breaker.record(start.target.key, ok=False, failure=verdict.failure_class)
         return verdict
@@ -484,7 +480,7 @@ class Router:
             except _Failed as failed:
                 errors.extend(f[0] for f in failed.failures)
                 for err, verdict, attempt, _ in failed.failures:
-                    self._span_ended(telemetry.current(), attempt, verdict.failure_class.value)
+                    self._span_ended(request_trace.current(), attempt, verdict.failure_class.value)
                 continue
             decision.attempts[-1].action = "continuation"
             result.remaining = plan.order[plan.order.index(target) + 1 :]

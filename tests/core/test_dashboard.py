@@ -5,7 +5,7 @@ dots into underscores, appends the unit (``s`` -> ``_seconds``, ``USD`` -> ``_US
 annotations and ``1`` add nothing), then the type suffix (``_total`` for counters; ``_bucket``,
 ``_sum``, ``_count`` for histograms; nothing for gauges and up-down counters). Two checks:
 
-* statically: the instruments :class:`interlock.core.telemetry.Telemetry` creates, converted by
+* statically: the instruments :class:`interlock.core.telemetry.runtime.Telemetry` creates, converted by
   those rules, cover every metric and label the dashboard's PromQL uses;
 * for real, when the Prometheus exporter plugin is installed: a gateway with ``[telemetry]
   prometheus = true`` serves traffic that touches every metric (fallback, retry, breaker trip,
@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from interlock.core import telemetry
+from interlock.core.telemetry import names as telemetry_names
+from interlock.core.telemetry.runtime import Telemetry
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "interlock-dashboard.json"
 
@@ -135,7 +136,7 @@ class _NoopInstrument:
 
 
 def telemetry_instruments() -> list[tuple[str, str, str]]:
-    t = telemetry.Telemetry()
+    t = Telemetry()
     meter = RecordingMeter()
     t.meter = meter  # type: ignore[assignment]
     t._instruments()  # noqa: SLF001 - the one place every instrument is created
@@ -150,8 +151,8 @@ def static_exposed() -> set[str]:
 
 
 def telemetry_labels() -> set[str]:
-    """Every attribute key telemetry.py names, as a Prometheus label, plus histograms' ``le``."""
-    keys = {v for k, v in vars(telemetry).items() if k.isupper() and isinstance(v, str) and "." in v
+    """Every attribute key in ``core/telemetry/names.py``, as a Prometheus label, plus histograms' ``le``."""
+    keys = {v for k, v in vars(telemetry_names).items() if k.isupper() and isinstance(v, str) and "." in v
             and not k.startswith(("METRIC_", "EVENT_", "SCHEMA"))}
     return {prom_label(k) for k in keys} | {"le"}
 
@@ -289,7 +290,7 @@ def test_the_naming_rules_match_the_documented_examples() -> None:
 
 def test_every_metric_name_in_telemetry_is_instrumented() -> None:
     created = {name for name, _, _ in telemetry_instruments()}
-    declared = {v for k, v in vars(telemetry).items() if k.startswith("METRIC_") and isinstance(v, str)}
+    declared = {v for k, v in vars(telemetry_names).items() if k.startswith("METRIC_") and isinstance(v, str)}
     assert declared <= created, sorted(declared - created)
 
 

@@ -1,4 +1,4 @@
-"""The gateway's own spans (``telemetry.GatewaySpan``) behave as SDK spans do for processors, plugins and limits.
+"""The gateway's own spans (``telemetry.spans.GatewaySpan``) behave as SDK spans do for processors, plugins and limits.
 
 The gateway records its spans without the SDK's ``Span`` class (see the class
 docstring); these tests hold it to what span processors, instrumentations and
@@ -20,8 +20,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from interlock.core import telemetry as T
-from interlock.core.telemetry import Telemetry, TelemetrySettings
+from interlock.core.telemetry import names as T
+from interlock.core.telemetry.runtime import Telemetry
+from interlock.core.telemetry.settings import TelemetrySettings
+from interlock.core.telemetry.spans import _SAMPLED, GatewaySpan
 from interlock.testing import FakeOpenAI
 from tests.conftest import GatewayFactory, openai_config
 from tests.core._api_helpers import HELLO
@@ -59,7 +61,7 @@ async def test_processors_see_each_span_start_live_and_end_once(fake: FakeOpenAI
     await gw.client.chat.completions.create(model="smart", messages=HELLO)
 
     finished = spans.get_finished_spans()
-    assert all(type(s) is T.GatewaySpan for s in finished)
+    assert all(type(s) is GatewaySpan for s in finished)
     by_kind = {s.kind: s for s in finished}
     server, routing, attempt = by_kind[SpanKind.SERVER], by_kind[SpanKind.INTERNAL], by_kind[SpanKind.CLIENT]
     # on_start: every span, in order, with its parent in the context
@@ -93,8 +95,8 @@ def test_api_writes_after_end_are_ignored_and_ok_is_final() -> None:
     asyncio.run(telemetry.start())
     pipeline = telemetry.pipeline
     assert pipeline is not None
-    ctx = trace.SpanContext(1, 2, False, T._SAMPLED)
-    span = T.GatewaySpan(pipeline, "s", ctx, None, SpanKind.INTERNAL)
+    ctx = trace.SpanContext(1, 2, False, _SAMPLED)
+    span = GatewaySpan(pipeline, "s", ctx, None, SpanKind.INTERNAL)
     span.set_status(StatusCode.UNSET)
     assert span.status.status_code is StatusCode.UNSET
     span.set_status(Status(StatusCode.OK))

@@ -15,7 +15,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from interlock.core import telemetry as T
+from interlock.core.telemetry import names as T
 from interlock.testing import FakeOpenAI, Fault
 from interlock.testing.otlp import OTLPReceiver, grpc_available
 from tests.conftest import ServeProcess, free_port, openai_config

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,10 +22,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from interlock.core import config as config_mod
-from interlock.core import telemetry as T
+from interlock.core.telemetry import names as T
 from interlock.core.config import ConfigError
 from interlock.core.gateway import Gateway
-from interlock.core.telemetry import Telemetry, TelemetrySettings
+from interlock.core.telemetry.request_trace import NO_TRACE, RequestTrace, current
+from interlock.core.telemetry.runtime import Telemetry
+from interlock.core.telemetry.settings import TelemetrySettings
+from interlock.core.types import Decision
 from interlock.testing import FakeOpenAI, Fault
 from tests.conftest import GatewayFactory, openai_config
 from tests.core._api_helpers import HELLO
@@ -199,6 +204,38 @@ async def test_a_new_trace_without_traceparent_and_retries_are_events(
     assert retries.value == 1
 
 
+async def test_retry_fallback_hedge_and_breaker_are_routing_span_events(spans: InMemorySpanExporter) -> None:
+    telemetry = Telemetry.for_tests(spans)
+    await telemetry.start()
+    assert telemetry.pipeline is not None
+    server, _ = telemetry.pipeline.server("POST /v1/chat/completions", {})
+    assert server is not None
+    rt = RequestTrace(telemetry, server)
+    rt.retry("openai/gpt-4o", "rate_limited", 0.5)  # no routing span yet: nothing to note it on
+    rt.planned(Decision("r1", 0.0, "chat", "smart", "smart", "ordered", ["openai/gpt-4o"], [], False))
+    rt.retry("openai/gpt-4o", "rate_limited", 0.25)
+    rt.fallback("openai/gpt-4o", "server_error")
+    rt.hedge("openai/gpt-4o", "openai/gpt-4o-mini", 0.1)
+    rt.breaker("openai/gpt-4o", "closed", "open", "5 failures")
+    rt.close()
+    rt.fallback("openai/gpt-4o-mini", "timeout")  # the routing span has ended
+    server.end()
+    await telemetry.close()
+    (routing,) = by_kind(spans.get_finished_spans(), SpanKind.INTERNAL)
+    assert [(e.name, dict(e.attributes or {})) for e in routing.events] == [
+        (T.EVENT_RETRY, {T.INTERLOCK_TARGET: "openai/gpt-4o", T.ERROR_TYPE: "rate_limited", T.INTERLOCK_RETRY_WAIT: 0.25}),
+        (T.EVENT_FALLBACK, {T.INTERLOCK_TARGET: "openai/gpt-4o", T.ERROR_TYPE: "server_error"}),
+        (T.EVENT_HEDGE, {T.INTERLOCK_TARGET: "openai/gpt-4o", T.INTERLOCK_HEDGE_TARGET: "openai/gpt-4o-mini",
+                         T.INTERLOCK_HEDGE_DELAY: 0.1}),
+        (T.EVENT_BREAKER, {T.INTERLOCK_TARGET: "openai/gpt-4o", T.INTERLOCK_BREAKER_FROM: "closed",
+                           T.INTERLOCK_BREAKER_TO: "open", T.INTERLOCK_BREAKER_REASON: "5 failures"}),
+    ]
+    # without a recorded trace the same calls do nothing
+    NO_TRACE.retry("openai/gpt-4o", "rate_limited", 0.25)
+    NO_TRACE.fallback("openai/gpt-4o", "server_error")
+    NO_TRACE.hedge("openai/gpt-4o", "openai/gpt-4o-mini", 0.1)
+
+
 async def test_all_targets_failing_marks_the_routing_span(
     fake: FakeOpenAI, make_gateway: GatewayFactory, spans: InMemorySpanExporter, reader: InMemoryMetricReader
 ) -> None:
@@ -349,7 +386,7 @@ async def test_nothing_configured_means_no_telemetry(fake: FakeOpenAI, make_gate
     assert not any(e.name in ("otlp", "console", "prometheus") for e in gw.gateway.exporters)
     await gw.client.chat.completions.create(model="smart", messages=HELLO)
     assert "traceparent" not in fake.requests[-1].headers
-    assert T.current() is T.NO_TRACE
+    assert current() is NO_TRACE
 
 
 async def test_sampled_out_requests_record_no_spans_but_metrics(
@@ -432,6 +469,34 @@ def test_telemetry_config_is_validated(tmp_path: Any) -> None:
     gateway = Gateway(cfg, load_entrypoints=False, environ={})
     assert [e.name for e in gateway.exporters if e.name == "otlp"] == ["otlp"]
     assert gateway.telemetry.settings.capture_content is True
+
+
+# a fresh interpreter: this test process has long since imported the SDK
+_CONFIG_WITHOUT_SDK = """
+import json, sys
+from interlock.core import config
+from interlock.core.telemetry.settings import TelemetrySettings
+
+cfg = config.load(sys.argv[1], environ={})
+settings = TelemetrySettings.resolve(cfg.telemetry, {})
+try:
+    config.parse({"telemetry": {"protocol": "http/json"}}, environ={})
+except config.ConfigError as exc:
+    problems = [path for path, _ in exc.problems]
+print(json.dumps({"telemetry": cfg.telemetry, "exporters": settings.traces_exporters, "problems": problems,
+                  "sdk": sorted(m for m in sys.modules if m.startswith("opentelemetry.sdk"))}))
+"""
+
+
+def test_loading_and_checking_a_telemetry_config_does_not_import_the_sdk(tmp_path: Any) -> None:
+    path = tmp_path / "interlock.toml"
+    path.write_text('[telemetry]\notlp_endpoint = "http://127.0.0.1:4318"\nsample_ratio = 0.5\n')
+    done = subprocess.run([sys.executable, "-c", _CONFIG_WITHOUT_SDK, str(path)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    out = json.loads(done.stdout)
+    assert out["telemetry"] == {"otlp_endpoint": "http://127.0.0.1:4318", "sample_ratio": 0.5}
+    assert out["exporters"] == ["otlp"] and out["problems"] == ["telemetry.protocol"]
+    assert out["sdk"] == []
 
 
 async def test_prometheus_scrape_endpoint(fake: FakeOpenAI, make_gateway: GatewayFactory) -> None:

@@ -295,7 +295,7 @@ async def test_routine_batches_go_to_the_idle_thread_until_it_is_found_starved(
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling policy")
 def test_the_idle_thread_runs_under_sched_idle() -> None:
-    from interlock.core.telemetry import idle_thread
+    from interlock.core.threads import idle_thread
 
     seen: list[int] = []
 

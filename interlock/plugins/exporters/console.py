@@ -14,7 +14,8 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 
 from interlock import hookimpl
 from interlock.core.exporter import Exporter
-from interlock.core.telemetry import TelemetryExporter, TelemetrySettings
+from interlock.core.telemetry.exporter import TelemetryExporter
+from interlock.core.telemetry.settings import TelemetrySettings
 
 
 class ConsoleExporter(TelemetryExporter):

@@ -67,6 +67,7 @@ from interlock import hookimpl
 from interlock.core import jsonutil
 from interlock.core.exporter import Exporter
 from interlock.accounting.database import DEFAULT_DATABASE_URL, file_problem, file_url
+from interlock.core.threads import background_thread, idle_thread
 from interlock.core.types import Alert, Attempt, Decision
 
 if TYPE_CHECKING:
@@ -410,21 +411,7 @@ class LedgerExporter(Exporter):
 
     async def _run(self) -> None:
         """Flush every ``flush_interval`` or when a batch is full; back off while failing."""
-        while not self._closing:
-            if self._failures:
-                await asyncio.sleep(self.flush_interval)  # a full buffer must not cause a retry storm
-            else:
-                # not wait_for: on Python 3.11 it swallows a cancellation that arrives as the wait
-                # ends (a batch filled up just as close() cancelled this task), and close() would
-                # then wait forever for this task, which would wait forever for close()'s lock
-                try:
-                    async with asyncio.timeout(self.flush_interval):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
-            self._wake.clear()
-            if self._closing:
-                return  # close() writes what is left
+        while await self._flush_due():
             try:
                 await self.flush()
             except Exception as exc:
@@ -440,6 +427,29 @@ class LedgerExporter(Exporter):
                     log.warning("ledger: writing to the database again after %d failed tries", self._failures)
                 self._failures = 0
             self._log_dropped()
+
+    async def _flush_due(self) -> bool:
+        """Wait for the next flush; False when close() has taken over (before or during the wait).
+
+        A method of its own so the flag is read afresh after the wait: inside one
+        function a type checker takes the ``_closing`` tested before an ``await``
+        to be the one after it.
+        """
+        if self._closing:
+            return False
+        if self._failures:
+            await asyncio.sleep(self.flush_interval)  # a full buffer must not cause a retry storm
+        else:
+            # not wait_for: on Python 3.11 it swallows a cancellation that arrives as the wait
+            # ends (a batch filled up just as close() cancelled this task), and close() would
+            # then wait forever for this task, which would wait forever for close()'s lock
+            try:
+                async with asyncio.timeout(self.flush_interval):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+        self._wake.clear()
+        return not self._closing  # closing: close() writes what is left
 
     def _log_dropped(self) -> None:
         if self.dropped != self._dropped_logged:
@@ -621,9 +631,11 @@ async def _prepare_sqlite(url: str) -> tuple[dict[str, Any], Exception | None]:
 def _rebuilt_error(name: str, message: str) -> Exception:
     """An exception named ``name`` (a builtin one when it is) carrying ``message``."""
     cls = getattr(builtins, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, Exception)):
-        cls = type(name, (RuntimeError,), {"__module__": __name__})
-    return cls(message)
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        return cls(message)
+    # a RuntimeError subclass named as the child's error (type() is typed as returning a plain type)
+    error: Exception = type(name, (RuntimeError,), {"__module__": __name__})(message)
+    return error
 
 
 # --------------------------------------------------------------------------- #
@@ -660,8 +672,6 @@ class _SQLiteWriter:
         thread = threading.current_thread()
         if thread.ident not in self._prioritised:
             self._prioritised.add(thread.ident)  # type: ignore[arg-type]
-            from interlock.core.telemetry import background_thread, idle_thread
-
             if not (idle and idle_thread(thread)):
                 background_thread(thread)
         try:

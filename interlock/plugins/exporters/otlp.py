@@ -42,7 +42,9 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from interlock import hookimpl
 from interlock.core.exporter import Exporter
-from interlock.core.telemetry import TelemetryExporter, TelemetrySettings, background_thread, batch_processor
+from interlock.core.telemetry.exporter import TelemetryExporter, batch_processor
+from interlock.core.telemetry.settings import TelemetrySettings
+from interlock.core.threads import background_thread
 
 
 class OTLPExporter(TelemetryExporter):
@@ -507,7 +509,7 @@ def _fast_exporter_class() -> type[SpanExporter]:
     too_large_error: type[Exception] = getattr(official, "RequestPayloadTooLargeError", ValueError)
     log: logging.Logger = getattr(official, "_logger", _logger)  # log as the official exporter does
 
-    class FastOTLPSpanExporter(official.OTLPSpanExporter):  # type: ignore[misc]
+    class FastOTLPSpanExporter(official.OTLPSpanExporter):
         """``OTLPSpanExporter`` that encodes with ``otlp_wire`` and hands the bytes to its own HTTP client.
 
         The seam is the exporter's ``_client.export(serialized: bytes)``
@@ -589,7 +591,7 @@ def _fast_exporter_class() -> type[SpanExporter]:
 
         def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
             if self._wire_send is None:
-                return super().export(spans)  # type: ignore[no-any-return]
+                return super().export(spans)
             return self.export_encoded(lambda: encode_spans(spans), len(spans))
 
         def export_encoded(self, encode: Callable[[], bytes], count: int) -> SpanExportResult:

@@ -63,7 +63,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE as _DEFAULT_TRACE_STATE
 
-from interlock.core.telemetry import CONTEXT_IS_TUPLE, GatewaySpan
+from interlock.core.telemetry.spans import CONTEXT_IS_TUPLE, GatewaySpan
 
 __all__ = ["encode_spans"]
 

@@ -21,7 +21,8 @@ from opentelemetry.sdk.metrics.export import MetricReader
 
 from interlock import hookimpl
 from interlock.core.exporter import Exporter
-from interlock.core.telemetry import TelemetryExporter, TelemetrySettings
+from interlock.core.telemetry.exporter import TelemetryExporter
+from interlock.core.telemetry.settings import TelemetrySettings
 
 log = logging.getLogger("interlock.telemetry")
 

@@ -18,8 +18,9 @@ from typing import Any, ClassVar
 import aiohttp
 from yarl import URL
 
-from interlock.core import jsonutil, telemetry
+from interlock.core import jsonutil
 from interlock.core.provider import Provider
+from interlock.core.telemetry.request_trace import current
 from interlock.core.types import UpstreamError
 
 # headers worth keeping from an upstream error (retry hints, rate-limit state)
@@ -57,7 +58,7 @@ class HTTPProvider(Provider):
         all_headers = self.headers()
         if headers:
             all_headers.update(headers)
-        telemetry.current().inject(all_headers)  # the attempt span's traceparent, when tracing
+        current().inject(all_headers)  # the attempt span's traceparent, when tracing
         payload = data if data is not None else (jsonutil.dumps(body) if body is not None else None)
         try:
             resp = await self.http.session.request(
