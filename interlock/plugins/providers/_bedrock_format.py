@@ -39,7 +39,7 @@ import aiohttp
 
 from interlock.core import jsonutil
 from interlock.core.types import ChatResult, Chunk, UpstreamError, Usage
-from interlock.plugins.providers._openai_shapes import (
+from interlock.core.openai_shapes import (
     ChunkWriter,
     ToolCall,
     completion,

@@ -12,7 +12,7 @@ from typing import Any
 
 from interlock.core import jsonutil
 from interlock.core.types import UpstreamError, Usage
-from interlock.plugins.providers._openai_shapes import (
+from interlock.core.openai_shapes import (
     ToolCall,
     json_schema_of,
     max_tokens_of,

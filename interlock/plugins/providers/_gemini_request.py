@@ -14,7 +14,7 @@ import aiohttp
 from interlock.core import jsonutil
 from interlock.core.types import UpstreamError
 from interlock.plugins.providers._gemini_schema import sanitize_schema
-from interlock.plugins.providers._openai_shapes import (
+from interlock.core.openai_shapes import (
     fetch_image,
     json_schema_of,
     max_tokens_of,

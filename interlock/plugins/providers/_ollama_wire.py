@@ -19,7 +19,7 @@ import aiohttp
 
 from interlock.core import jsonutil, sse
 from interlock.core.types import UpstreamError, Usage
-from interlock.plugins.providers._openai_shapes import (
+from interlock.core.openai_shapes import (
     ToolCall,
     fetch_image,
     json_schema_of,

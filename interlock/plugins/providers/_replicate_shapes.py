@@ -34,7 +34,7 @@ from urllib.parse import quote
 
 from interlock.core import jsonutil
 from interlock.core.types import UpstreamError, Usage
-from interlock.plugins.providers._openai_shapes import (
+from interlock.core.openai_shapes import (
     json_schema_of,
     max_tokens_of,
     stop_of,

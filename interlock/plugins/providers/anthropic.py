@@ -36,7 +36,7 @@ from interlock import hookimpl
 from interlock.core.provider import ProviderSettings
 from interlock.core.sse import iter_sse
 from interlock.core.types import ChatResult, Chunk, RequestContext, UpstreamError
-from interlock.plugins.providers._http import HTTPProvider
+from interlock.core.http_provider import HTTPProvider
 from interlock.plugins.providers.anthropic_format import (
     ANTHROPIC_VERSION,
     DEFAULT_MAX_TOKENS,

@@ -36,8 +36,8 @@ from typing import Any
 
 from interlock.core import jsonutil
 from interlock.core.types import ChatResult, Chunk, RequestContext, UpstreamError, Usage
-from interlock.plugins.providers import _http
-from interlock.plugins.providers._openai_shapes import (
+from interlock.core import http_provider
+from interlock.core.openai_shapes import (
     ChunkWriter,
     ToolCall,
     completion,
@@ -491,4 +491,4 @@ def error_fields(body: Any) -> tuple[str, str | None, str | None]:
         etype = str(err["type"]) if err.get("type") else None
         code = "context_length_exceeded" if _CONTEXT_MESSAGE.search(message) else None
         return message, code, etype
-    return _http.error_fields(body)
+    return http_provider.error_fields(body)

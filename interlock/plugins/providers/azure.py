@@ -16,8 +16,7 @@ from urllib.parse import quote
 from interlock import hookimpl
 from interlock.core.provider import ProviderSettings
 from interlock.core.types import EmbeddingsResult, RequestContext
-from interlock.plugins.providers.openai import rename_max_tokens
-from interlock.plugins.providers.openai_compat import OpenAICompatible
+from interlock.core.openai_compatible import OpenAICompatible, rename_max_tokens
 
 DEFAULT_API_VERSION = "2024-10-21"
 

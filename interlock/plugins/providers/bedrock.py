@@ -96,8 +96,8 @@ from interlock.plugins.providers._bedrock_format import (
     embeddings_body,
     titan_body,
 )
-from interlock.plugins.providers._http import HTTPProvider
-from interlock.plugins.providers._openai_shapes import ChunkWriter, new_id
+from interlock.core.http_provider import HTTPProvider
+from interlock.core.openai_shapes import ChunkWriter, new_id
 
 T = TypeVar("T")
 F = FailureClass

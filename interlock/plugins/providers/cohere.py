@@ -70,8 +70,8 @@ from interlock.plugins.providers._cohere_shapes import (
     tool_calls_of,
     usage_of,
 )
-from interlock.plugins.providers._http import HTTPProvider
-from interlock.plugins.providers._openai_shapes import ChunkWriter, completion, new_id
+from interlock.core.http_provider import HTTPProvider
+from interlock.core.openai_shapes import ChunkWriter, completion, new_id
 
 EMBED_INPUT_TYPES = frozenset({"search_document", "search_query", "classification", "clustering", "image"})
 

@@ -36,7 +36,7 @@ from interlock.core.provider import ProviderSettings
 from interlock.core.sse import iter_sse_data
 from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext, UpstreamError, Usage
 from interlock.plugins.providers import gemini_format as fmt
-from interlock.plugins.providers._http import HTTPProvider
+from interlock.core.http_provider import HTTPProvider
 
 _VERSIONS = ("v1beta", "v1", "v1alpha")
 

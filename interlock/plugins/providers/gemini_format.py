@@ -31,7 +31,7 @@ from interlock.core import jsonutil
 from interlock.core.types import ChatResult, Chunk, RequestContext, UpstreamError, Usage
 from interlock.plugins.providers._gemini_request import SKIP_SIGNATURE, contents_of, generation_config
 from interlock.plugins.providers._gemini_schema import sanitize_schema
-from interlock.plugins.providers._openai_shapes import (
+from interlock.core.openai_shapes import (
     ChunkWriter,
     ToolCall,
     completion,

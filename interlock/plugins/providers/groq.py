@@ -7,7 +7,7 @@ from typing import Any
 
 from interlock import hookimpl
 from interlock.core.types import Usage
-from interlock.plugins.providers.openai_compat import OpenAICompatible
+from interlock.core.openai_compatible import OpenAICompatible
 
 
 class Groq(OpenAICompatible):

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from interlock import hookimpl
-from interlock.plugins.providers.openai_compat import OpenAICompatible
+from interlock.core.openai_compatible import OpenAICompatible
 
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 

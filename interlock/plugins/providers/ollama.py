@@ -34,7 +34,7 @@ from interlock import hookimpl
 from interlock.core import jsonutil
 from interlock.core.provider import HttpPool, ProviderSettings
 from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext, UpstreamError, Usage
-from interlock.plugins.providers._http import HTTPProvider
+from interlock.core.http_provider import HTTPProvider
 from interlock.plugins.providers._ollama_wire import (
     bad_request,
     chat_body,
@@ -47,7 +47,7 @@ from interlock.plugins.providers._ollama_wire import (
     tool_calls_of,
     usage_of,
 )
-from interlock.plugins.providers._openai_shapes import ChunkWriter, completion, new_id
+from interlock.core.openai_shapes import ChunkWriter, completion, new_id
 
 
 class Ollama(HTTPProvider):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from interlock import hookimpl
-from interlock.plugins.providers.openai_compat import OpenAICompatible
+from interlock.core.openai_compatible import OpenAICompatible
 
 
 class Perplexity(OpenAICompatible):

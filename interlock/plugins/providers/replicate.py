@@ -62,8 +62,8 @@ from interlock.core.types import (
     Target,
     UpstreamError,
 )
-from interlock.plugins.providers._http import HTTPProvider
-from interlock.plugins.providers._openai_shapes import ChunkWriter, completion
+from interlock.core.http_provider import HTTPProvider
+from interlock.core.openai_shapes import ChunkWriter, completion
 from interlock.plugins.providers._replicate_shapes import (
     ModelRef,
     build_input,

@@ -51,10 +51,10 @@ from interlock import hookimpl
 from interlock.core.provider import HttpPool, ProviderSettings
 from interlock.core.sse import iter_sse, iter_sse_data
 from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext, UpstreamError, Usage
-from interlock.plugins.providers import _http
+from interlock.core import http_provider
 from interlock.plugins.providers import anthropic_format as claude
 from interlock.plugins.providers import gemini_format as gemini
-from interlock.plugins.providers._http import HTTPProvider
+from interlock.core.http_provider import HTTPProvider
 from interlock.plugins.providers._vertex_auth import AccessTokens, google_auth_missing
 
 DEFAULT_LOCATION = "us-central1"
@@ -212,7 +212,7 @@ class Vertex(HTTPProvider):
         if isinstance(body, dict) and body.get("type") == "error":
             return claude.error_fields(body)
         message, code, etype = gemini.error_fields(body)
-        return (message, code, etype) if message or code or etype else _http.error_fields(body)
+        return (message, code, etype) if message or code or etype else http_provider.error_fields(body)
 
     async def http_error(self, resp: aiohttp.ClientResponse) -> UpstreamError:
         return gemini.adjust_error(await super().http_error(resp))

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from interlock import hookimpl
-from interlock.plugins.providers.openai_compat import OpenAICompatible
+from interlock.core.openai_compatible import OpenAICompatible
 
 
 def _fold_reasoning(usage: Any) -> bool:

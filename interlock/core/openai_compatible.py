@@ -3,20 +3,36 @@
 A concrete provider sets its base URL, key variable and quirks; requests and
 streams pass through with minimal work: the client's body is shallow-copied
 (unknown parameters survive untouched), and stream chunks are forwarded as the
-upstream's own bytes unless a quirk must rewrite one.
+upstream's own bytes unless a quirk must rewrite one. Public: third-party
+providers subclass it through :mod:`interlock.provider_api`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import aiohttp
 
 from interlock.core import jsonutil
+from interlock.core.http_provider import HTTPProvider, error_fields
 from interlock.core.sse import iter_sse_data
-from interlock.plugins.providers._http import HTTPProvider, error_fields
 from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext, UpstreamError, Usage
+
+# OpenAI's reasoning models (o-series, gpt-5) reject max_tokens and want max_completion_tokens
+_REASONING = re.compile(r"^(o\d|gpt-5)", re.IGNORECASE)
+
+
+def rename_max_tokens(body: dict[str, Any], model: str) -> None:
+    """Send ``max_tokens`` as ``max_completion_tokens`` to OpenAI's reasoning models (o-series, gpt-5).
+
+    For providers that serve OpenAI's own models (OpenAI, Azure OpenAI): call it from
+    :meth:`OpenAICompatible.prepare`.
+    """
+    if "max_tokens" in body and _REASONING.match(model) and "max_completion_tokens" not in body:
+        body["max_completion_tokens"] = body.pop("max_tokens")
+
 
 class OpenAICompatible(HTTPProvider):
     """Base for OpenAI-wire providers. Override the small ``prepare``/``fix_*`` hooks for quirks."""

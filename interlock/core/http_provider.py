@@ -1,10 +1,11 @@
-"""The HTTP plumbing every built-in provider shares: one request, every failure classified.
+"""The HTTP plumbing every HTTP provider shares: one request, every failure classified.
 
 :class:`HTTPProvider` sends a JSON request through the app's single connection
 pool and turns each way it can fail (connect error, timeout, HTTP status,
 unreadable body) into an :class:`~interlock.core.types.UpstreamError` the
 router can classify. Providers override :meth:`HTTPProvider.headers` for their
-auth and :meth:`HTTPProvider.error_fields` for their error body shape.
+auth and :meth:`HTTPProvider.error_fields` for their error body shape. Public:
+third-party providers subclass it through :mod:`interlock.provider_api`.
 """
 
 from __future__ import annotations
