@@ -75,7 +75,7 @@ from interlock.core.types import (
     UpstreamError,
     Usage,
 )
-from interlock.plugins.classifier import ACTIONS, classify, parse_retry_after
+from interlock.core.failures import ACTIONS, classify, parse_retry_after
 from interlock.plugins.providers._aws import (
     AwsCredentials,
     botocore_missing,

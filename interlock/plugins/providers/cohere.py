@@ -61,7 +61,7 @@ from interlock.core.types import (
     UpstreamError,
     Usage,
 )
-from interlock.plugins.classifier import ACTIONS, parse_retry_after
+from interlock.core.failures import ACTIONS, parse_retry_after
 from interlock.plugins.providers._cohere_shapes import (
     chat_body,
     embed_body,
