@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import aiohttp
 
 from interlock import __version__
-from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext
+from interlock.core.types import ChatResult, Chunk, Classification, EmbeddingsResult, RequestContext, UpstreamError
 
 #: what upstream requests say they come from (a provider's ``headers`` config may override it)
 USER_AGENT = f"interlock/{__version__}"
@@ -135,7 +135,7 @@ class Provider:
     # -- config ---------------------------------------------------------- #
 
     @classmethod
-    def key_from_env(cls, environ: os._Environ[str] | dict[str, str] = os.environ) -> str | None:
+    def key_from_env(cls, environ: Mapping[str, str] = os.environ) -> str | None:
         """The key from the standard env var (or an accepted alias), if set."""
         for var in (cls.env_key, *cls.env_key_aliases):
             if var and environ.get(var):
@@ -186,7 +186,22 @@ class Provider:
         raise NotImplementedError
 
     async def embeddings(self, ctx: RequestContext, model: str) -> EmbeddingsResult:
+        """Embeddings for ``ctx.body`` (an OpenAI embeddings request), returned in OpenAI shape."""
         raise NotImplementedError
+
+    # -- failures -------------------------------------------------------- #
+
+    def classify(self, error: UpstreamError) -> Classification | None:
+        """This provider's own verdict on one of its failures, or None for the generic rules.
+
+        The router asks this first, for every failed attempt against this provider;
+        only when it returns None is the ``classify_failure`` hook asked (third-party
+        plugins, then the built-in classifier). Override it for statuses, codes or
+        error names only this upstream uses; build the answer with
+        :func:`interlock.core.failures.classify_as` or :func:`~interlock.core.failures.classify`.
+        Called on the failure path only, synchronously: no I/O.
+        """
+        return None
 
     def describe(self) -> dict[str, Any]:
         """What ``/health/providers`` and ``interlock check`` show: never the key."""

@@ -71,11 +71,10 @@ from interlock.core.types import (
     EmbeddingsResult,
     FailureClass,
     RequestContext,
-    Target,
     UpstreamError,
     Usage,
 )
-from interlock.core.failures import ACTIONS, classify, parse_retry_after
+from interlock.core.failures import ACTIONS, classify, classify_as
 from interlock.plugins.providers._aws import (
     AwsCredentials,
     botocore_missing,
@@ -228,6 +227,26 @@ class Bedrock(HTTPProvider):
         err.code = "context_length_exceeded" if _CONTEXT.search(err.message) else name
         return err
 
+    def classify(self, error: UpstreamError) -> Classification | None:
+        """Bedrock's exception names decide the class (see the module docstring); others defer.
+
+        Only request and model errors are read further (for a context overflow or a policy block):
+        the generic message patterns would misread e.g. throttling's "Too many tokens, please wait".
+        """
+        if not error.error_type:
+            return None
+        cls = _CLASSES.get(error.error_type.lower())
+        if cls is None:
+            return None
+        if cls not in (F.BAD_REQUEST, F.SERVER_ERROR, F.STREAM_ERROR):
+            return classify_as(cls, error)
+        verdict = classify(error)
+        if verdict.failure_class in (F.CONTEXT_LENGTH, F.CONTENT_POLICY):
+            return verdict
+        if cls is F.BAD_REQUEST and _MODEL_ID_INVALID.search(error.message):
+            cls = F.NOT_FOUND  # this endpoint does not know the model; another target may serve it
+        return Classification(cls, ACTIONS[cls], verdict.retry_after)
+
     # -- chat ------------------------------------------------------------ #
 
     async def chat(self, ctx: RequestContext, model: str) -> ChatResult:
@@ -345,29 +364,6 @@ async def _bounded(calls: list[Callable[[], Awaitable[T]]]) -> list[T]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # collected, so none is left unretrieved
         raise
-
-
-@hookimpl
-def classify_failure(error: UpstreamError, target: Target, provider_type: str) -> Classification | None:
-    """Bedrock's exception names decide the class (see the module docstring); others defer.
-
-    Not ``trylast``: the built-in classifier is, and always answers, so this must run before it.
-    Only request and model errors are read further (for a context overflow or a policy block):
-    the generic message patterns would misread e.g. throttling's "Too many tokens, please wait".
-    """
-    if provider_type != Bedrock.type_name or not error.error_type:
-        return None
-    cls = _CLASSES.get(error.error_type.lower())
-    if cls is None:
-        return None
-    if cls not in (F.BAD_REQUEST, F.SERVER_ERROR, F.STREAM_ERROR):
-        return Classification(cls, ACTIONS[cls], parse_retry_after(error.headers))
-    verdict = classify(error)
-    if verdict.failure_class in (F.CONTEXT_LENGTH, F.CONTENT_POLICY):
-        return verdict
-    if cls is F.BAD_REQUEST and _MODEL_ID_INVALID.search(error.message):
-        cls = F.NOT_FOUND  # this endpoint does not know the model; another target may serve it
-    return Classification(cls, ACTIONS[cls], verdict.retry_after)
 
 
 @hookimpl

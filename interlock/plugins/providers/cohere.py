@@ -57,11 +57,10 @@ from interlock.core.types import (
     EmbeddingsResult,
     FailureClass,
     RequestContext,
-    Target,
     UpstreamError,
     Usage,
 )
-from interlock.core.failures import ACTIONS, parse_retry_after
+from interlock.core.failures import classify_as
 from interlock.plugins.providers._cohere_shapes import (
     chat_body,
     embed_body,
@@ -127,6 +126,12 @@ class Cohere(HTTPProvider):
             return super().error_fields(body)  # a proxy's or load balancer's page, not Cohere's body
         message = body["message"]
         return message, ("context_length_exceeded" if _TOO_MANY_TOKENS.match(message) else None), None
+
+    def classify(self, error: UpstreamError) -> Classification | None:
+        """Cohere's own statuses (498, 499); everything else is left to the generic rules."""
+        if error.kind == "http" and error.status is not None and (failure := _NATIVE_STATUS.get(error.status)):
+            return classify_as(failure, error)
+        return None
 
     # -- chat ------------------------------------------------------------ #
 
@@ -295,14 +300,3 @@ class _StreamState:
 @hookimpl
 def register_providers(register: Callable[..., None]) -> None:
     register(Cohere)
-
-
-# Not trylast: the built-in classifier is, and pluggy would ask it first (it always answers).
-# Plugins registered later (every third-party one) are still asked before this one.
-@hookimpl
-def classify_failure(error: UpstreamError, target: Target, provider_type: str) -> Classification | None:
-    """Cohere's own statuses (498, 499); everything else is left to the built-in classifier."""
-    if provider_type != Cohere.type_name or error.kind != "http" or error.status not in _NATIVE_STATUS:
-        return None
-    failure = _NATIVE_STATUS[error.status]
-    return Classification(failure, ACTIONS[failure], parse_retry_after(error.headers))

@@ -59,7 +59,6 @@ from interlock.core.types import (
     Classification,
     FailureClass,
     RequestContext,
-    Target,
     UpstreamError,
 )
 from interlock.core.http_provider import HTTPProvider
@@ -134,6 +133,19 @@ class Replicate(HTTPProvider):
         if err.status == 429 and "retry-after" not in err.headers and reset is not None:
             err.headers["retry-after"] = reset
         return err
+
+    def classify(self, error: UpstreamError) -> Classification | None:
+        """Two Replicate signals the generic rules would read as a request error.
+
+        A 422 "Invalid version or not permitted" means this account cannot run that version (another
+        target may), and ``unsupported_parameter`` means this provider lacks a feature the request
+        uses, so both fall back instead of failing the request.
+        """
+        if error.code == "invalid_version":
+            return Classification(FailureClass.NOT_FOUND, Action.FALLBACK)
+        if error.code == "unsupported_parameter":
+            return Classification(FailureClass.BAD_REQUEST, Action.FALLBACK)
+        return None
 
     # -- plumbing ------------------------------------------------------------ #
 
@@ -328,20 +340,3 @@ class Replicate(HTTPProvider):
 @hookimpl
 def register_providers(register: Callable[..., None]) -> None:
     register(Replicate)
-
-
-@hookimpl
-def classify_failure(error: UpstreamError, target: Target, provider_type: str) -> Classification | None:
-    """Two Replicate signals the generic classifier would read as a request error.
-
-    A 422 "Invalid version or not permitted" means this account cannot run that version (another
-    target may), and ``unsupported_parameter`` means this provider lacks a feature the request
-    uses, so both fall back instead of failing the request.
-    """
-    if provider_type != Replicate.type_name:
-        return None
-    if error.code == "invalid_version":
-        return Classification(FailureClass.NOT_FOUND, Action.FALLBACK)
-    if error.code == "unsupported_parameter":
-        return Classification(FailureClass.BAD_REQUEST, Action.FALLBACK)
-    return None
