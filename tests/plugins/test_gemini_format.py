@@ -11,7 +11,7 @@ import pytest
 
 from interlock.core.failures import classify
 from interlock.core.types import RequestContext, UpstreamError
-from interlock.plugins.providers import gemini_format as fmt
+from interlock.plugins.providers.translation import gemini as fmt
 
 
 def ctx(**body: Any) -> RequestContext:

@@ -1,7 +1,7 @@
 """Anthropic: Claude through the native Messages API (``POST /v1/messages``).
 
 Requests, responses, streams and errors are translated by
-:mod:`interlock.plugins.providers.anthropic_format` (shared with Anthropic on
+:mod:`interlock.plugins.providers.translation.anthropic` (shared with Anthropic on
 Vertex AI); this module adds the endpoint, the ``x-api-key`` /
 ``anthropic-version: 2023-06-01`` headers and the transport. Anthropic has no embeddings.
 
@@ -10,7 +10,7 @@ clamped to 1 and passed with ``top_p`` (models from Opus 4.7 on reject sampling
 parameters: don't send them there); ``top_k`` and ``thinking`` pass through from
 ``extra_body``; ``n``, ``seed``, penalties and ``logprobs`` are dropped;
 ``response_format`` ``json_object`` becomes a system instruction and ``json_schema`` a
-forced tool whose input is returned as the content (see ``anthropic_format``).
+forced tool whose input is returned as the content (see :mod:`.translation.anthropic`).
 
 Config keys (besides the common ``base_url``, ``api_key``, ``headers``, ``timeout``, ``models``):
 
@@ -37,7 +37,7 @@ from interlock.core.provider import ProviderSettings
 from interlock.core.sse import iter_sse
 from interlock.core.types import ChatResult, Chunk, RequestContext, UpstreamError
 from interlock.core.http_provider import HTTPProvider
-from interlock.plugins.providers.anthropic_format import (
+from interlock.plugins.providers.translation.anthropic import (
     ANTHROPIC_VERSION,
     DEFAULT_MAX_TOKENS,
     build_request,

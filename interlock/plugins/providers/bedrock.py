@@ -4,7 +4,7 @@ Requests are signed with SigV4 through botocore (the optional extra:
 ``pip install 'interlock[bedrock]'``) using credentials from the standard AWS
 chain, or carry a Bedrock API key as a Bearer token. Streams
 (``converse-stream``) are AWS event-stream binary frames, decoded by botocore.
-Translation details live in :mod:`interlock.plugins.providers._bedrock_format`,
+Translation details live in :mod:`interlock.plugins.providers.translation.bedrock`,
 AWS plumbing in :mod:`interlock.plugins.providers._aws`.
 
 Config keys of a ``type = "bedrock"`` table (besides the common ones):
@@ -83,7 +83,7 @@ from interlock.plugins.providers._aws import (
     preload,
     sign,
 )
-from interlock.plugins.providers._bedrock_format import (
+from interlock.plugins.providers.translation.bedrock import (
     COHERE_BATCH,
     StreamTranslator,
     chat_result,

@@ -19,7 +19,7 @@ Config keys besides the common ones (``base_url``, ``api_key``, ``headers``, ``t
     embed_input_type = "search_query"
     client_name = "interlock"
 
-Translation notes (see :mod:`interlock.plugins.providers._cohere_shapes`): system and developer
+Translation notes (see :mod:`interlock.plugins.providers.translation.cohere`): system and developer
 messages become one leading system turn; ``top_p`` is ``p``; ``stop`` is ``stop_sequences``;
 ``tool_choice`` ``required``/``none`` are ``REQUIRED``/``NONE`` and a named function is forced by
 offering only that function with ``REQUIRED``; JSON mode and JSON schema are
@@ -61,7 +61,7 @@ from interlock.core.types import (
     Usage,
 )
 from interlock.core.failures import classify_as
-from interlock.plugins.providers._cohere_shapes import (
+from interlock.plugins.providers.translation.cohere import (
     chat_body,
     embed_body,
     finish_reason,

@@ -3,7 +3,7 @@
 Chat goes to ``POST /{version}/models/{model}:generateContent`` (streams:
 ``:streamGenerateContent?alt=sse``), embeddings to ``:batchEmbedContents``; the key
 travels in the ``x-goog-api-key`` header, never in the URL. The translation to and
-from the GenerateContent format lives in :mod:`~interlock.plugins.providers.gemini_format`,
+from the GenerateContent format lives in :mod:`~interlock.plugins.providers.translation.gemini`,
 shared with Vertex AI.
 
 Config keys besides the common ones (``api_key`` defaults to ``GEMINI_API_KEY`` or
@@ -35,7 +35,7 @@ from interlock import hookimpl
 from interlock.core.provider import ProviderSettings
 from interlock.core.sse import iter_sse_data
 from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext, UpstreamError, Usage
-from interlock.plugins.providers import gemini_format as fmt
+from interlock.plugins.providers.translation import gemini as fmt
 from interlock.core.http_provider import HTTPProvider
 
 _VERSIONS = ("v1beta", "v1", "v1alpha")

@@ -35,7 +35,7 @@ from interlock.core import jsonutil
 from interlock.core.provider import HttpPool, ProviderSettings
 from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext, UpstreamError, Usage
 from interlock.core.http_provider import HTTPProvider
-from interlock.plugins.providers._ollama_wire import (
+from interlock.plugins.providers.translation.ollama import (
     bad_request,
     chat_body,
     created_of,

@@ -20,7 +20,7 @@ Models are named ``owner/name`` (an official model, created with
 (``POST /v1/predictions`` with ``"version"``); clients ask for
 ``replicate/meta/meta-llama-3-70b-instruct``.
 
-Translation (see :mod:`._replicate_shapes`): system and developer messages become
+Translation (see :mod:`.translation.replicate`): system and developer messages become
 ``system_prompt``; the conversation becomes ``prompt`` (the lone user message as is, or a
 ``User:``/``Assistant:`` transcript); ``max_tokens`` (or ``max_completion_tokens``) is sent as
 ``max_tokens``, the input name of the official Llama 3 and cog-vllm models (models that call
@@ -63,7 +63,7 @@ from interlock.core.types import (
 )
 from interlock.core.http_provider import HTTPProvider
 from interlock.core.openai_shapes import ChunkWriter, completion
-from interlock.plugins.providers._replicate_shapes import (
+from interlock.plugins.providers.translation.replicate import (
     ModelRef,
     build_input,
     check_supported,
