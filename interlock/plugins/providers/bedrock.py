@@ -92,11 +92,10 @@ from interlock.plugins.providers.translation.bedrock import (
     converse_body,
     embedding_family,
     embedding_inputs,
-    embeddings_body,
     titan_body,
 )
 from interlock.core.http_provider import HTTPProvider
-from interlock.core.openai_shapes import ChunkWriter, new_id
+from interlock.core.openai_shapes import ChunkWriter, embeddings_body, new_id
 
 T = TypeVar("T")
 F = FailureClass

@@ -39,9 +39,7 @@ an auth failure and 499 (request cancelled upstream) a server error; ``too many 
 
 from __future__ import annotations
 
-import base64
 import re
-import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
@@ -70,7 +68,7 @@ from interlock.plugins.providers.translation.cohere import (
     usage_of,
 )
 from interlock.core.http_provider import HTTPProvider
-from interlock.core.openai_shapes import ChunkWriter, completion, new_id
+from interlock.core.openai_shapes import ChunkWriter, completion, embeddings_body, new_id
 
 EMBED_INPUT_TYPES = frozenset({"search_document", "search_query", "classification", "clustering", "image"})
 
@@ -201,26 +199,15 @@ class Cohere(HTTPProvider):
         if not isinstance(vectors, list) or not all(isinstance(v, list) for v in vectors):
             message = f"{self.name}: the embed response has no float vectors"
             raise UpstreamError(message, kind="stream", body=body)
-        as_base64 = ctx.body.get("encoding_format") == "base64"
-        data = [
-            {"object": "embedding", "index": i, "embedding": _pack(vector) if as_base64 else vector}
-            for i, vector in enumerate(vectors)
-        ]
         billed = ((body.get("meta") or {}).get("billed_units") or {}).get("input_tokens")
         tokens = int(billed) if isinstance(billed, int | float) else 0
-        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-        out = {"object": "list", "data": data, "model": model, "usage": usage}
+        out = embeddings_body(vectors, model, tokens, ctx.body.get("encoding_format"))
         return EmbeddingsResult(out, Usage(prompt_tokens=tokens))
 
 
 def _timed_out(name: str) -> UpstreamError:
     """Cohere's ``finish_reason: TIMEOUT``: the generation ran out of time on Cohere's side."""
     return UpstreamError(f"{name}: the generation timed out (finish_reason TIMEOUT)", kind="timeout")
-
-
-def _pack(vector: list[float]) -> str:
-    """OpenAI's base64 embedding: little-endian float32s."""
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 class _Writer(ChunkWriter):

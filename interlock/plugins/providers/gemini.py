@@ -23,8 +23,6 @@ Config keys besides the common ones (``api_key`` defaults to ``GEMINI_API_KEY`` 
 
 from __future__ import annotations
 
-import base64
-import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -37,6 +35,7 @@ from interlock.core.sse import iter_sse_data
 from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext, UpstreamError, Usage
 from interlock.plugins.providers.translation import gemini as fmt
 from interlock.core.http_provider import HTTPProvider
+from interlock.core.openai_shapes import embeddings_body
 
 _VERSIONS = ("v1beta", "v1", "v1alpha")
 
@@ -163,27 +162,12 @@ class Gemini(HTTPProvider):
             raise UpstreamError(
                 f"{self.name}: embeddings response does not match the input", kind="stream", body=out
             )
-        as_base64 = ctx.body.get("encoding_format") == "base64"
-        data = [
-            {"object": "embedding", "index": i, "embedding": _base64(v) if as_base64 else v}
-            for i, v in enumerate(vectors)
-        ]
         meta = out.get("usageMetadata") if isinstance(out.get("usageMetadata"), dict) else {}
         tokens = (
             meta.get("promptTokenCount") if isinstance(meta.get("promptTokenCount"), int) else 0
         )  # often absent
-        body = {
-            "object": "list",
-            "data": data,
-            "model": model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
+        body = embeddings_body(vectors, model, tokens, ctx.body.get("encoding_format"))
         return EmbeddingsResult(body, Usage(prompt_tokens=tokens))
-
-
-def _base64(vector: list[float]) -> str:
-    """OpenAI's ``encoding_format: base64``: little-endian float32s, base64-encoded."""
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 @hookimpl

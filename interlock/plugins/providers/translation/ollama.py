@@ -8,8 +8,6 @@ which this translation follows where the two APIs meet.
 
 from __future__ import annotations
 
-import base64
-import struct
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
@@ -21,6 +19,7 @@ from interlock.core import jsonutil, sse
 from interlock.core.types import UpstreamError, Usage
 from interlock.core.openai_shapes import (
     ToolCall,
+    embedding_base64,
     fetch_image,
     json_schema_of,
     max_tokens_of,
@@ -318,10 +317,7 @@ def embedding_item(index: int, vector: Any, base64_format: bool) -> dict[str, An
     """One OpenAI embedding object; ``base64`` is little-endian float32, as OpenAI encodes it."""
     if not isinstance(vector, list) or not all(isinstance(v, int | float) for v in vector):
         raise UpstreamError("ollama: an embedding is not a list of numbers", kind="stream")
-    embedding: list[float] | str = vector
-    if base64_format:
-        embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-    return {"object": "embedding", "index": index, "embedding": embedding}
+    return {"object": "embedding", "index": index, "embedding": embedding_base64(vector) if base64_format else vector}
 
 
 # --------------------------------------------------------------------------- #
