@@ -20,7 +20,7 @@ import functools
 import time
 from typing import Any
 
-from interlock.core.types import UpstreamError
+from interlock.provider_api import UpstreamError
 
 #: the OAuth scope every Vertex AI call needs
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)

@@ -32,11 +32,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 
-from interlock import hookimpl
-from interlock.core.provider import ProviderSettings
-from interlock.core.sse import iter_sse
-from interlock.core.types import ChatResult, Chunk, RequestContext, UpstreamError
-from interlock.core.http_provider import HTTPProvider
 from interlock.plugins.providers.translation.anthropic import (
     ANTHROPIC_VERSION,
     DEFAULT_MAX_TOKENS,
@@ -45,6 +40,16 @@ from interlock.plugins.providers.translation.anthropic import (
     json_tool_of,
     parse_response,
     stream_chunks,
+)
+from interlock.provider_api import (
+    ChatResult,
+    Chunk,
+    HTTPProvider,
+    ProviderSettings,
+    RequestContext,
+    UpstreamError,
+    hookimpl,
+    iter_sse,
 )
 
 

@@ -61,20 +61,6 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from interlock import hookimpl
-from interlock.core import jsonutil
-from interlock.core.provider import HttpPool, ProviderSettings
-from interlock.core.types import (
-    ChatResult,
-    Chunk,
-    Classification,
-    EmbeddingsResult,
-    FailureClass,
-    RequestContext,
-    UpstreamError,
-    Usage,
-)
-from interlock.core.failures import ACTIONS, classify, classify_as
 from interlock.plugins.providers._aws import (
     AwsCredentials,
     botocore_missing,
@@ -94,8 +80,27 @@ from interlock.plugins.providers.translation.bedrock import (
     embedding_inputs,
     titan_body,
 )
-from interlock.core.http_provider import HTTPProvider
-from interlock.core.openai_shapes import ChunkWriter, embeddings_body, new_id
+from interlock.provider_api import (
+    ACTIONS,
+    ChatResult,
+    Chunk,
+    ChunkWriter,
+    Classification,
+    EmbeddingsResult,
+    FailureClass,
+    HttpPool,
+    HTTPProvider,
+    ProviderSettings,
+    RequestContext,
+    UpstreamError,
+    Usage,
+    classify,
+    classify_as,
+    embeddings_body,
+    hookimpl,
+    jsonutil,
+    new_id,
+)
 
 T = TypeVar("T")
 F = FailureClass

@@ -43,22 +43,6 @@ import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
-
-from interlock import hookimpl
-from interlock.core import jsonutil
-from interlock.core.provider import ProviderSettings
-from interlock.core.sse import iter_sse
-from interlock.core.types import (
-    ChatResult,
-    Chunk,
-    Classification,
-    EmbeddingsResult,
-    FailureClass,
-    RequestContext,
-    UpstreamError,
-    Usage,
-)
-from interlock.core.failures import classify_as
 from interlock.plugins.providers.translation.cohere import (
     chat_body,
     embed_body,
@@ -67,8 +51,26 @@ from interlock.plugins.providers.translation.cohere import (
     tool_calls_of,
     usage_of,
 )
-from interlock.core.http_provider import HTTPProvider
-from interlock.core.openai_shapes import ChunkWriter, completion, embeddings_body, new_id
+from interlock.provider_api import (
+    ChatResult,
+    Chunk,
+    ChunkWriter,
+    Classification,
+    EmbeddingsResult,
+    FailureClass,
+    HTTPProvider,
+    ProviderSettings,
+    RequestContext,
+    UpstreamError,
+    Usage,
+    classify_as,
+    completion,
+    embeddings_body,
+    hookimpl,
+    iter_sse,
+    jsonutil,
+    new_id,
+)
 
 EMBED_INPUT_TYPES = frozenset({"search_document", "search_query", "classification", "clustering", "image"})
 

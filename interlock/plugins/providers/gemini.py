@@ -29,13 +29,20 @@ from urllib.parse import quote
 
 import aiohttp
 
-from interlock import hookimpl
-from interlock.core.provider import ProviderSettings
-from interlock.core.sse import iter_sse_data
-from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext, UpstreamError, Usage
 from interlock.plugins.providers.translation import gemini as fmt
-from interlock.core.http_provider import HTTPProvider
-from interlock.core.openai_shapes import embeddings_body
+from interlock.provider_api import (
+    ChatResult,
+    Chunk,
+    EmbeddingsResult,
+    HTTPProvider,
+    ProviderSettings,
+    RequestContext,
+    UpstreamError,
+    Usage,
+    embeddings_body,
+    hookimpl,
+    iter_sse_data,
+)
 
 _VERSIONS = ("v1beta", "v1", "v1alpha")
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from interlock import hookimpl
-from interlock.core.openai_compatible import OpenAICompatible
+from interlock.provider_api import OpenAICompatible, hookimpl
 
 
 class GPUStack(OpenAICompatible):

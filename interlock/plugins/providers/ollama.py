@@ -30,11 +30,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 
-from interlock import hookimpl
-from interlock.core import jsonutil
-from interlock.core.provider import HttpPool, ProviderSettings
-from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext, UpstreamError, Usage
-from interlock.core.http_provider import HTTPProvider
 from interlock.plugins.providers.translation.ollama import (
     bad_request,
     chat_body,
@@ -47,7 +42,22 @@ from interlock.plugins.providers.translation.ollama import (
     tool_calls_of,
     usage_of,
 )
-from interlock.core.openai_shapes import ChunkWriter, completion, new_id
+from interlock.provider_api import (
+    ChatResult,
+    Chunk,
+    ChunkWriter,
+    EmbeddingsResult,
+    HttpPool,
+    HTTPProvider,
+    ProviderSettings,
+    RequestContext,
+    UpstreamError,
+    Usage,
+    completion,
+    hookimpl,
+    jsonutil,
+    new_id,
+)
 
 
 class Ollama(HTTPProvider):

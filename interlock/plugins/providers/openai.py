@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from interlock import hookimpl
-from interlock.core.openai_compatible import OpenAICompatible, rename_max_tokens
+from interlock.provider_api import OpenAICompatible, hookimpl, rename_max_tokens
 
 
 class OpenAI(OpenAICompatible):

@@ -48,21 +48,6 @@ from urllib.parse import quote
 
 import aiohttp
 
-from interlock import hookimpl
-from interlock.core import jsonutil
-from interlock.core.provider import HttpPool, ProviderSettings
-from interlock.core.sse import iter_sse
-from interlock.core.types import (
-    Action,
-    ChatResult,
-    Chunk,
-    Classification,
-    FailureClass,
-    RequestContext,
-    UpstreamError,
-)
-from interlock.core.http_provider import HTTPProvider
-from interlock.core.openai_shapes import ChunkWriter, completion
 from interlock.plugins.providers.translation.replicate import (
     ModelRef,
     build_input,
@@ -71,6 +56,23 @@ from interlock.plugins.providers.translation.replicate import (
     parse_model,
     prediction_error,
     usage_of,
+)
+from interlock.provider_api import (
+    Action,
+    ChatResult,
+    Chunk,
+    ChunkWriter,
+    Classification,
+    FailureClass,
+    HttpPool,
+    HTTPProvider,
+    ProviderSettings,
+    RequestContext,
+    UpstreamError,
+    completion,
+    hookimpl,
+    iter_sse,
+    jsonutil,
 )
 
 log = logging.getLogger("interlock.providers.replicate")

@@ -45,15 +45,24 @@ from urllib.parse import quote
 
 import aiohttp
 
-from interlock import hookimpl
-from interlock.core.provider import HttpPool, ProviderSettings
-from interlock.core.sse import iter_sse, iter_sse_data
-from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext, UpstreamError, Usage
-from interlock.core.http_provider import HTTPProvider
-from interlock.core.openai_shapes import embeddings_body
+from interlock.plugins.providers._vertex_auth import AccessTokens, google_auth_missing
 from interlock.plugins.providers.translation import anthropic as claude
 from interlock.plugins.providers.translation import gemini, vertex
-from interlock.plugins.providers._vertex_auth import AccessTokens, google_auth_missing
+from interlock.provider_api import (
+    ChatResult,
+    Chunk,
+    EmbeddingsResult,
+    HttpPool,
+    HTTPProvider,
+    ProviderSettings,
+    RequestContext,
+    UpstreamError,
+    Usage,
+    embeddings_body,
+    hookimpl,
+    iter_sse,
+    iter_sse_data,
+)
 
 DEFAULT_LOCATION = "us-central1"
 PROJECT_VARS = ("GOOGLE_CLOUD_PROJECT", "VERTEXAI_PROJECT")

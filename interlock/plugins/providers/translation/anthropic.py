@@ -34,14 +34,18 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from interlock.core import jsonutil
-from interlock.core.types import ChatResult, Chunk, RequestContext, UpstreamError, Usage
-from interlock.core import http_provider
-from interlock.core.openai_shapes import (
+from interlock.provider_api import (
+    ChatResult,
+    Chunk,
     ChunkWriter,
+    RequestContext,
     ToolCall,
+    UpstreamError,
+    Usage,
     completion,
+    error_fields as generic_error_fields,
     json_schema_of,
+    jsonutil,
     max_tokens_of,
     new_id,
     parse_arguments,
@@ -491,4 +495,4 @@ def error_fields(body: Any) -> tuple[str, str | None, str | None]:
         etype = str(err["type"]) if err.get("type") else None
         code = "context_length_exceeded" if _CONTEXT_MESSAGE.search(message) else None
         return message, code, etype
-    return http_provider.error_fields(body)
+    return generic_error_fields(body)

@@ -36,15 +36,18 @@ from typing import Any
 
 import aiohttp
 
-from interlock.core import jsonutil
-from interlock.core.types import ChatResult, Chunk, UpstreamError, Usage
-from interlock.core.openai_shapes import (
+from interlock.provider_api import (
+    ChatResult,
+    Chunk,
     ChunkWriter,
     ToolCall,
+    UpstreamError,
+    Usage,
     completion,
     fetch_image,
     image_bytes,
     json_schema_of,
+    jsonutil,
     max_tokens_of,
     parse_arguments,
     parse_image,

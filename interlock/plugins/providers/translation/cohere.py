@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from interlock.core import jsonutil
-from interlock.core.types import UpstreamError, Usage
-from interlock.core.openai_shapes import (
+from interlock.provider_api import (
     ToolCall,
+    UpstreamError,
+    Usage,
     json_schema_of,
+    jsonutil,
     max_tokens_of,
     stop_of,
     system_text,

@@ -28,13 +28,19 @@ from typing import Any
 
 import aiohttp
 
-from interlock.core import jsonutil
-from interlock.core.openai_shapes import (
+from interlock.plugins.providers.translation.gemini_schema import sanitize_schema
+from interlock.provider_api import (
+    ChatResult,
+    Chunk,
     ChunkWriter,
+    RequestContext,
     ToolCall,
+    UpstreamError,
+    Usage,
     completion,
     fetch_image,
     json_schema_of,
+    jsonutil,
     max_tokens_of,
     new_id,
     parse_arguments,
@@ -45,8 +51,6 @@ from interlock.core.openai_shapes import (
     tool_choice_of,
     tools_of,
 )
-from interlock.core.types import ChatResult, Chunk, RequestContext, UpstreamError, Usage
-from interlock.plugins.providers.translation.gemini_schema import sanitize_schema
 
 __all__ = [
     "SKIP_SIGNATURE",

@@ -15,13 +15,15 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from interlock.core import jsonutil, sse
-from interlock.core.types import UpstreamError, Usage
-from interlock.core.openai_shapes import (
+from interlock.provider_api import (
     ToolCall,
+    UpstreamError,
+    Usage,
     embedding_base64,
     fetch_image,
+    iter_lines as body_lines,
     json_schema_of,
+    jsonutil,
     max_tokens_of,
     new_id,
     parse_arguments,
@@ -331,7 +333,7 @@ async def iter_lines(
     """Non-empty lines of an NDJSON body, however the bytes arrive (one line can carry a whole
     tool call, so the shared reader's no-length-cap splitting matters here)."""
     try:
-        async for raw in sse.iter_lines(content, limit):
+        async for raw in body_lines(content, limit):
             if line := raw.strip():
                 yield line
     except UpstreamError as exc:

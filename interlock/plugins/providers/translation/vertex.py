@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from interlock.core.http_provider import error_fields as generic_error_fields
-from interlock.core.types import RequestContext, UpstreamError
 from interlock.plugins.providers.translation import anthropic as claude
 from interlock.plugins.providers.translation import gemini
+from interlock.provider_api import RequestContext, UpstreamError, error_fields as generic_error_fields
 
 #: ``anthropic_version`` Claude on Vertex takes in the body (instead of the ``anthropic-version`` header)
 ANTHROPIC_VERTEX_VERSION = "vertex-2023-10-16"
