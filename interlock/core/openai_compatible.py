@@ -112,7 +112,7 @@ class OpenAICompatible(HTTPProvider):
         self.fix_response(body)
         return ChatResult(body, self.extract_usage(body))
 
-    async def chat_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:  # type: ignore[override]
+    async def chat_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:
         resp = await self._post(self.chat_path, model, self._body(ctx, model, stream=True), stream=True)
         done = False
         async with self.reading(resp, lambda: done, "[DONE]"):

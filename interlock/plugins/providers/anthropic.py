@@ -108,7 +108,7 @@ class Anthropic(HTTPProvider):
             )
         return parse_response(out, model, json_tool=json_tool_of(ctx.body))
 
-    async def chat_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:  # type: ignore[override]
+    async def chat_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:
         body = build_request(ctx, model, stream=True, max_tokens_default=self.max_tokens_default)
         resp = await self.post(self.messages_url, body, stream=True, headers={"Accept": "text/event-stream"})
         done = False

@@ -47,6 +47,7 @@ from interlock.plugins.providers.translation.cohere import (
     chat_body,
     embed_body,
     finish_reason,
+    object_of,
     split_content,
     tool_calls_of,
     usage_of,
@@ -146,7 +147,7 @@ class Cohere(HTTPProvider):
             )
         if native == "TIMEOUT":
             raise _timed_out(self.name)
-        message = body.get("message") if isinstance(body.get("message"), dict) else {}
+        message = object_of(body.get("message"))
         text, thinking = split_content(message.get("content"))
         plan = message.get("tool_plan") or ""
         calls = tool_calls_of(message)
@@ -168,7 +169,7 @@ class Cohere(HTTPProvider):
             reply["citations"] = message["citations"]
         return ChatResult(out, usage)
 
-    async def chat_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:  # type: ignore[override]
+    async def chat_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:
         resp = await self.post(
             self.base_url + self.chat_path, chat_body(ctx.body, model, stream=True), stream=True,
             headers={"Accept": "text/event-stream"},
@@ -240,10 +241,10 @@ class _StreamState:
             self.writer = _Writer(str(response_id or new_id()), self.model)
             out.append(self.writer.role())
         w = self.writer
-        delta = event.get("delta") if isinstance(event.get("delta"), dict) else {}
-        message = delta.get("message") if isinstance(delta.get("message"), dict) else {}
+        delta = object_of(event.get("delta"))
+        message = object_of(delta.get("message"))
         if kind in ("content-start", "content-delta"):
-            content = message.get("content") if isinstance(message.get("content"), dict) else {}
+            content = object_of(message.get("content"))
             if content.get("thinking"):
                 out.append(w.reasoning(content["thinking"]))
             if content.get("text"):
@@ -252,15 +253,15 @@ class _StreamState:
             if message.get("tool_plan"):
                 out.append(w.reasoning(message["tool_plan"]))
         elif kind == "tool-call-start":
-            call = message.get("tool_calls")
-            call = (call[0] if call else {}) if isinstance(call, list) else call or {}  # one object on the wire
-            fn = call.get("function") or {}
+            calls = message.get("tool_calls")  # one object on the wire; a list is read too
+            call = object_of(calls[0] if calls else None) if isinstance(calls, list) else object_of(calls)
+            fn = object_of(call.get("function"))
             self.tool_index += 1
             out.append(w.tool_call(self.tool_index, str(call.get("id") or new_id("call_")),
                                    str(fn.get("name") or ""), fn.get("arguments") or ""))
         elif kind == "tool-call-delta":
-            call = message.get("tool_calls") if isinstance(message.get("tool_calls"), dict) else {}
-            fragment = (call.get("function") or {}).get("arguments")
+            call = object_of(message.get("tool_calls"))
+            fragment = object_of(call.get("function")).get("arguments")
             if fragment and self.tool_index >= 0:
                 out.append(w.tool_arguments(self.tool_index, fragment))
         elif kind == "citation-start":

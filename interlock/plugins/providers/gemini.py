@@ -127,7 +127,7 @@ class Gemini(HTTPProvider):
         resp = await self.post(self.url(model, "generateContent"), await self._body(ctx, model, stream=False))
         return fmt.parse_response(await self.read_object(resp), model)
 
-    async def chat_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:  # type: ignore[override]
+    async def chat_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:
         body = await self._body(ctx, model, stream=True)
         resp = await self.post(
             self.url(model, "streamGenerateContent") + "?alt=sse",
@@ -164,15 +164,15 @@ class Gemini(HTTPProvider):
             requests.append(item)
         resp = await self.post(self.url(model, "batchEmbedContents"), {"requests": requests})
         out = await self.read_object(resp)
-        vectors = [e.get("values") for e in out.get("embeddings") or () if isinstance(e, dict)]
-        if len(vectors) != len(texts) or not all(isinstance(v, list) for v in vectors):
+        entries = [e for e in out.get("embeddings") or () if isinstance(e, dict)]
+        vectors: list[list[float]] = [e["values"] for e in entries if isinstance(e.get("values"), list)]
+        if len(vectors) != len(texts) or len(vectors) != len(entries):
             raise UpstreamError(
                 f"{self.name}: embeddings response does not match the input", kind="stream", body=out
             )
-        meta = out.get("usageMetadata") if isinstance(out.get("usageMetadata"), dict) else {}
-        tokens = (
-            meta.get("promptTokenCount") if isinstance(meta.get("promptTokenCount"), int) else 0
-        )  # often absent
+        meta = out.get("usageMetadata")
+        count = meta.get("promptTokenCount") if isinstance(meta, dict) else None
+        tokens = count if isinstance(count, int) else 0  # often absent
         body = embeddings_body(vectors, model, tokens, ctx.body.get("encoding_format"))
         return EmbeddingsResult(body, Usage(prompt_tokens=tokens))
 

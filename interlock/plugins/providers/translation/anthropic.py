@@ -400,8 +400,9 @@ async def stream_chunks(
     """
     writer: ChunkWriter | None = None
     usage: dict[str, Any] = {}
-    tool_positions: dict[int, int] = {}  # content-block index -> tool-call position
-    json_blocks: set[int] = set()
+    # keyed by the events' content-block "index" (None if an event left it out, which then matches alike)
+    tool_positions: dict[int | None, int] = {}  # content-block index -> tool-call position
+    json_blocks: set[int | None] = set()
     native: str | None = None
     async for event, data in events:
         if event == "ping":
@@ -442,9 +443,9 @@ async def stream_chunks(
             btype = block.get("type")
             if btype == "tool_use":
                 if json_tool is not None and block.get("name") == json_tool:
-                    json_blocks.add(index)  # type: ignore[arg-type]
+                    json_blocks.add(index)
                 else:
-                    position = tool_positions[index] = len(tool_positions)  # type: ignore[index]
+                    position = tool_positions[index] = len(tool_positions)
                     yield writer.tool_call(
                         position, str(block.get("id") or new_id("toolu_")), str(block.get("name") or "")
                     )

@@ -369,7 +369,8 @@ def _read_parts(parts: Any) -> tuple[str, str, list[tuple[ToolCall, dict[str, An
     Gemini 2.x function calls have no id: one is made up (unique, so ids never repeat
     across the turns of a conversation); an upstream ``id`` (Gemini 3) is kept.
     """
-    text, reasoning = [], []
+    text: list[str] = []
+    reasoning: list[str] = []
     calls: list[tuple[ToolCall, dict[str, Any] | None]] = []
     for part in parts if isinstance(parts, list) else ():
         if not isinstance(part, dict):

@@ -253,10 +253,14 @@ def options_payload(body: Mapping[str, Any], defaults: Mapping[str, Any]) -> dic
     return options
 
 
-def think_of(body: Mapping[str, Any]) -> bool | str | None:
-    """Ollama's ``think`` from ``reasoning_effort`` (or a ``think`` the client sent itself)."""
-    if body.get("think") is not None:
-        return body["think"]  # type: ignore[no-any-return]
+def think_of(body: Mapping[str, Any]) -> object:
+    """Ollama's ``think`` from ``reasoning_effort`` (True, or a level), or None to leave it out.
+
+    A ``think`` the client sent itself passes through as sent, whatever its JSON type:
+    Ollama, not the gateway, decides what it accepts.
+    """
+    if (think := body.get("think")) is not None:
+        return think
     effort = body.get("reasoning_effort")
     if effort is None:
         return None
