@@ -42,6 +42,7 @@ class HTTPProvider(Provider):
         return headers
 
     def timeout(self, stream: bool) -> aiohttp.ClientTimeout:
+        """The attempt timeout: a total for a whole answer, the silence between chunks for a stream."""
         return _client_timeout(stream, self.settings.timeout, self.settings.connect_timeout)
 
     async def request(
@@ -73,6 +74,7 @@ class HTTPProvider(Provider):
         return resp
 
     async def post(self, url: str | URL, body: Any, *, stream: bool = False, headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+        """``request("POST", ...)`` with a JSON body."""
         return await self.request("POST", url, body, stream=stream, headers=headers)
 
     async def http_error(self, resp: aiohttp.ClientResponse) -> UpstreamError:

@@ -69,11 +69,13 @@ class OpenAICompatible(HTTPProvider):
         return changed
 
     def extract_usage(self, obj: dict[str, Any]) -> Usage | None:
+        """The usage of a response or stream chunk (override where the upstream puts it elsewhere)."""
         return Usage.from_openai(obj.get("usage"))
 
     # -- plumbing --------------------------------------------------------- #
 
     def url(self, path: str, model: str) -> str:
+        """The URL of an endpoint (``chat_path``, ``embeddings_path``) for ``model``."""
         return f"{self.base_url}{path}"
 
     def _body(self, ctx: RequestContext, model: str, stream: bool) -> dict[str, Any]:
@@ -101,6 +103,7 @@ class OpenAICompatible(HTTPProvider):
     # -- API ------------------------------------------------------------- #
 
     async def chat(self, ctx: RequestContext, model: str) -> ChatResult:
+        """The client's body (a shallow copy with ``model`` set, then ``prepare``) posted; the answer after ``fix_response``."""
         resp = await self._post(self.chat_path, model, self._body(ctx, model, stream=False))
         body = await self.read_object(resp)
         if "error" in body and not body.get("choices"):  # some gateways report errors with HTTP 200
@@ -113,6 +116,7 @@ class OpenAICompatible(HTTPProvider):
         return ChatResult(body, self.extract_usage(body))
 
     async def chat_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:
+        """The upstream's SSE chunks, forwarded as its own bytes unless ``fix_chunk`` rewrote one."""
         resp = await self._post(self.chat_path, model, self._body(ctx, model, stream=True), stream=True)
         done = False
         async with self.reading(resp, lambda: done, "[DONE]"):
@@ -165,6 +169,7 @@ class OpenAICompatible(HTTPProvider):
         )
 
     async def embeddings(self, ctx: RequestContext, model: str) -> EmbeddingsResult:
+        """The client's embeddings request with ``model`` replaced, passed through."""
         body = dict(ctx.body)
         body["model"] = model
         resp = await self._post(self.embeddings_path, model, body)

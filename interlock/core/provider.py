@@ -32,6 +32,7 @@ class Secret:
         self._value = value
 
     def get(self) -> str:
+        """The credential itself, for the one place that sends it upstream."""
         return self._value
 
     def __repr__(self) -> str:
@@ -79,6 +80,7 @@ class HttpPool:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
+        """Create the session (on app startup, inside the running loop); a second call does nothing."""
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60)
             # auto_decompress stays on; no cookie jar: a gateway must not carry state between tenants.
@@ -89,12 +91,14 @@ class HttpPool:
             )
 
     async def close(self) -> None:
+        """Close the session and its connections (on app shutdown)."""
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        """The shared session; raises RuntimeError before the app has started."""
         if self._session is None:
             raise RuntimeError("the HTTP pool is not started (the app has not started up)")
         return self._session
