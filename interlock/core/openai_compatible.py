@@ -103,7 +103,7 @@ class OpenAICompatible(HTTPProvider):
     # -- API ------------------------------------------------------------- #
 
     async def chat(self, ctx: RequestContext, model: str) -> ChatResult:
-        """The client's body (a shallow copy with ``model`` set, then ``prepare``) posted; the answer after ``fix_response``."""
+        """The client's body (a shallow copy, ``model`` set, ``prepare`` applied); the answer after ``fix_response``."""
         resp = await self._post(self.chat_path, model, self._body(ctx, model, stream=False))
         body = await self.read_object(resp)
         if "error" in body and not body.get("choices"):  # some gateways report errors with HTTP 200

@@ -291,14 +291,17 @@ def embedding_base64(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
-def embeddings_body(vectors: list[list[float]], model: str, tokens: int, encoding_format: Any) -> dict[str, Any]:
+def embeddings_body(
+    vectors: list[list[float]], model: str, tokens: int, encoding_format: Any
+) -> dict[str, Any]:
     """An OpenAI embeddings ``list`` body; ``encoding_format`` is the client's (``"base64"`` packs)."""
     as_base64 = encoding_format == "base64"
     data = [
         {"object": "embedding", "index": i, "embedding": embedding_base64(v) if as_base64 else v}
         for i, v in enumerate(vectors)
     ]
-    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return {"object": "list", "data": data, "model": model, "usage": usage}
 
 
 def new_id(prefix: str = "chatcmpl-") -> str:

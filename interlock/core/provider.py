@@ -17,7 +17,14 @@ from typing import Any, ClassVar
 import aiohttp
 
 from interlock import __version__
-from interlock.core.types import ChatResult, Chunk, Classification, EmbeddingsResult, RequestContext, UpstreamError
+from interlock.core.types import (
+    ChatResult,
+    Chunk,
+    Classification,
+    EmbeddingsResult,
+    RequestContext,
+    UpstreamError,
+)
 
 #: what upstream requests say they come from (a provider's ``headers`` config may override it)
 USER_AGENT = f"interlock/{__version__}"

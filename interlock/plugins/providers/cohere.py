@@ -130,9 +130,10 @@ class Cohere(HTTPProvider):
 
     def classify(self, error: UpstreamError) -> Classification | None:
         """Cohere's own statuses (498, 499); everything else is left to the generic rules."""
-        if error.kind == "http" and error.status is not None and (failure := _NATIVE_STATUS.get(error.status)):
-            return classify_as(failure, error)
-        return None
+        if error.kind != "http" or error.status is None:
+            return None
+        failure = _NATIVE_STATUS.get(error.status)
+        return classify_as(failure, error) if failure is not None else None
 
     # -- chat ------------------------------------------------------------ #
 

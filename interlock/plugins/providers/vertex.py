@@ -265,14 +265,16 @@ class Vertex(HTTPProvider):
 
         async def predict(batch: list[str]) -> list[tuple[list[float], int]]:
             async with gate:
-                out = await self.read_object(await self._post(model, "predict", vertex.predict_body(batch, dimensions)))
+                resp = await self._post(model, "predict", vertex.predict_body(batch, dimensions))
+                out = await self.read_object(resp)
             return vertex.predictions(out, len(batch), self.name)
 
         async with asyncio.TaskGroup() as group:  # the first failure cancels the other batches
             tasks = [group.create_task(predict(b)) for b in vertex.embed_batches(texts, model)]
         results = [item for task in tasks for item in task.result()]
         tokens = sum(n for _, n in results)
-        body = embeddings_body([vector for vector, _ in results], model, tokens, ctx.body.get("encoding_format"))
+        vectors = [vector for vector, _ in results]
+        body = embeddings_body(vectors, model, tokens, ctx.body.get("encoding_format"))
         return EmbeddingsResult(body, Usage(prompt_tokens=tokens))
 
 

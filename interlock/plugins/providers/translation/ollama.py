@@ -323,7 +323,8 @@ def embedding_item(index: int, vector: Any, base64_format: bool) -> dict[str, An
     """One OpenAI embedding object; ``base64`` is little-endian float32, as OpenAI encodes it."""
     if not isinstance(vector, list) or not all(isinstance(v, int | float) for v in vector):
         raise UpstreamError("ollama: an embedding is not a list of numbers", kind="stream")
-    return {"object": "embedding", "index": index, "embedding": embedding_base64(vector) if base64_format else vector}
+    embedding = embedding_base64(vector) if base64_format else vector
+    return {"object": "embedding", "index": index, "embedding": embedding}
 
 
 # --------------------------------------------------------------------------- #

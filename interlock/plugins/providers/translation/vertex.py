@@ -1,4 +1,4 @@
-"""What Vertex AI changes on top of the shared formats: Claude's ``rawPredict`` body, errors, ``:predict`` embeddings.
+"""What Vertex AI changes on top of the shared formats: Claude's body, errors, ``:predict`` embeddings.
 
 Vertex serves Gemini models in the GenerateContent format (:mod:`.gemini`) and Claude
 in the Anthropic Messages format (:mod:`.anthropic`); only this much is its own:
