@@ -138,9 +138,11 @@ def classify_failure(error: UpstreamError, target: Target, provider_type: str) -
     :meth:`~interlock.core.provider.Provider.classify` answers first (it knows its
     upstream's native statuses and error names); this hook is asked only when that
     returns ``None``. Third-party implementations then answer in pluggy's order
-    (``tryfirst`` ones first) and the built-in classifier answers last, so a plugin
-    refines the generic rules but cannot override a provider's own verdict (register
-    a provider subclass for that). Stops at first non-None result.
+    (``tryfirst`` ones first), then the built-in classifier, which is ``trylast`` and
+    always answers (so a third-party ``trylast`` implementation is never reached). A
+    plugin thus refines the generic rules but cannot override, or observe, a failure
+    the provider classified itself (subclass the provider for that). Stops at first
+    non-None result.
     """
 
 
