@@ -141,8 +141,8 @@ def classify_failure(error: UpstreamError, target: Target, provider_type: str) -
     (``tryfirst`` ones first), then the built-in classifier, which is ``trylast`` and
     always answers (so a third-party ``trylast`` implementation is never reached). A
     plugin thus refines the generic rules but cannot override, or observe, a failure
-    the provider classified itself (subclass the provider for that). Stops at first
-    non-None result.
+    the provider classified itself (subclass the provider for that).
+    Stops at first non-None result.
     """
 
 
