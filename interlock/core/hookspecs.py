@@ -132,7 +132,17 @@ def classify_failure(error: UpstreamError, target: Target, provider_type: str) -
     ``error`` carries the HTTP status, headers and body, or the connection /
     timeout / stream failure. Return a :class:`~interlock.core.types.Classification`
     (retry the same target, fall back to the next, or fail fast), or ``None``
-    to defer. The built-in classifier answers last. Stops at first non-None result.
+    to defer.
+
+    Order: the failed provider's own
+    :meth:`~interlock.core.provider.Provider.classify` answers first (it knows its
+    upstream's native statuses and error names); this hook is asked only when that
+    returns ``None``. Third-party implementations then answer in pluggy's order
+    (``tryfirst`` ones first), then the built-in classifier, which is ``trylast`` and
+    always answers (so a third-party ``trylast`` implementation is never reached). A
+    plugin thus refines the generic rules but cannot override, or observe, a failure
+    the provider classified itself (subclass the provider for that).
+    Stops at first non-None result.
     """
 
 

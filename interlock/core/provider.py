@@ -16,8 +16,15 @@ from typing import Any, ClassVar
 
 import aiohttp
 
+from interlock.core.types import (
+    ChatResult,
+    Chunk,
+    Classification,
+    EmbeddingsResult,
+    RequestContext,
+    UpstreamError,
+)
 from interlock.version import __version__
-from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext
 
 #: what upstream requests say they come from (a provider's ``headers`` config may override it)
 USER_AGENT = f"interlock/{__version__}"
@@ -32,6 +39,7 @@ class Secret:
         self._value = value
 
     def get(self) -> str:
+        """The credential itself, for the one place that sends it upstream."""
         return self._value
 
     def __repr__(self) -> str:
@@ -79,6 +87,7 @@ class HttpPool:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
+        """Create the session (on app startup, inside the running loop); a second call does nothing."""
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60)
             # auto_decompress stays on; no cookie jar: a gateway must not carry state between tenants.
@@ -89,12 +98,14 @@ class HttpPool:
             )
 
     async def close(self) -> None:
+        """Close the session and its connections (on app shutdown)."""
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        """The shared session; raises RuntimeError before the app has started."""
         if self._session is None:
             raise RuntimeError("the HTTP pool is not started (the app has not started up)")
         return self._session
@@ -135,7 +146,7 @@ class Provider:
     # -- config ---------------------------------------------------------- #
 
     @classmethod
-    def key_from_env(cls, environ: os._Environ[str] | dict[str, str] = os.environ) -> str | None:
+    def key_from_env(cls, environ: Mapping[str, str] = os.environ) -> str | None:
         """The key from the standard env var (or an accepted alias), if set."""
         for var in (cls.env_key, *cls.env_key_aliases):
             if var and environ.get(var):
@@ -186,7 +197,22 @@ class Provider:
         raise NotImplementedError
 
     async def embeddings(self, ctx: RequestContext, model: str) -> EmbeddingsResult:
+        """Embeddings for ``ctx.body`` (an OpenAI embeddings request), returned in OpenAI shape."""
         raise NotImplementedError
+
+    # -- failures -------------------------------------------------------- #
+
+    def classify(self, error: UpstreamError) -> Classification | None:
+        """This provider's own verdict on one of its failures, or None for the generic rules.
+
+        The router asks this first, for every failed attempt against this provider;
+        only when it returns None is the ``classify_failure`` hook asked (third-party
+        plugins, then the built-in classifier). Override it for statuses, codes or
+        error names only this upstream uses; build the answer with
+        :func:`interlock.core.failures.classify_as` or :func:`~interlock.core.failures.classify`.
+        Called on the failure path only, synchronously: no I/O.
+        """
+        return None
 
     def describe(self) -> dict[str, Any]:
         """What ``/health/providers`` and ``interlock check`` show: never the key."""

@@ -435,7 +435,9 @@ class Router:
         for secret in self._secrets:
             if secret in err.message:
                 err.message = err.message.replace(secret, "****")
-        verdict: Classification = self.pm.hook.classify_failure(error=err, target=target, provider_type=provider.type_name)
+        verdict: Classification = provider.classify(err) or self.pm.hook.classify_failure(
+            error=err, target=target, provider_type=provider.type_name
+        )
         err.classification, err.provider, err.model = verdict, target.provider, target.model
         return verdict
 

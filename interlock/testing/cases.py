@@ -36,11 +36,13 @@ KEY = "sk-conformance-0123456789"
 
 
 def _openai_family(
-    type_name: str, *, features: frozenset[str] = FEATURES, fake_options: dict[str, object] | None = None, **extra: object
+    type_name: str, *, features: frozenset[str] = FEATURES, always_stream_usage: bool = False, **extra: object
 ) -> ProviderCase:
     return ProviderCase(
         name=type_name,
-        fake=lambda: FakeOpenAI(models=["conf-model", "conf-embed"], api_key=KEY, **(fake_options or {})),  # type: ignore[arg-type]
+        fake=lambda: FakeOpenAI(
+            models=["conf-model", "conf-embed"], api_key=KEY, always_stream_usage=always_stream_usage
+        ),
         provider_toml=lambda fake, timeout: provider_table(
             type_name,
             type=type_name,
@@ -63,7 +65,7 @@ def builtin_cases() -> list[ProviderCase]:
     return [
         _openai_family("openai"),
         _openai_family("azure", deployments={"conf-model": "conf-model"}),
-        _openai_family("mistral", fake_options={"always_stream_usage": True}),
+        _openai_family("mistral", always_stream_usage=True),
         _openai_family("deepseek", features=no_embeddings),
         _openai_family("xai"),
         _openai_family("perplexity", features=no_embeddings - {"tools"}),

@@ -38,6 +38,11 @@ from typing import Any, ClassVar
 
 import openai
 import pytest
+from openai.types.chat import (
+    ChatCompletionFunctionToolParam,
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+)
 
 from interlock.testing._base import FakeServer, Fault
 from interlock.testing.fake_openai import FakeOpenAI
@@ -58,7 +63,7 @@ PNG = "data:image/png;base64," + base64.b64encode(
     )
 ).decode()
 
-WEATHER_TOOL = {
+WEATHER_TOOL: ChatCompletionFunctionToolParam = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -224,7 +229,8 @@ class ProviderConformance:
         choice = first.choices[0]
         assert choice.finish_reason == "tool_calls"
         calls = choice.message.tool_calls or []
-        assert len(calls) == 1 and calls[0].function.name == "get_weather"
+        assert len(calls) == 1 and isinstance(calls[0], ChatCompletionMessageFunctionToolCall)
+        assert calls[0].function.name == "get_weather"
         assert json.loads(calls[0].function.arguments) == {"city": "text"}
         assert calls[0].id
         messages += [
@@ -307,7 +313,7 @@ class ProviderConformance:
             pytest.skip(f"{env.case.name} reports no content-policy HTTP error")
         status, body = env.case.errors.get(failure, (default_status, None))
         env.fake.add_fault(Fault(status=status, body=body, retry_after=1 if failure == "rate_limited" else None))
-        messages = [{"role": "user", "content": "hi"}]
+        messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
         if falls_back:
             raw = await env.client.chat.completions.with_raw_response.create(model="conformance", messages=messages)
             assert raw.headers["x-interlock-provider"] == "conformance-backup"

@@ -65,7 +65,7 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 def _event(data: dict[str, Any]) -> bytes:
     """One SSE frame the way Cohere sends it: the event name repeated as ``type`` in the data."""
-    return b"event: " + data["type"].encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+    return b"event: " + str(data["type"]).encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
 def _content_event(kind: str, index: int, **content: str) -> bytes:
@@ -178,7 +178,7 @@ class FakeCohere(FakeServer):
         limit = body.get("max_tokens")
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
             return self._invalid("invalid request: max_tokens must be a positive integer")
-        fmt = body.get("response_format") if isinstance(body.get("response_format"), dict) else {}
+        fmt = body["response_format"] if isinstance(body.get("response_format"), dict) else {}
         users = [m for m in messages if m.get("role") == "user"]
         prompt, images = _text_of((users[-1] if users else {}).get("content"))
         last = messages[-1]

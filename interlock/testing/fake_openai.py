@@ -198,7 +198,7 @@ class FakeOpenAI(FakeServer):
             choice = (choice.get("function") or {}).get("name")
         users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
         prompt, images = text_of((users[-1] if users else {}).get("content"))
-        fmt = body.get("response_format") if isinstance(body.get("response_format"), dict) else {}
+        fmt = body["response_format"] if isinstance(body.get("response_format"), dict) else {}
         spec = fmt.get("json_schema") if fmt.get("type") == "json_schema" else None
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
         if limit is not None and not _is_int(limit, 1):

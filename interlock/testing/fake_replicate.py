@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from interlock.plugins.providers._replicate_shapes import ASSISTANT_CUE, BLOCK_SEPARATOR, TRANSCRIPT_LABELS
+from interlock.plugins.providers.translation.replicate import ASSISTANT_CUE, BLOCK_SEPARATOR, TRANSCRIPT_LABELS
 from interlock.testing._base import FakeServer, Fault, ReceivedRequest, request_state
 from interlock.testing._replies import WORD_RE, Reply, plan_reply, prompt_tokens, split
 

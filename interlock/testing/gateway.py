@@ -18,6 +18,7 @@ import openai
 from aiohttp import web
 
 from interlock import hookimpl
+from interlock.accounting.database import DEFAULT_DATABASE_URL
 from interlock.core import config as config_mod
 from interlock.core.app import create_app
 from interlock.core.gateway import Gateway
@@ -76,7 +77,7 @@ async def running_gateway(
         path.write_text(toml)
         env: Mapping[str, str] = environ if environ is not None else {}
         cfg = config_mod.load(str(path), environ=env)
-        if cfg.database_url == config_mod.DEFAULT_DATABASE_URL:
+        if cfg.database_url == DEFAULT_DATABASE_URL:
             cfg.database_url = f"sqlite+aiosqlite:///{tmp / 'interlock.db'}"
         log = DecisionLog()
         gateway = Gateway(

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from interlock.core.failures import classify, failure_class, parse_retry_after
 from interlock.core.plugins import make_plugin_manager
 from interlock.core.types import Action, Classification, FailureClass, Target, UpstreamError
-from interlock.plugins.classifier import classify, failure_class, parse_retry_after
 
 F, A = FailureClass, Action
 

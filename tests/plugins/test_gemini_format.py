@@ -9,9 +9,9 @@ import aiohttp
 import orjson
 import pytest
 
+from interlock.core.failures import classify
 from interlock.core.types import RequestContext, UpstreamError
-from interlock.plugins.classifier import classify
-from interlock.plugins.providers import gemini_format as fmt
+from interlock.plugins.providers.translation import gemini as fmt
 
 
 def ctx(**body: Any) -> RequestContext:

@@ -11,11 +11,11 @@ from typing import Any
 import openai
 import pytest
 
+from interlock.core.failures import failure_class
 from interlock.core.provider import ProviderSettings, Secret
 from interlock.core.types import FailureClass, UpstreamError
-from interlock.plugins.classifier import failure_class
 from interlock.plugins.providers.anthropic import Anthropic
-from interlock.plugins.providers.anthropic_format import JSON_INSTRUCTION, JSON_TOOL, stream_chunks
+from interlock.plugins.providers.translation.anthropic import JSON_INSTRUCTION, JSON_TOOL, stream_chunks
 from interlock.testing import FakeAnthropic, FakeOpenAI, Fault
 from interlock.testing.conformance import PNG, WEATHER_TOOL
 from interlock.testing.gateway import RunningGateway, provider_table, running_gateway

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from interlock.core.config import ConfigError
 from interlock.core.types import Usage
-from interlock.plugins.providers._cohere_shapes import usage_of
+from interlock.plugins.providers.translation.cohere import usage_of
 from interlock.testing import FakeCohere, Fault
 from interlock.testing.conformance import PNG
 from interlock.testing.fake_cohere import CONTEXT_LENGTH_MESSAGE

@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from interlock.core.provider import HttpPool, ProviderSettings
-from interlock.plugins.providers._ollama_wire import normalise_host
+from interlock.plugins.providers.translation.ollama import normalise_host
 from interlock.plugins.providers.ollama import Ollama
 from interlock.testing import FakeOllama, FakeOpenAI, FakeServer, Fault
 from interlock.testing._replies import embed

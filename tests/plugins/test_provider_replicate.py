@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from interlock.core.provider import ProviderSettings, Secret
-from interlock.plugins.providers._replicate_shapes import render_prompt
+from interlock.plugins.providers.translation.replicate import render_prompt
 from interlock.plugins.providers.replicate import Replicate
 from interlock.testing import FakeOpenAI, FakeReplicate, Fault
 from interlock.testing.conformance import PNG, WEATHER_TOOL

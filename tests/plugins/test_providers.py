@@ -31,7 +31,7 @@ from interlock.plugins.providers.gpustack import GPUStack
 from interlock.plugins.providers.groq import Groq
 from interlock.plugins.providers.mistral import Mistral, tool_call_id
 from interlock.plugins.providers.openai import OpenAI
-from interlock.plugins.providers.openai_compat import OpenAICompatible
+from interlock.core.openai_compatible import OpenAICompatible
 from interlock.plugins.providers.openrouter import OpenRouter
 from interlock.plugins.providers.perplexity import Perplexity
 from interlock.plugins.providers.together import Together

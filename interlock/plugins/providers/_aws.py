@@ -36,7 +36,7 @@ from typing import Any
 
 import aiohttp
 
-from interlock.core.types import UpstreamError
+from interlock.provider_api import UpstreamError
 
 INSTALL_HINT = "pip install 'interlock[bedrock]'"
 #: freeze in a worker thread once expiry is closer than this (seconds); botocore refreshes at 15 min

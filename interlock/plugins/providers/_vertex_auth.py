@@ -20,7 +20,7 @@ import functools
 import time
 from typing import Any
 
-from interlock.core.types import UpstreamError
+from interlock.provider_api import UpstreamError
 
 #: the OAuth scope every Vertex AI call needs
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
@@ -130,6 +130,7 @@ class AccessTokens:
         from google.oauth2 import service_account
 
         if self.credentials_file:
+            # google-auth ships py.typed but leaves this classmethod unannotated
             return service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
                 self.credentials_file, scopes=list(SCOPES)
             )
@@ -162,6 +163,7 @@ def _timed_request_class() -> type:
             self, url: str, method: str = "GET", body: Any = None, headers: Any = None,
             timeout: float | None = None, **kwargs: Any,
         ) -> Any:
+            # google-auth's Request.__call__ is unannotated although the package ships py.typed
             return super().__call__(  # type: ignore[no-untyped-call]
                 url, method=method, body=body, headers=headers, timeout=timeout or self._timeout, **kwargs
             )

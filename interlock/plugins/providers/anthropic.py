@@ -1,7 +1,7 @@
 """Anthropic: Claude through the native Messages API (``POST /v1/messages``).
 
 Requests, responses, streams and errors are translated by
-:mod:`interlock.plugins.providers.anthropic_format` (shared with Anthropic on
+:mod:`interlock.plugins.providers.translation.anthropic` (shared with Anthropic on
 Vertex AI); this module adds the endpoint, the ``x-api-key`` /
 ``anthropic-version: 2023-06-01`` headers and the transport. Anthropic has no embeddings.
 
@@ -10,7 +10,7 @@ clamped to 1 and passed with ``top_p`` (models from Opus 4.7 on reject sampling
 parameters: don't send them there); ``top_k`` and ``thinking`` pass through from
 ``extra_body``; ``n``, ``seed``, penalties and ``logprobs`` are dropped;
 ``response_format`` ``json_object`` becomes a system instruction and ``json_schema`` a
-forced tool whose input is returned as the content (see ``anthropic_format``).
+forced tool whose input is returned as the content (see :mod:`.translation.anthropic`).
 
 Config keys (besides the common ``base_url``, ``api_key``, ``headers``, ``timeout``, ``models``):
 
@@ -32,12 +32,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 
-from interlock import hookimpl
-from interlock.core.provider import ProviderSettings
-from interlock.core.sse import iter_sse
-from interlock.core.types import ChatResult, Chunk, RequestContext, UpstreamError
-from interlock.plugins.providers._http import HTTPProvider
-from interlock.plugins.providers.anthropic_format import (
+from interlock.plugins.providers.translation.anthropic import (
     ANTHROPIC_VERSION,
     DEFAULT_MAX_TOKENS,
     build_request,
@@ -45,6 +40,16 @@ from interlock.plugins.providers.anthropic_format import (
     json_tool_of,
     parse_response,
     stream_chunks,
+)
+from interlock.provider_api import (
+    ChatResult,
+    Chunk,
+    HTTPProvider,
+    ProviderSettings,
+    RequestContext,
+    UpstreamError,
+    hookimpl,
+    iter_sse,
 )
 
 
@@ -103,7 +108,7 @@ class Anthropic(HTTPProvider):
             )
         return parse_response(out, model, json_tool=json_tool_of(ctx.body))
 
-    async def chat_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:  # type: ignore[override]
+    async def chat_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:
         body = build_request(ctx, model, stream=True, max_tokens_default=self.max_tokens_default)
         resp = await self.post(self.messages_url, body, stream=True, headers={"Accept": "text/event-stream"})
         done = False

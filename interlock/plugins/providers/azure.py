@@ -13,11 +13,14 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from interlock import hookimpl
-from interlock.core.provider import ProviderSettings
-from interlock.core.types import EmbeddingsResult, RequestContext
-from interlock.plugins.providers.openai import rename_max_tokens
-from interlock.plugins.providers.openai_compat import OpenAICompatible
+from interlock.provider_api import (
+    EmbeddingsResult,
+    OpenAICompatible,
+    ProviderSettings,
+    RequestContext,
+    hookimpl,
+    rename_max_tokens,
+)
 
 DEFAULT_API_VERSION = "2024-10-21"
 

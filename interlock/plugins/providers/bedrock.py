@@ -4,7 +4,7 @@ Requests are signed with SigV4 through botocore (the optional extra:
 ``pip install 'interlock[bedrock]'``) using credentials from the standard AWS
 chain, or carry a Bedrock API key as a Bearer token. Streams
 (``converse-stream``) are AWS event-stream binary frames, decoded by botocore.
-Translation details live in :mod:`interlock.plugins.providers._bedrock_format`,
+Translation details live in :mod:`interlock.plugins.providers.translation.bedrock`,
 AWS plumbing in :mod:`interlock.plugins.providers._aws`.
 
 Config keys of a ``type = "bedrock"`` table (besides the common ones):
@@ -61,21 +61,6 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from interlock import hookimpl
-from interlock.core import jsonutil
-from interlock.core.provider import HttpPool, ProviderSettings
-from interlock.core.types import (
-    ChatResult,
-    Chunk,
-    Classification,
-    EmbeddingsResult,
-    FailureClass,
-    RequestContext,
-    Target,
-    UpstreamError,
-    Usage,
-)
-from interlock.plugins.classifier import ACTIONS, classify, parse_retry_after
 from interlock.plugins.providers._aws import (
     AwsCredentials,
     botocore_missing,
@@ -84,7 +69,7 @@ from interlock.plugins.providers._aws import (
     preload,
     sign,
 )
-from interlock.plugins.providers._bedrock_format import (
+from interlock.plugins.providers.translation.bedrock import (
     COHERE_BATCH,
     StreamTranslator,
     chat_result,
@@ -93,11 +78,29 @@ from interlock.plugins.providers._bedrock_format import (
     converse_body,
     embedding_family,
     embedding_inputs,
-    embeddings_body,
     titan_body,
 )
-from interlock.plugins.providers._http import HTTPProvider
-from interlock.plugins.providers._openai_shapes import ChunkWriter, new_id
+from interlock.provider_api import (
+    ACTIONS,
+    ChatResult,
+    Chunk,
+    ChunkWriter,
+    Classification,
+    EmbeddingsResult,
+    FailureClass,
+    HttpPool,
+    HTTPProvider,
+    ProviderSettings,
+    RequestContext,
+    UpstreamError,
+    Usage,
+    classify,
+    classify_as,
+    embeddings_body,
+    hookimpl,
+    jsonutil,
+    new_id,
+)
 
 T = TypeVar("T")
 F = FailureClass
@@ -228,6 +231,26 @@ class Bedrock(HTTPProvider):
         err.code = "context_length_exceeded" if _CONTEXT.search(err.message) else name
         return err
 
+    def classify(self, error: UpstreamError) -> Classification | None:
+        """Bedrock's exception names decide the class (see the module docstring); others defer.
+
+        Only request and model errors are read further (for a context overflow or a policy block):
+        the generic message patterns would misread e.g. throttling's "Too many tokens, please wait".
+        """
+        if not error.error_type:
+            return None
+        cls = _CLASSES.get(error.error_type.lower())
+        if cls is None:
+            return None
+        if cls not in (F.BAD_REQUEST, F.SERVER_ERROR, F.STREAM_ERROR):
+            return classify_as(cls, error)
+        verdict = classify(error)
+        if verdict.failure_class in (F.CONTEXT_LENGTH, F.CONTENT_POLICY):
+            return verdict
+        if cls is F.BAD_REQUEST and _MODEL_ID_INVALID.search(error.message):
+            cls = F.NOT_FOUND  # this endpoint does not know the model; another target may serve it
+        return Classification(cls, ACTIONS[cls], verdict.retry_after)
+
     # -- chat ------------------------------------------------------------ #
 
     async def chat(self, ctx: RequestContext, model: str) -> ChatResult:
@@ -345,29 +368,6 @@ async def _bounded(calls: list[Callable[[], Awaitable[T]]]) -> list[T]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # collected, so none is left unretrieved
         raise
-
-
-@hookimpl
-def classify_failure(error: UpstreamError, target: Target, provider_type: str) -> Classification | None:
-    """Bedrock's exception names decide the class (see the module docstring); others defer.
-
-    Not ``trylast``: the built-in classifier is, and always answers, so this must run before it.
-    Only request and model errors are read further (for a context overflow or a policy block):
-    the generic message patterns would misread e.g. throttling's "Too many tokens, please wait".
-    """
-    if provider_type != Bedrock.type_name or not error.error_type:
-        return None
-    cls = _CLASSES.get(error.error_type.lower())
-    if cls is None:
-        return None
-    if cls not in (F.BAD_REQUEST, F.SERVER_ERROR, F.STREAM_ERROR):
-        return Classification(cls, ACTIONS[cls], parse_retry_after(error.headers))
-    verdict = classify(error)
-    if verdict.failure_class in (F.CONTEXT_LENGTH, F.CONTENT_POLICY):
-        return verdict
-    if cls is F.BAD_REQUEST and _MODEL_ID_INVALID.search(error.message):
-        cls = F.NOT_FOUND  # this endpoint does not know the model; another target may serve it
-    return Classification(cls, ACTIONS[cls], verdict.retry_after)
 
 
 @hookimpl

@@ -19,7 +19,7 @@ Config keys besides the common ones (``base_url``, ``api_key``, ``headers``, ``t
     embed_input_type = "search_query"
     client_name = "interlock"
 
-Translation notes (see :mod:`interlock.plugins.providers._cohere_shapes`): system and developer
+Translation notes (see :mod:`interlock.plugins.providers.translation.cohere`): system and developer
 messages become one leading system turn; ``top_p`` is ``p``; ``stop`` is ``stop_sequences``;
 ``tool_choice`` ``required``/``none`` are ``REQUIRED``/``NONE`` and a named function is forced by
 offering only that function with ``REQUIRED``; JSON mode and JSON schema are
@@ -39,39 +39,39 @@ an auth failure and 499 (request cancelled upstream) a server error; ``too many 
 
 from __future__ import annotations
 
-import base64
 import re
-import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
-
-from interlock import hookimpl
-from interlock.core import jsonutil
-from interlock.core.provider import ProviderSettings
-from interlock.core.sse import iter_sse
-from interlock.core.types import (
-    ChatResult,
-    Chunk,
-    Classification,
-    EmbeddingsResult,
-    FailureClass,
-    RequestContext,
-    Target,
-    UpstreamError,
-    Usage,
-)
-from interlock.plugins.classifier import ACTIONS, parse_retry_after
-from interlock.plugins.providers._cohere_shapes import (
+from interlock.plugins.providers.translation.cohere import (
     chat_body,
     embed_body,
     finish_reason,
+    object_of,
     split_content,
     tool_calls_of,
     usage_of,
 )
-from interlock.plugins.providers._http import HTTPProvider
-from interlock.plugins.providers._openai_shapes import ChunkWriter, completion, new_id
+from interlock.provider_api import (
+    ChatResult,
+    Chunk,
+    ChunkWriter,
+    Classification,
+    EmbeddingsResult,
+    FailureClass,
+    HTTPProvider,
+    ProviderSettings,
+    RequestContext,
+    UpstreamError,
+    Usage,
+    classify_as,
+    completion,
+    embeddings_body,
+    hookimpl,
+    iter_sse,
+    jsonutil,
+    new_id,
+)
 
 EMBED_INPUT_TYPES = frozenset({"search_document", "search_query", "classification", "clustering", "image"})
 
@@ -128,6 +128,13 @@ class Cohere(HTTPProvider):
         message = body["message"]
         return message, ("context_length_exceeded" if _TOO_MANY_TOKENS.match(message) else None), None
 
+    def classify(self, error: UpstreamError) -> Classification | None:
+        """Cohere's own statuses (498, 499); everything else is left to the generic rules."""
+        if error.kind != "http" or error.status is None:
+            return None
+        failure = _NATIVE_STATUS.get(error.status)
+        return classify_as(failure, error) if failure is not None else None
+
     # -- chat ------------------------------------------------------------ #
 
     async def chat(self, ctx: RequestContext, model: str) -> ChatResult:
@@ -141,7 +148,7 @@ class Cohere(HTTPProvider):
             )
         if native == "TIMEOUT":
             raise _timed_out(self.name)
-        message = body.get("message") if isinstance(body.get("message"), dict) else {}
+        message = object_of(body.get("message"))
         text, thinking = split_content(message.get("content"))
         plan = message.get("tool_plan") or ""
         calls = tool_calls_of(message)
@@ -163,7 +170,7 @@ class Cohere(HTTPProvider):
             reply["citations"] = message["citations"]
         return ChatResult(out, usage)
 
-    async def chat_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:  # type: ignore[override]
+    async def chat_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:
         resp = await self.post(
             self.base_url + self.chat_path, chat_body(ctx.body, model, stream=True), stream=True,
             headers={"Accept": "text/event-stream"},
@@ -196,26 +203,15 @@ class Cohere(HTTPProvider):
         if not isinstance(vectors, list) or not all(isinstance(v, list) for v in vectors):
             message = f"{self.name}: the embed response has no float vectors"
             raise UpstreamError(message, kind="stream", body=body)
-        as_base64 = ctx.body.get("encoding_format") == "base64"
-        data = [
-            {"object": "embedding", "index": i, "embedding": _pack(vector) if as_base64 else vector}
-            for i, vector in enumerate(vectors)
-        ]
         billed = ((body.get("meta") or {}).get("billed_units") or {}).get("input_tokens")
         tokens = int(billed) if isinstance(billed, int | float) else 0
-        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-        out = {"object": "list", "data": data, "model": model, "usage": usage}
+        out = embeddings_body(vectors, model, tokens, ctx.body.get("encoding_format"))
         return EmbeddingsResult(out, Usage(prompt_tokens=tokens))
 
 
 def _timed_out(name: str) -> UpstreamError:
     """Cohere's ``finish_reason: TIMEOUT``: the generation ran out of time on Cohere's side."""
     return UpstreamError(f"{name}: the generation timed out (finish_reason TIMEOUT)", kind="timeout")
-
-
-def _pack(vector: list[float]) -> str:
-    """OpenAI's base64 embedding: little-endian float32s."""
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 class _Writer(ChunkWriter):
@@ -246,10 +242,10 @@ class _StreamState:
             self.writer = _Writer(str(response_id or new_id()), self.model)
             out.append(self.writer.role())
         w = self.writer
-        delta = event.get("delta") if isinstance(event.get("delta"), dict) else {}
-        message = delta.get("message") if isinstance(delta.get("message"), dict) else {}
+        delta = object_of(event.get("delta"))
+        message = object_of(delta.get("message"))
         if kind in ("content-start", "content-delta"):
-            content = message.get("content") if isinstance(message.get("content"), dict) else {}
+            content = object_of(message.get("content"))
             if content.get("thinking"):
                 out.append(w.reasoning(content["thinking"]))
             if content.get("text"):
@@ -258,15 +254,15 @@ class _StreamState:
             if message.get("tool_plan"):
                 out.append(w.reasoning(message["tool_plan"]))
         elif kind == "tool-call-start":
-            call = message.get("tool_calls")
-            call = (call[0] if call else {}) if isinstance(call, list) else call or {}  # one object on the wire
-            fn = call.get("function") or {}
+            calls = message.get("tool_calls")  # one object on the wire; a list is read too
+            call = object_of(calls[0] if calls else None) if isinstance(calls, list) else object_of(calls)
+            fn = object_of(call.get("function"))
             self.tool_index += 1
             out.append(w.tool_call(self.tool_index, str(call.get("id") or new_id("call_")),
                                    str(fn.get("name") or ""), fn.get("arguments") or ""))
         elif kind == "tool-call-delta":
-            call = message.get("tool_calls") if isinstance(message.get("tool_calls"), dict) else {}
-            fragment = (call.get("function") or {}).get("arguments")
+            call = object_of(message.get("tool_calls"))
+            fragment = object_of(call.get("function")).get("arguments")
             if fragment and self.tool_index >= 0:
                 out.append(w.tool_arguments(self.tool_index, fragment))
         elif kind == "citation-start":
@@ -295,14 +291,3 @@ class _StreamState:
 @hookimpl
 def register_providers(register: Callable[..., None]) -> None:
     register(Cohere)
-
-
-# Not trylast: the built-in classifier is, and pluggy would ask it first (it always answers).
-# Plugins registered later (every third-party one) are still asked before this one.
-@hookimpl
-def classify_failure(error: UpstreamError, target: Target, provider_type: str) -> Classification | None:
-    """Cohere's own statuses (498, 499); everything else is left to the built-in classifier."""
-    if provider_type != Cohere.type_name or error.kind != "http" or error.status not in _NATIVE_STATUS:
-        return None
-    failure = _NATIVE_STATUS[error.status]
-    return Classification(failure, ACTIONS[failure], parse_retry_after(error.headers))

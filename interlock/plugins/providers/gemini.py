@@ -3,7 +3,7 @@
 Chat goes to ``POST /{version}/models/{model}:generateContent`` (streams:
 ``:streamGenerateContent?alt=sse``), embeddings to ``:batchEmbedContents``; the key
 travels in the ``x-goog-api-key`` header, never in the URL. The translation to and
-from the GenerateContent format lives in :mod:`~interlock.plugins.providers.gemini_format`,
+from the GenerateContent format lives in :mod:`~interlock.plugins.providers.translation.gemini`,
 shared with Vertex AI.
 
 Config keys besides the common ones (``api_key`` defaults to ``GEMINI_API_KEY`` or
@@ -23,20 +23,26 @@ Config keys besides the common ones (``api_key`` defaults to ``GEMINI_API_KEY`` 
 
 from __future__ import annotations
 
-import base64
-import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import aiohttp
 
-from interlock import hookimpl
-from interlock.core.provider import ProviderSettings
-from interlock.core.sse import iter_sse_data
-from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext, UpstreamError, Usage
-from interlock.plugins.providers import gemini_format as fmt
-from interlock.plugins.providers._http import HTTPProvider
+from interlock.plugins.providers.translation import gemini as fmt
+from interlock.provider_api import (
+    ChatResult,
+    Chunk,
+    EmbeddingsResult,
+    HTTPProvider,
+    ProviderSettings,
+    RequestContext,
+    UpstreamError,
+    Usage,
+    embeddings_body,
+    hookimpl,
+    iter_sse_data,
+)
 
 _VERSIONS = ("v1beta", "v1", "v1alpha")
 
@@ -121,7 +127,7 @@ class Gemini(HTTPProvider):
         resp = await self.post(self.url(model, "generateContent"), await self._body(ctx, model, stream=False))
         return fmt.parse_response(await self.read_object(resp), model)
 
-    async def chat_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:  # type: ignore[override]
+    async def chat_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:
         body = await self._body(ctx, model, stream=True)
         resp = await self.post(
             self.url(model, "streamGenerateContent") + "?alt=sse",
@@ -158,32 +164,17 @@ class Gemini(HTTPProvider):
             requests.append(item)
         resp = await self.post(self.url(model, "batchEmbedContents"), {"requests": requests})
         out = await self.read_object(resp)
-        vectors = [e.get("values") for e in out.get("embeddings") or () if isinstance(e, dict)]
-        if len(vectors) != len(texts) or not all(isinstance(v, list) for v in vectors):
+        entries = [e for e in out.get("embeddings") or () if isinstance(e, dict)]
+        vectors: list[list[float]] = [e["values"] for e in entries if isinstance(e.get("values"), list)]
+        if len(vectors) != len(texts) or len(vectors) != len(entries):
             raise UpstreamError(
                 f"{self.name}: embeddings response does not match the input", kind="stream", body=out
             )
-        as_base64 = ctx.body.get("encoding_format") == "base64"
-        data = [
-            {"object": "embedding", "index": i, "embedding": _base64(v) if as_base64 else v}
-            for i, v in enumerate(vectors)
-        ]
-        meta = out.get("usageMetadata") if isinstance(out.get("usageMetadata"), dict) else {}
-        tokens = (
-            meta.get("promptTokenCount") if isinstance(meta.get("promptTokenCount"), int) else 0
-        )  # often absent
-        body = {
-            "object": "list",
-            "data": data,
-            "model": model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
+        meta = out.get("usageMetadata")
+        count = meta.get("promptTokenCount") if isinstance(meta, dict) else None
+        tokens = count if isinstance(count, int) else 0  # often absent
+        body = embeddings_body(vectors, model, tokens, ctx.body.get("encoding_format"))
         return EmbeddingsResult(body, Usage(prompt_tokens=tokens))
-
-
-def _base64(vector: list[float]) -> str:
-    """OpenAI's ``encoding_format: base64``: little-endian float32s, base64-encoded."""
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 @hookimpl

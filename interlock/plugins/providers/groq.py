@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from interlock import hookimpl
-from interlock.core.types import Usage
-from interlock.plugins.providers.openai_compat import OpenAICompatible
+from interlock.provider_api import OpenAICompatible, Usage, hookimpl
 
 
 class Groq(OpenAICompatible):

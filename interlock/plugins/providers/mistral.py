@@ -6,8 +6,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from interlock import hookimpl
-from interlock.plugins.providers.openai_compat import OpenAICompatible
+from interlock.provider_api import OpenAICompatible, hookimpl
 
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 

@@ -30,12 +30,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 
-from interlock import hookimpl
-from interlock.core import jsonutil
-from interlock.core.provider import HttpPool, ProviderSettings
-from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext, UpstreamError, Usage
-from interlock.plugins.providers._http import HTTPProvider
-from interlock.plugins.providers._ollama_wire import (
+from interlock.plugins.providers.translation.ollama import (
     bad_request,
     chat_body,
     created_of,
@@ -47,7 +42,22 @@ from interlock.plugins.providers._ollama_wire import (
     tool_calls_of,
     usage_of,
 )
-from interlock.plugins.providers._openai_shapes import ChunkWriter, completion, new_id
+from interlock.provider_api import (
+    ChatResult,
+    Chunk,
+    ChunkWriter,
+    EmbeddingsResult,
+    HttpPool,
+    HTTPProvider,
+    ProviderSettings,
+    RequestContext,
+    UpstreamError,
+    Usage,
+    completion,
+    hookimpl,
+    jsonutil,
+    new_id,
+)
 
 
 class Ollama(HTTPProvider):

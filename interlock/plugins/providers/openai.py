@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
-from interlock import hookimpl
-from interlock.plugins.providers.openai_compat import OpenAICompatible
-
-# reasoning models reject max_tokens and want max_completion_tokens
-_REASONING = re.compile(r"^(o\d|gpt-5)", re.IGNORECASE)
-
-
-def rename_max_tokens(body: dict[str, Any], model: str) -> None:
-    """OpenAI's reasoning models (o-series, gpt-5) take ``max_completion_tokens`` only."""
-    if "max_tokens" in body and _REASONING.match(model) and "max_completion_tokens" not in body:
-        body["max_completion_tokens"] = body.pop("max_tokens")
+from interlock.provider_api import OpenAICompatible, hookimpl, rename_max_tokens
 
 
 class OpenAI(OpenAICompatible):

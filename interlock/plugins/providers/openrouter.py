@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from interlock import hookimpl
-from interlock.plugins.providers.openai_compat import OpenAICompatible
+from interlock.provider_api import OpenAICompatible, hookimpl
 
 
 class OpenRouter(OpenAICompatible):

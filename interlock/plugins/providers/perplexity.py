@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from interlock import hookimpl
-from interlock.plugins.providers.openai_compat import OpenAICompatible
+from interlock.provider_api import OpenAICompatible, hookimpl
 
 
 class Perplexity(OpenAICompatible):

@@ -20,7 +20,7 @@ Models are named ``owner/name`` (an official model, created with
 (``POST /v1/predictions`` with ``"version"``); clients ask for
 ``replicate/meta/meta-llama-3-70b-instruct``.
 
-Translation (see :mod:`._replicate_shapes`): system and developer messages become
+Translation (see :mod:`.translation.replicate`): system and developer messages become
 ``system_prompt``; the conversation becomes ``prompt`` (the lone user message as is, or a
 ``User:``/``Assistant:`` transcript); ``max_tokens`` (or ``max_completion_tokens``) is sent as
 ``max_tokens``, the input name of the official Llama 3 and cog-vllm models (models that call
@@ -48,23 +48,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from interlock import hookimpl
-from interlock.core import jsonutil
-from interlock.core.provider import HttpPool, ProviderSettings
-from interlock.core.sse import iter_sse
-from interlock.core.types import (
-    Action,
-    ChatResult,
-    Chunk,
-    Classification,
-    FailureClass,
-    RequestContext,
-    Target,
-    UpstreamError,
-)
-from interlock.plugins.providers._http import HTTPProvider
-from interlock.plugins.providers._openai_shapes import ChunkWriter, completion
-from interlock.plugins.providers._replicate_shapes import (
+from interlock.plugins.providers.translation.replicate import (
     ModelRef,
     build_input,
     check_supported,
@@ -72,6 +56,23 @@ from interlock.plugins.providers._replicate_shapes import (
     parse_model,
     prediction_error,
     usage_of,
+)
+from interlock.provider_api import (
+    Action,
+    ChatResult,
+    Chunk,
+    ChunkWriter,
+    Classification,
+    FailureClass,
+    HttpPool,
+    HTTPProvider,
+    ProviderSettings,
+    RequestContext,
+    UpstreamError,
+    completion,
+    hookimpl,
+    iter_sse,
+    jsonutil,
 )
 
 log = logging.getLogger("interlock.providers.replicate")
@@ -134,6 +135,19 @@ class Replicate(HTTPProvider):
         if err.status == 429 and "retry-after" not in err.headers and reset is not None:
             err.headers["retry-after"] = reset
         return err
+
+    def classify(self, error: UpstreamError) -> Classification | None:
+        """Two Replicate signals the generic rules would read as a request error.
+
+        A 422 "Invalid version or not permitted" means this account cannot run that version (another
+        target may), and ``unsupported_parameter`` means this provider lacks a feature the request
+        uses, so both fall back instead of failing the request.
+        """
+        if error.code == "invalid_version":
+            return Classification(FailureClass.NOT_FOUND, Action.FALLBACK)
+        if error.code == "unsupported_parameter":
+            return Classification(FailureClass.BAD_REQUEST, Action.FALLBACK)
+        return None
 
     # -- plumbing ------------------------------------------------------------ #
 
@@ -328,20 +342,3 @@ class Replicate(HTTPProvider):
 @hookimpl
 def register_providers(register: Callable[..., None]) -> None:
     register(Replicate)
-
-
-@hookimpl
-def classify_failure(error: UpstreamError, target: Target, provider_type: str) -> Classification | None:
-    """Two Replicate signals the generic classifier would read as a request error.
-
-    A 422 "Invalid version or not permitted" means this account cannot run that version (another
-    target may), and ``unsupported_parameter`` means this provider lacks a feature the request
-    uses, so both fall back instead of failing the request.
-    """
-    if provider_type != Replicate.type_name:
-        return None
-    if error.code == "invalid_version":
-        return Classification(FailureClass.NOT_FOUND, Action.FALLBACK)
-    if error.code == "unsupported_parameter":
-        return Classification(FailureClass.BAD_REQUEST, Action.FALLBACK)
-    return None

@@ -4,11 +4,11 @@ Every model lives under ``{base}/v1/projects/{project}/locations/{location}``:
 
 * Gemini (and any model not named ``claude-...``): ``publishers/google/models/{model}``
   ``:generateContent`` / ``:streamGenerateContent?alt=sse``, in the GenerateContent
-  format shared with the Gemini API (:mod:`~interlock.plugins.providers.gemini_format`);
+  format shared with the Gemini API (:mod:`~interlock.plugins.providers.translation.gemini`);
 * Claude (``claude-...``, e.g. ``claude-sonnet-4-5@20250929``): ``publishers/anthropic/models/{model}``
   ``:rawPredict`` / ``:streamRawPredict``, in the Anthropic Messages format
-  (:mod:`~interlock.plugins.providers.anthropic_format`) without ``model`` and with
-  ``"anthropic_version": "vertex-2023-10-16"``;
+  (:mod:`~interlock.plugins.providers.translation.anthropic`) without ``model`` and with
+  ``"anthropic_version": "vertex-2023-10-16"`` (:mod:`~interlock.plugins.providers.translation.vertex`);
 * embeddings (``text-embedding-005``, ``gemini-embedding-001`` ...): ``publishers/google/models/{model}:predict``.
 
 Auth is an OAuth2 access token (``Authorization: Bearer``) from a service-account key
@@ -35,11 +35,9 @@ Embedded defaults (no config file) enable the provider when ``GOOGLE_CLOUD_PROJE
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import re
-import struct
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,23 +45,28 @@ from urllib.parse import quote
 
 import aiohttp
 
-from interlock import hookimpl
-from interlock.core.provider import HttpPool, ProviderSettings
-from interlock.core.sse import iter_sse, iter_sse_data
-from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext, UpstreamError, Usage
-from interlock.plugins.providers import _http
-from interlock.plugins.providers import anthropic_format as claude
-from interlock.plugins.providers import gemini_format as gemini
-from interlock.plugins.providers._http import HTTPProvider
 from interlock.plugins.providers._vertex_auth import AccessTokens, google_auth_missing
+from interlock.plugins.providers.translation import anthropic as claude
+from interlock.plugins.providers.translation import gemini, vertex
+from interlock.provider_api import (
+    ChatResult,
+    Chunk,
+    EmbeddingsResult,
+    HttpPool,
+    HTTPProvider,
+    ProviderSettings,
+    RequestContext,
+    UpstreamError,
+    Usage,
+    embeddings_body,
+    hookimpl,
+    iter_sse,
+    iter_sse_data,
+)
 
 DEFAULT_LOCATION = "us-central1"
-#: ``anthropic_version`` Claude on Vertex takes in the body (instead of the ``anthropic-version`` header)
-ANTHROPIC_VERTEX_VERSION = "vertex-2023-10-16"
 PROJECT_VARS = ("GOOGLE_CLOUD_PROJECT", "VERTEXAI_PROJECT")
 LOCATION_VARS = ("GOOGLE_CLOUD_LOCATION", "VERTEXAI_LOCATION")
-#: texts per ``:predict`` call (Vertex's limit); ``gemini-embedding-*`` takes one instance per call
-EMBED_BATCH = 250
 _EMBED_CONCURRENCY = 8
 _API_VERSIONS = ("v1", "v1beta1")
 _PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:_-]*$")  # ids, numbers and domain-scoped "example.com:proj"
@@ -209,20 +212,14 @@ class Vertex(HTTPProvider):
 
     def error_fields(self, body: Any) -> tuple[str, str | None, str | None]:
         """Claude's own errors come in Anthropic's shape; the platform's (auth, quota, 5xx) in Google's."""
-        if isinstance(body, dict) and body.get("type") == "error":
-            return claude.error_fields(body)
-        message, code, etype = gemini.error_fields(body)
-        return (message, code, etype) if message or code or etype else _http.error_fields(body)
+        return vertex.error_fields(body)
 
     async def http_error(self, resp: aiohttp.ClientResponse) -> UpstreamError:
         return gemini.adjust_error(await super().http_error(resp))
 
     def _claude_body(self, ctx: RequestContext, model: str, *, stream: bool) -> dict[str, Any]:
         default = int(self.settings.options.get("max_tokens_default") or claude.DEFAULT_MAX_TOKENS)
-        body = claude.build_request(ctx, model, stream=stream, max_tokens_default=default)
-        body.pop("model", None)  # the model is in the URL
-        body["anthropic_version"] = ANTHROPIC_VERTEX_VERSION
-        return body
+        return vertex.claude_body(ctx, model, stream=stream, max_tokens_default=default)
 
     # -- API ------------------------------------------------------------- #
 
@@ -263,53 +260,22 @@ class Vertex(HTTPProvider):
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
             raise UpstreamError("Vertex AI embeds text only: input must be a string or a list of strings",
                                 kind="http", status=400, code="invalid_value")
-        parameters: dict[str, Any] = {}
-        if isinstance(ctx.body.get("dimensions"), int):
-            parameters["outputDimensionality"] = ctx.body["dimensions"]
-        size = 1 if model.startswith("gemini-embedding") else EMBED_BATCH
-        batches = [texts[i:i + size] for i in range(0, len(texts), size)]
+        dimensions = ctx.body.get("dimensions")
         gate = asyncio.Semaphore(_EMBED_CONCURRENCY)
 
         async def predict(batch: list[str]) -> list[tuple[list[float], int]]:
-            body: dict[str, Any] = {"instances": [{"content": t} for t in batch]}
-            if parameters:
-                body["parameters"] = parameters
             async with gate:
-                out = await self.read_object(await self._post(model, "predict", body))
-            return _predictions(out, len(batch), self.name)
+                resp = await self._post(model, "predict", vertex.predict_body(batch, dimensions))
+                out = await self.read_object(resp)
+            return vertex.predictions(out, len(batch), self.name)
 
         async with asyncio.TaskGroup() as group:  # the first failure cancels the other batches
-            tasks = [group.create_task(predict(b)) for b in batches]
+            tasks = [group.create_task(predict(b)) for b in vertex.embed_batches(texts, model)]
         results = [item for task in tasks for item in task.result()]
-        as_base64 = ctx.body.get("encoding_format") == "base64"
-        data = [
-            {"object": "embedding", "index": i, "embedding": _base64(vector) if as_base64 else vector}
-            for i, (vector, _) in enumerate(results)
-        ]
         tokens = sum(n for _, n in results)
-        body = {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        vectors = [vector for vector, _ in results]
+        body = embeddings_body(vectors, model, tokens, ctx.body.get("encoding_format"))
         return EmbeddingsResult(body, Usage(prompt_tokens=tokens))
-
-
-def _predictions(out: dict[str, Any], expected: int, name: str) -> list[tuple[list[float], int]]:
-    """``(values, token_count)`` per prediction of a text-embedding ``:predict`` response."""
-    items: list[tuple[list[float], int]] = []
-    for prediction in out.get("predictions") or ():
-        embeddings = prediction.get("embeddings") if isinstance(prediction, dict) else None
-        if not isinstance(embeddings, dict) or not isinstance(embeddings.get("values"), list):
-            break
-        values: list[float] = embeddings["values"]
-        stats = embeddings.get("statistics")
-        count = stats.get("token_count") if isinstance(stats, dict) else None
-        items.append((values, int(count) if isinstance(count, int | float) else 0))
-    if len(items) != expected:
-        raise UpstreamError(f"{name}: embeddings response does not match the input", kind="stream", body=out)
-    return items
-
-
-def _base64(vector: list[float]) -> str:
-    """OpenAI's ``encoding_format: base64``: little-endian float32s, base64-encoded."""
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 @hookimpl

@@ -32,10 +32,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from interlock.core import jsonutil
-from interlock.core.types import UpstreamError, Usage
-from interlock.plugins.providers._openai_shapes import (
+from interlock.provider_api import (
+    UpstreamError,
+    Usage,
     json_schema_of,
+    jsonutil,
     max_tokens_of,
     stop_of,
     system_text,

@@ -32,20 +32,22 @@ from __future__ import annotations
 
 import base64
 import re
-import struct
 from typing import Any
 
 import aiohttp
 
-from interlock.core import jsonutil
-from interlock.core.types import ChatResult, Chunk, UpstreamError, Usage
-from interlock.plugins.providers._openai_shapes import (
+from interlock.provider_api import (
+    ChatResult,
+    Chunk,
     ChunkWriter,
     ToolCall,
+    UpstreamError,
+    Usage,
     completion,
     fetch_image,
     image_bytes,
     json_schema_of,
+    jsonutil,
     max_tokens_of,
     parse_arguments,
     parse_image,
@@ -382,19 +384,3 @@ def cohere_vectors(data: dict[str, Any]) -> list[list[float]]:
     if not isinstance(embeddings, list):
         raise UpstreamError("Cohere embedding response has no 'embeddings'", kind="stream")
     return embeddings
-
-
-def embeddings_body(vectors: list[list[float]], model: str, tokens: int, encoding: Any) -> dict[str, Any]:
-    """An OpenAI embeddings list; ``base64`` packs float32 little-endian, as OpenAI does."""
-    data = []
-    for index, vector in enumerate(vectors):
-        value: Any = vector
-        if encoding == "base64":
-            value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-        data.append({"object": "embedding", "index": index, "embedding": value})
-    return {
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }

@@ -8,8 +8,6 @@ which this translation follows where the two APIs meet.
 
 from __future__ import annotations
 
-import base64
-import struct
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
@@ -17,12 +15,15 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from interlock.core import jsonutil, sse
-from interlock.core.types import UpstreamError, Usage
-from interlock.plugins.providers._openai_shapes import (
+from interlock.provider_api import (
     ToolCall,
+    UpstreamError,
+    Usage,
+    embedding_base64,
     fetch_image,
+    iter_lines as body_lines,
     json_schema_of,
+    jsonutil,
     max_tokens_of,
     new_id,
     parse_arguments,
@@ -252,10 +253,14 @@ def options_payload(body: Mapping[str, Any], defaults: Mapping[str, Any]) -> dic
     return options
 
 
-def think_of(body: Mapping[str, Any]) -> bool | str | None:
-    """Ollama's ``think`` from ``reasoning_effort`` (or a ``think`` the client sent itself)."""
-    if body.get("think") is not None:
-        return body["think"]  # type: ignore[no-any-return]
+def think_of(body: Mapping[str, Any]) -> object:
+    """Ollama's ``think`` from ``reasoning_effort`` (True, or a level), or None to leave it out.
+
+    A ``think`` the client sent itself passes through as sent, whatever its JSON type:
+    Ollama, not the gateway, decides what it accepts.
+    """
+    if (think := body.get("think")) is not None:
+        return think
     effort = body.get("reasoning_effort")
     if effort is None:
         return None
@@ -318,9 +323,7 @@ def embedding_item(index: int, vector: Any, base64_format: bool) -> dict[str, An
     """One OpenAI embedding object; ``base64`` is little-endian float32, as OpenAI encodes it."""
     if not isinstance(vector, list) or not all(isinstance(v, int | float) for v in vector):
         raise UpstreamError("ollama: an embedding is not a list of numbers", kind="stream")
-    embedding: list[float] | str = vector
-    if base64_format:
-        embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    embedding = embedding_base64(vector) if base64_format else vector
     return {"object": "embedding", "index": index, "embedding": embedding}
 
 
@@ -335,7 +338,7 @@ async def iter_lines(
     """Non-empty lines of an NDJSON body, however the bytes arrive (one line can carry a whole
     tool call, so the shared reader's no-length-cap splitting matters here)."""
     try:
-        async for raw in sse.iter_lines(content, limit):
+        async for raw in body_lines(content, limit):
             if line := raw.strip():
                 yield line
     except UpstreamError as exc:

@@ -3,20 +3,36 @@
 A concrete provider sets its base URL, key variable and quirks; requests and
 streams pass through with minimal work: the client's body is shallow-copied
 (unknown parameters survive untouched), and stream chunks are forwarded as the
-upstream's own bytes unless a quirk must rewrite one.
+upstream's own bytes unless a quirk must rewrite one. Public: third-party
+providers subclass it through :mod:`interlock.provider_api`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import aiohttp
 
 from interlock.core import jsonutil
+from interlock.core.http_provider import HTTPProvider, error_fields
 from interlock.core.sse import iter_sse_data
-from interlock.plugins.providers._http import HTTPProvider, error_fields
 from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext, UpstreamError, Usage
+
+# OpenAI's reasoning models (o-series, gpt-5) reject max_tokens and want max_completion_tokens
+_REASONING = re.compile(r"^(o\d|gpt-5)", re.IGNORECASE)
+
+
+def rename_max_tokens(body: dict[str, Any], model: str) -> None:
+    """Send ``max_tokens`` as ``max_completion_tokens`` to OpenAI's reasoning models (o-series, gpt-5).
+
+    For providers that serve OpenAI's own models (OpenAI, Azure OpenAI): call it from
+    :meth:`OpenAICompatible.prepare`.
+    """
+    if "max_tokens" in body and _REASONING.match(model) and "max_completion_tokens" not in body:
+        body["max_completion_tokens"] = body.pop("max_tokens")
+
 
 class OpenAICompatible(HTTPProvider):
     """Base for OpenAI-wire providers. Override the small ``prepare``/``fix_*`` hooks for quirks."""
@@ -53,11 +69,13 @@ class OpenAICompatible(HTTPProvider):
         return changed
 
     def extract_usage(self, obj: dict[str, Any]) -> Usage | None:
+        """The usage of a response or stream chunk (override where the upstream puts it elsewhere)."""
         return Usage.from_openai(obj.get("usage"))
 
     # -- plumbing --------------------------------------------------------- #
 
     def url(self, path: str, model: str) -> str:
+        """The URL of an endpoint (``chat_path``, ``embeddings_path``) for ``model``."""
         return f"{self.base_url}{path}"
 
     def _body(self, ctx: RequestContext, model: str, stream: bool) -> dict[str, Any]:
@@ -85,6 +103,7 @@ class OpenAICompatible(HTTPProvider):
     # -- API ------------------------------------------------------------- #
 
     async def chat(self, ctx: RequestContext, model: str) -> ChatResult:
+        """The client's body (a shallow copy, ``model`` set, ``prepare`` applied); the answer after ``fix_response``."""
         resp = await self._post(self.chat_path, model, self._body(ctx, model, stream=False))
         body = await self.read_object(resp)
         if "error" in body and not body.get("choices"):  # some gateways report errors with HTTP 200
@@ -96,7 +115,8 @@ class OpenAICompatible(HTTPProvider):
         self.fix_response(body)
         return ChatResult(body, self.extract_usage(body))
 
-    async def chat_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:  # type: ignore[override]
+    async def chat_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:
+        """The upstream's SSE chunks, forwarded as its own bytes unless ``fix_chunk`` rewrote one."""
         resp = await self._post(self.chat_path, model, self._body(ctx, model, stream=True), stream=True)
         done = False
         async with self.reading(resp, lambda: done, "[DONE]"):
@@ -149,6 +169,7 @@ class OpenAICompatible(HTTPProvider):
         )
 
     async def embeddings(self, ctx: RequestContext, model: str) -> EmbeddingsResult:
+        """The client's embeddings request with ``model`` replaced, passed through."""
         body = dict(ctx.body)
         body["model"] = model
         resp = await self._post(self.embeddings_path, model, body)

@@ -2,8 +2,9 @@
 
 A translating provider reads the client's OpenAI request with the helpers at
 the top (text of a message, images, tools, tool choice), and writes OpenAI
-responses and stream chunks with :func:`completion`, :func:`usage_dict` and
-:class:`ChunkWriter`, so every provider emits exactly the same shapes.
+responses, stream chunks and embeddings with :func:`completion`,
+:func:`usage_dict`, :class:`ChunkWriter` and :func:`embeddings_body`, so every
+provider emits exactly the same shapes. Public through :mod:`interlock.provider_api`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import struct
 import time
 import uuid
 from collections.abc import Iterable
@@ -90,6 +92,8 @@ def image_bytes(image: Image) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Tool:
+    """A function tool the client offers: its name, description and JSON Schema parameters."""
+
     name: str
     description: str | None
     parameters: dict[str, Any]
@@ -115,11 +119,13 @@ def tool_choice_of(body: dict[str, Any]) -> str | None:
 
 
 def max_tokens_of(body: dict[str, Any]) -> int | None:
+    """The output limit: ``max_completion_tokens``, else the older ``max_tokens``."""
     value = body.get("max_completion_tokens", body.get("max_tokens"))
     return value if isinstance(value, int) else None
 
 
 def stop_of(body: dict[str, Any]) -> list[str] | None:
+    """``stop`` as a list (OpenAI also takes a single string), or None when absent."""
     stop = body.get("stop")
     if stop is None:
         return None
@@ -167,6 +173,8 @@ def usage_dict(usage: Usage) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class ToolCall:
+    """A tool call in an answer: id, function name and the arguments as JSON text."""
+
     id: str
     name: str
     arguments: str  # JSON text
@@ -239,22 +247,28 @@ class ChunkWriter:
         )
 
     def role(self) -> Chunk:
+        """The first chunk: the assistant role (it also carries the response id and model)."""
         return Chunk(self._chunk({"role": "assistant", "content": ""}), response_id=self.response_id, response_model=self.model)
 
     def text(self, text: str) -> Chunk:
+        """A fragment of the answer's text."""
         return Chunk(self._chunk({"content": text}), content=bool(text))
 
     def reasoning(self, text: str) -> Chunk:
+        """A fragment of the model's reasoning, as ``reasoning_content``."""
         return Chunk(self._chunk({"reasoning_content": text}), content=bool(text))
 
     def tool_call(self, index: int, call_id: str, name: str, arguments: str = "") -> Chunk:
+        """The start of tool call number ``index`` (and its first arguments, if any)."""
         fn = {"name": name, "arguments": arguments}
         return Chunk(self._chunk({"tool_calls": [{"index": index, "id": call_id, "type": "function", "function": fn}]}), content=True)
 
     def tool_arguments(self, index: int, fragment: str) -> Chunk:
+        """More JSON text of tool call ``index``'s arguments."""
         return Chunk(self._chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}), content=bool(fragment))
 
     def finish(self, reason: str) -> Chunk:
+        """The chunk with the OpenAI ``finish_reason``."""
         return Chunk(self._chunk({}, reason), finish_reason=reason)
 
     def usage(self, usage: Usage) -> Chunk:
@@ -270,6 +284,24 @@ class ChunkWriter:
             }
         )
         return Chunk(payload, usage=usage, usage_only=True)
+
+
+def embedding_base64(vector: list[float]) -> str:
+    """OpenAI's ``encoding_format: "base64"``: the vector as little-endian float32s, base64-encoded."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def embeddings_body(
+    vectors: list[list[float]], model: str, tokens: int, encoding_format: Any
+) -> dict[str, Any]:
+    """An OpenAI embeddings ``list`` body; ``encoding_format`` is the client's (``"base64"`` packs)."""
+    as_base64 = encoding_format == "base64"
+    data = [
+        {"object": "embedding", "index": i, "embedding": embedding_base64(v) if as_base64 else v}
+        for i, v in enumerate(vectors)
+    ]
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return {"object": "list", "data": data, "model": model, "usage": usage}
 
 
 def new_id(prefix: str = "chatcmpl-") -> str:

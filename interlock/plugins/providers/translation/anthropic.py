@@ -34,14 +34,18 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from interlock.core import jsonutil
-from interlock.core.types import ChatResult, Chunk, RequestContext, UpstreamError, Usage
-from interlock.plugins.providers import _http
-from interlock.plugins.providers._openai_shapes import (
+from interlock.provider_api import (
+    ChatResult,
+    Chunk,
     ChunkWriter,
+    RequestContext,
     ToolCall,
+    UpstreamError,
+    Usage,
     completion,
+    error_fields as generic_error_fields,
     json_schema_of,
+    jsonutil,
     max_tokens_of,
     new_id,
     parse_arguments,
@@ -396,8 +400,9 @@ async def stream_chunks(
     """
     writer: ChunkWriter | None = None
     usage: dict[str, Any] = {}
-    tool_positions: dict[int, int] = {}  # content-block index -> tool-call position
-    json_blocks: set[int] = set()
+    # keyed by the events' content-block "index" (None if an event left it out, which then matches alike)
+    tool_positions: dict[int | None, int] = {}  # content-block index -> tool-call position
+    json_blocks: set[int | None] = set()
     native: str | None = None
     async for event, data in events:
         if event == "ping":
@@ -438,9 +443,9 @@ async def stream_chunks(
             btype = block.get("type")
             if btype == "tool_use":
                 if json_tool is not None and block.get("name") == json_tool:
-                    json_blocks.add(index)  # type: ignore[arg-type]
+                    json_blocks.add(index)
                 else:
-                    position = tool_positions[index] = len(tool_positions)  # type: ignore[index]
+                    position = tool_positions[index] = len(tool_positions)
                     yield writer.tool_call(
                         position, str(block.get("id") or new_id("toolu_")), str(block.get("name") or "")
                     )
@@ -491,4 +496,4 @@ def error_fields(body: Any) -> tuple[str, str | None, str | None]:
         etype = str(err["type"]) if err.get("type") else None
         code = "context_length_exceeded" if _CONTEXT_MESSAGE.search(message) else None
         return message, code, etype
-    return _http.error_fields(body)
+    return generic_error_fields(body)

@@ -1,10 +1,11 @@
-"""The HTTP plumbing every built-in provider shares: one request, every failure classified.
+"""The HTTP plumbing every HTTP provider shares: one request, every failure classified.
 
 :class:`HTTPProvider` sends a JSON request through the app's single connection
 pool and turns each way it can fail (connect error, timeout, HTTP status,
 unreadable body) into an :class:`~interlock.core.types.UpstreamError` the
 router can classify. Providers override :meth:`HTTPProvider.headers` for their
-auth and :meth:`HTTPProvider.error_fields` for their error body shape.
+auth and :meth:`HTTPProvider.error_fields` for their error body shape. Public:
+third-party providers subclass it through :mod:`interlock.provider_api`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class HTTPProvider(Provider):
         return headers
 
     def timeout(self, stream: bool) -> aiohttp.ClientTimeout:
+        """The attempt timeout: a total for a whole answer, the silence between chunks for a stream."""
         return _client_timeout(stream, self.settings.timeout, self.settings.connect_timeout)
 
     async def request(
@@ -73,6 +75,7 @@ class HTTPProvider(Provider):
         return resp
 
     async def post(self, url: str | URL, body: Any, *, stream: bool = False, headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
+        """``request("POST", ...)`` with a JSON body."""
         return await self.request("POST", url, body, stream=stream, headers=headers)
 
     async def http_error(self, resp: aiohttp.ClientResponse) -> UpstreamError:

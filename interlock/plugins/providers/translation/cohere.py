@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from interlock.core import jsonutil
-from interlock.core.types import UpstreamError, Usage
-from interlock.plugins.providers._openai_shapes import (
+from interlock.provider_api import (
     ToolCall,
+    UpstreamError,
+    Usage,
     json_schema_of,
+    jsonutil,
     max_tokens_of,
     stop_of,
     system_text,
@@ -89,11 +90,12 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
     Cohere's ``tool_choice`` is only ``REQUIRED`` or ``NONE``; a named function is expressed by
     offering only that function and requiring a call, which forces exactly that call.
     """
-    tools = [
-        {"type": "function", "function": {"name": t.name, "parameters": t.parameters}
-         | ({"description": t.description} if t.description else {})}
-        for t in tools_of(body)
-    ]
+    tools: list[dict[str, Any]] = []
+    for t in tools_of(body):
+        function: dict[str, Any] = {"name": t.name, "parameters": t.parameters}
+        if t.description:
+            function["description"] = t.description
+        tools.append({"type": "function", "function": function})
     choice = tool_choice_of(body)
     if choice is None or not tools:
         return tools, None
@@ -233,6 +235,11 @@ def usage_of(usage: Any) -> Usage | None:
         return None
     return Usage(prompt_tokens=_count(prompt), completion_tokens=_count(completion),
                  cached_tokens=_count(usage.get("cached_tokens")))
+
+
+def object_of(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one: nested fields of Cohere's bodies are optional."""
+    return value if isinstance(value, dict) else {}
 
 
 def split_content(content: Any) -> tuple[str, str]:

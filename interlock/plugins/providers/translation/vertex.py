@@ -1,0 +1,71 @@
+"""What Vertex AI changes on top of the shared formats: Claude's body, errors, ``:predict`` embeddings.
+
+Vertex serves Gemini models in the GenerateContent format (:mod:`.gemini`) and Claude
+in the Anthropic Messages format (:mod:`.anthropic`); only this much is its own:
+
+* :func:`claude_body` — the Messages body without ``model`` (it is in the URL) and with
+  ``"anthropic_version": "vertex-2023-10-16"`` in place of the version header;
+* :func:`error_fields` — errors come in Anthropic's shape from Claude itself and in
+  Google's from the platform (auth, quota, 5xx);
+* :func:`embed_batches`, :func:`predict_body`, :func:`predictions` — the text-embedding
+  models' ``:predict`` request and response.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from interlock.plugins.providers.translation import anthropic as claude
+from interlock.plugins.providers.translation import gemini
+from interlock.provider_api import RequestContext, UpstreamError, error_fields as generic_error_fields
+
+#: ``anthropic_version`` Claude on Vertex takes in the body (instead of the ``anthropic-version`` header)
+ANTHROPIC_VERTEX_VERSION = "vertex-2023-10-16"
+#: texts per ``:predict`` call (Vertex's limit); ``gemini-embedding-*`` takes one instance per call
+EMBED_BATCH = 250
+
+
+def claude_body(ctx: RequestContext, model: str, *, stream: bool, max_tokens_default: int) -> dict[str, Any]:
+    """The ``rawPredict`` / ``streamRawPredict`` body for a Claude model."""
+    body = claude.build_request(ctx, model, stream=stream, max_tokens_default=max_tokens_default)
+    body.pop("model", None)  # the model is in the URL
+    body["anthropic_version"] = ANTHROPIC_VERTEX_VERSION
+    return body
+
+
+def error_fields(body: Any) -> tuple[str, str | None, str | None]:
+    """``(message, code, type)``: Claude's own errors in Anthropic's shape, the platform's in Google's."""
+    if isinstance(body, dict) and body.get("type") == "error":
+        return claude.error_fields(body)
+    message, code, etype = gemini.error_fields(body)
+    return (message, code, etype) if message or code or etype else generic_error_fields(body)
+
+
+def embed_batches(texts: list[str], model: str) -> list[list[str]]:
+    """``texts`` split into ``:predict`` calls: :data:`EMBED_BATCH` each, one for ``gemini-embedding-*``."""
+    size = 1 if model.startswith("gemini-embedding") else EMBED_BATCH
+    return [texts[i:i + size] for i in range(0, len(texts), size)]
+
+
+def predict_body(batch: list[str], dimensions: Any) -> dict[str, Any]:
+    """One ``:predict`` request; ``dimensions`` (the client's, if an int) sets ``outputDimensionality``."""
+    body: dict[str, Any] = {"instances": [{"content": t} for t in batch]}
+    if isinstance(dimensions, int):
+        body["parameters"] = {"outputDimensionality": dimensions}
+    return body
+
+
+def predictions(out: dict[str, Any], expected: int, name: str) -> list[tuple[list[float], int]]:
+    """``(values, token_count)`` per prediction of a text-embedding ``:predict`` response."""
+    items: list[tuple[list[float], int]] = []
+    for prediction in out.get("predictions") or ():
+        embeddings = prediction.get("embeddings") if isinstance(prediction, dict) else None
+        if not isinstance(embeddings, dict) or not isinstance(embeddings.get("values"), list):
+            break
+        values: list[float] = embeddings["values"]
+        stats = embeddings.get("statistics")
+        count = stats.get("token_count") if isinstance(stats, dict) else None
+        items.append((values, int(count) if isinstance(count, int | float) else 0))
+    if len(items) != expected:
+        raise UpstreamError(f"{name}: embeddings response does not match the input", kind="stream", body=out)
+    return items
