@@ -62,3 +62,35 @@ def test_every_toml_example_in_the_readme_is_a_valid_config() -> None:
     assert len(blocks) >= 3
     for block in blocks:
         config.parse(tomllib.loads(block), environ=_AnyEnv())  # raises ConfigError with key paths
+
+
+def _layout_block() -> str:
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    section = text[text.index("### Layout"):]
+    return section[section.index("```") + 3: section.index("```", section.index("```") + 3)]
+
+
+def test_contributings_layout_names_every_engine_and_accounting_module() -> None:
+    """The architecture section's map covers the code: a module added without a place in it fails here."""
+    layout = _layout_block()
+    words = set(re.findall(r"\w+", layout))
+    unnamed = []
+    for package in ("core", "accounting"):
+        for path in sorted((ROOT / "interlock" / package).rglob("*.py")):
+            sub = path.parent.relative_to(ROOT / "interlock" / package)
+            if path.name == "__init__.py" and str(sub) == ".":
+                continue
+            if path.stem not in words and path.name != "__init__.py":
+                unnamed.append(str(path.relative_to(ROOT)))
+            if str(sub) != "." and f"{sub}/" not in layout:  # a subpackage is named with its slash
+                unnamed.append(str(path.relative_to(ROOT)))
+    assert unnamed == []
+
+
+def test_every_file_contributings_layout_names_exists() -> None:
+    layout = _layout_block()
+    files = set(re.findall(r"\b(\w+\.py)\b", layout))
+    present = {p.name for p in (ROOT / "interlock").rglob("*.py")} | {p.name for p in (ROOT / "tests").rglob("*.py")}
+    assert sorted(files - present) == []
+    for path in re.findall(r"^((?:interlock|tests)/[\w/.]*)", layout, re.M):
+        assert (ROOT / path).exists(), path
