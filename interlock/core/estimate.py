@@ -102,6 +102,11 @@ def _positive_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
+def requested_output_tokens(body: Mapping[str, Any]) -> int | None:
+    """The output limit a chat request sets: ``max_completion_tokens``, else ``max_tokens`` (positive ints only)."""
+    return _positive_int(body.get("max_completion_tokens")) or _positive_int(body.get("max_tokens"))
+
+
 def worst_case_usage(ctx: RequestContext, output_allowance: int) -> Usage:
     """The most a request may use: its estimated prompt plus every output token it allows.
 
@@ -112,7 +117,7 @@ def worst_case_usage(ctx: RequestContext, output_allowance: int) -> Usage:
     body = ctx.body
     if ctx.endpoint == "embeddings":
         return Usage(prompt_tokens=estimate_input_tokens(body.get("input")))
-    out = _positive_int(body.get("max_completion_tokens")) or _positive_int(body.get("max_tokens")) or output_allowance
+    out = requested_output_tokens(body) or output_allowance
     n = body.get("n")
     choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
     return Usage(prompt_tokens=estimate_prompt_tokens(body), completion_tokens=out * choices)

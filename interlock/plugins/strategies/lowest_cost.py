@@ -24,15 +24,11 @@ from typing import Any
 
 from interlock import hookimpl
 from interlock.accounting.pricing import PriceTable
-from interlock.core.estimate import estimate_prompt_tokens
+from interlock.core.estimate import estimate_prompt_tokens, requested_output_tokens
 from interlock.core.strategy import Strategy
 from interlock.core.types import RequestContext, Route, Target, Usage
 
 OUTPUT_TOKENS = 500  # assumed output when the request sets no max_tokens
-
-
-def _positive_int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 class LowestCost(Strategy):
@@ -41,7 +37,7 @@ class LowestCost(Strategy):
     def __init__(self, route: Route, options: dict[str, Any] | None = None) -> None:
         super().__init__(route, options)
         output = self.options.get("output_tokens", OUTPUT_TOKENS)
-        if _positive_int(output) is None:
+        if not isinstance(output, int) or isinstance(output, bool) or output <= 0:
             raise ValueError(
                 f"lowest-cost: strategy_options.output_tokens must be a positive whole number, not {output!r}"
             )
@@ -50,9 +46,8 @@ class LowestCost(Strategy):
     def usage_estimate(self, request: RequestContext) -> Usage:
         """The tokens this request is expected to use."""
         body = request.body
-        output = _positive_int(body.get("max_completion_tokens")) or _positive_int(body.get("max_tokens"))
-        prompt = estimate_prompt_tokens(body)
-        return Usage(prompt_tokens=prompt, completion_tokens=output or self.output_tokens)
+        output = requested_output_tokens(body) or self.output_tokens
+        return Usage(prompt_tokens=estimate_prompt_tokens(body), completion_tokens=output)
 
     def costs(self, targets: Sequence[Target], request: RequestContext) -> list[Decimal | None]:
         """Each target's estimated cost for ``request`` in USD (None: no known price)."""
