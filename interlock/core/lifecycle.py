@@ -23,8 +23,9 @@ after that, in this order:
 6. **record**: the decision to telemetry, exporters and ``record_decision``;
 7. **settle**: the reservation replaced by the actual cost, the anomaly detector fed.
 
-Steps 5-7 run exactly once per request, whether it succeeded, failed, or the client
-went away. What the request costs and how budgets are kept is the accounting
+Steps 5-7 run exactly once per request that succeeded or failed, and for a stream whose
+client went away. A non-stream request cancelled while it is being routed (its client
+went away, or a bug raised) is accounted and settled but not recorded. What the request costs and how budgets are kept is the accounting
 layer's business: the lifecycle sees it only through :class:`Guard`.
 """
 
