@@ -234,12 +234,49 @@ def _v2_tables(metadata: MetaData) -> tuple[Table, Table]:
     return api_keys, alerts
 
 
-#: the current schema (see :func:`_v1_tables` and :func:`_v2_columns` for the column documentation)
+def _v3_columns() -> list[Column[Any]]:
+    """Columns migration 3 adds to ``requests`` (fresh objects per call)."""
+    return [
+        # the protocol the client spoke: "chat_completions" (also embeddings), "responses" (the
+        # OpenAI Responses API) or "messages" (the Anthropic Messages API); NULL on rows written
+        # before migration 3, which were all chat_completions
+        Column("protocol", String),
+    ]
+
+
+def _v3_tables(metadata: MetaData) -> tuple[Table]:
+    """Tables migration 3 creates: stored Responses API responses (``store``, ``previous_response_id``)."""
+    stored = Table(
+        "stored_responses",
+        metadata,
+        Column("id", String, primary_key=True),  # "resp_<hex>": the id the client chains with
+        Column("created_at", DateTime(timezone=True), nullable=False),  # UTC
+        # removed after this time (the [responses] retention); NULL: kept until deleted
+        Column("expires_at", DateTime(timezone=True)),
+        # the team and key that created it: only the same team may read, chain or delete it
+        Column("team", String),
+        Column("api_key_id", String),
+        Column("request_id", String),  # requests.id of the request that produced it
+        Column("model", String),  # the model the client asked for
+        # JSON list of Responses input items: the whole conversation up to this turn (previous
+        # turns included), so a chain is rebuilt from one row on any upstream
+        Column("input", Text, nullable=False),
+        Column("response", Text, nullable=False),  # JSON: the response object the client received
+        Index("ix_stored_responses_expires_at", "expires_at"),
+    )
+    return (stored,)
+
+
+#: the current schema (see :func:`_v1_tables`, :func:`_v2_columns` and :func:`_v3_columns` for the
+#: column documentation)
 requests, attempts = _v1_tables(metadata)
 for _table, _columns in zip((requests, attempts), _v2_columns(), strict=True):
     for _column in _columns:
         _table.append_column(_column)
+for _column in _v3_columns():
+    requests.append_column(_column)
 api_keys, alerts = _v2_tables(metadata)
+(stored_responses,) = _v3_tables(metadata)
 
 
 # --------------------------------------------------------------------------- #
@@ -267,8 +304,21 @@ def _migration_2(conn: Connection) -> None:
         new_table.create(conn, checkfirst=True)
 
 
+def _migration_3(conn: Connection) -> None:
+    """The client's protocol on requests; the stored_responses table."""
+    preparer = conn.dialect.identifier_preparer
+    existing = {c["name"] for c in inspect(conn).get_columns("requests")}
+    for column in _v3_columns():
+        if column.name in existing:
+            continue  # a half-applied run on non-transactional DDL
+        ddl = column.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE requests ADD COLUMN {preparer.quote(column.name)} {ddl}"))
+    for new_table in _v3_tables(MetaData()):
+        new_table.create(conn, checkfirst=True)
+
+
 #: ordered: MIGRATIONS[i] brings the schema from version i to version i + 1. Append only.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migration_1, _migration_2)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migration_1, _migration_2, _migration_3)
 
 #: the schema version this code writes
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -40,6 +40,7 @@ DIMENSIONS: dict[str, str | None] = {
     "route": "route",
     "user": "user",
     "api_key": "api_key_id",
+    "protocol": "protocol",
 }
 
 #: the aggregate columns of every row and of the total, in output order

@@ -99,6 +99,8 @@ async def _serve(request: web.Request, door: FrontDoor) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     ctx = door.parse(await read_json(request, gateway.cfg.max_body_bytes))
     _attribute(request, ctx)
+    if door.needs_prepare:
+        await door.prepare(ctx)
     return await gateway.lifecycle.serve(request, door, ctx)
 
 

@@ -103,6 +103,17 @@ class FrontDoor(Protocol):
         """A writer for one streamed answer."""
         ...
 
+    #: whether :meth:`prepare` has work to do (the HTTP glue skips the call otherwise)
+    needs_prepare: bool
+
+    async def prepare(self, ctx: RequestContext) -> None:
+        """After attribution (``ctx.team`` is known), before planning: I/O the request needs.
+
+        The Responses door loads the conversation a ``previous_response_id`` names here.
+        Raises :class:`GatewayError` for the client.
+        """
+        ...
+
 
 class Guard(Protocol, Generic[H]):
     """Spend guards around a request (budgets and the anomaly detector), supplied by the assembly.
@@ -273,6 +284,9 @@ class Lifecycle:
         def keep(chunk: Chunk) -> None:
             nonlocal partial
             if partial is None or not chunk.content:
+                return
+            if chunk.native:  # a client-protocol event from a pass-through target: not continued elsewhere
+                partial = None
                 return
             for choice in jsonutil.loads(chunk.payload).get("choices") or ():
                 delta = choice.get("delta") or {}

@@ -21,6 +21,7 @@ from interlock.core.types import (
     Chunk,
     Classification,
     EmbeddingsResult,
+    NativeResult,
     RequestContext,
     UpstreamError,
 )
@@ -136,6 +137,10 @@ class Provider:
     supports_embeddings: ClassVar[bool] = True
     #: option keys this provider understands (others are config errors)
     option_keys: ClassVar[frozenset[str]] = frozenset()
+    #: client protocols besides Chat Completions this provider type takes natively ("responses",
+    #: "messages"): a request that came in by such a door is passed through (:meth:`native`)
+    #: instead of translated; an instance may narrow or widen it (:meth:`speaks`)
+    native_protocols: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, settings: ProviderSettings, http: HttpPool) -> None:
         self.settings = settings
@@ -198,6 +203,32 @@ class Provider:
 
     async def embeddings(self, ctx: RequestContext, model: str) -> EmbeddingsResult:
         """Embeddings for ``ctx.body`` (an OpenAI embeddings request), returned in OpenAI shape."""
+        raise NotImplementedError
+
+    # -- client protocols passed through ---------------------------------- #
+
+    def speaks(self, protocol: str, model: str) -> bool:
+        """Whether ``model`` on this instance takes ``protocol`` requests natively.
+
+        When it does, a request from that protocol's door is sent with :meth:`native` /
+        :meth:`native_stream` (the client's own body, ``ctx.native``) and its answer goes
+        back untranslated; otherwise with :meth:`chat` / :meth:`chat_stream` on the Chat
+        Completions translation (``ctx.body``). Called once per attempt: keep it cheap.
+        """
+        return protocol in self.native_protocols
+
+    async def native(self, ctx: RequestContext, model: str) -> NativeResult:
+        """One non-streaming request in the client's protocol (``ctx.protocol``, body ``ctx.native``)."""
+        raise NotImplementedError
+
+    def native_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:
+        """A streaming request in the client's protocol, as chunks with ``native=True``.
+
+        Each chunk's payload is one complete server-sent event of that protocol (``event:``
+        and ``data:`` lines and the blank line), written to the client as it is; the chunk's
+        ``content``, ``usage`` and ``finish_reason`` are filled in from the event so the
+        router can commit, account and record the stream.
+        """
         raise NotImplementedError
 
     # -- failures -------------------------------------------------------- #

@@ -206,7 +206,7 @@ class Router:
         return Decision(
             request_id=ctx.request_id, ts=ctx.started_unix, endpoint=ctx.endpoint, requested_model=model,
             route=None, strategy=None, candidates=[], attempts=[], stream=ctx.stream,
-            api_key_id=ctx.api_key_id, team=ctx.team, user=ctx.user, tags=list(ctx.tags),
+            api_key_id=ctx.api_key_id, team=ctx.team, user=ctx.user, tags=list(ctx.tags), protocol=ctx.protocol,
         )
 
     # -- the loop --------------------------------------------------------- #
@@ -469,7 +469,7 @@ class Router:
         body["messages"] = [*body["messages"], {"role": "assistant", "content": partial}]
         cont = RequestContext(
             request_id=ctx.request_id, endpoint="chat", body=body, stream=True, client_wants_usage=ctx.client_wants_usage,
-            headers=ctx.headers, started=ctx.started, started_unix=ctx.started_unix,
+            headers=ctx.headers, started=ctx.started, started_unix=ctx.started_unix, protocol=ctx.protocol,
         )
         route = Route("continuation", list(start.remaining), "ordered", start.settings, implicit=True)
         plan = Plan(route, "ordered", list(start.remaining))
@@ -606,7 +606,10 @@ def stream_op(ctx: RequestContext) -> Op:
 
     async def op(provider: Provider, target: Target, attempt: Attempt) -> StreamStart:
         t0 = time.perf_counter()
-        it = _guard(provider.chat_stream(ctx, target.model), provider)
+        if ctx.native is not None and provider.speaks(ctx.protocol, target.model):
+            it = _guard(provider.native_stream(ctx, target.model), provider)
+        else:
+            it = _guard(provider.chat_stream(ctx, target.model), provider)
         buffered: list[Chunk] = []
         try:
             while True:
@@ -628,6 +631,12 @@ def stream_op(ctx: RequestContext) -> Op:
 
 def chat_op(ctx: RequestContext) -> Op:
     async def op(provider: Provider, target: Target, attempt: Attempt) -> Any:
+        if ctx.native is not None and provider.speaks(ctx.protocol, target.model):
+            native = await guard_call(provider.native(ctx, target.model), provider)
+            attempt.usage = native.usage
+            attempt.response_id = native.body.get("id")
+            attempt.response_model = native.body.get("model")
+            return native
         result = await guard_call(provider.chat(ctx, target.model), provider)
         attempt.usage = result.usage
         body = result.body

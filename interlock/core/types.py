@@ -141,6 +141,21 @@ class Chunk:
     finish_reason: str | None = None
     response_id: str | None = None
     response_model: str | None = None
+    #: ``payload`` is already an encoded server-sent event of the client's own protocol (a target
+    #: that speaks it natively): the door writes it through instead of translating a chat chunk
+    native: bool = False
+
+
+@dataclass(slots=True)
+class NativeResult:
+    """A complete answer in the client's own protocol, from a target that speaks it natively.
+
+    ``body`` is the upstream's JSON (a Responses ``response`` object, an Anthropic ``message``),
+    handed to the client as it is; ``usage`` is read from it in OpenAI semantics for accounting.
+    """
+
+    body: dict[str, Any]
+    usage: Usage | None = None
 
 
 @dataclass(slots=True)
@@ -204,6 +219,11 @@ class RequestContext:
     tags: list[str] = field(default_factory=list)
     rule: str | None = None  # set when a select_route answer changed the route
     models_override: list[str] | None = None  # a per-request fallback list (OpenRouter-style ``models``)
+    #: the client's protocol: "chat_completions", "responses" or "messages" (see core.doors)
+    protocol: str = "chat_completions"
+    #: the client's own body when its protocol is not Chat Completions: what a target that speaks
+    #: that protocol natively is sent (``body`` is always the Chat Completions translation)
+    native: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -261,6 +281,7 @@ class Decision:
     hedged: bool = False
     cost_usd: Decimal | None = None  # the sum of every attempt's cost (failed, retried, hedged ones too)
     cost_delta_usd: Decimal | None = None  # after a fallback: its cost minus the first choice's, same usage
+    protocol: str = "chat_completions"  # the client's protocol: chat_completions, responses, messages
 
     def failed(self, status: int, error_type: str | None, message: str | None) -> None:
         """Record that the request ends with ``status`` instead of an answer.

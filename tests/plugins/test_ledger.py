@@ -273,8 +273,8 @@ async def test_migrations_are_idempotent(tmp_path: Path) -> None:
 
     engine = await ledger.open_engine(sqlite_url(db))
     try:
-        assert await ledger.migrate(engine) == ledger.SCHEMA_VERSION == 2
-        assert await ledger.migrate(engine) == 2
+        assert await ledger.migrate(engine) == ledger.SCHEMA_VERSION == 3
+        assert await ledger.migrate(engine) == 3
     finally:
         await engine.dispose()
     assert count(db, "schema_version") == ledger.SCHEMA_VERSION
@@ -461,7 +461,7 @@ def test_embedded_defaults_write_interlock_db_in_the_working_directory(serve: An
     ]
 
 
-async def test_migration_2_upgrades_a_version_1_database(tmp_path: Path) -> None:
+async def test_migrations_upgrade_a_version_1_database(tmp_path: Path) -> None:
     """A ledger written by the first release keeps its rows and gains the new columns and tables."""
     from sqlalchemy import insert, text
 
@@ -478,10 +478,12 @@ async def test_migration_2_upgrades_a_version_1_database(tmp_path: Path) -> None
                     " latency_ms) VALUES ('old', '2026-01-01 00:00:00', 'chat', 'gpt-4o', '[]', 200, 0, 1, 0, 1.0)"
                 ))
             await conn.run_sync(v1)
-        assert await ledger.migrate(engine) == 2
+        assert await ledger.migrate(engine) == 3
     finally:
         await engine.dispose()
     assert count(db, "requests") == 1
     columns = {r["name"] for r in query(db, "PRAGMA table_info(requests)")}
-    assert {"cost_delta_usd", "rule", "hedged", "events"} <= columns
-    assert {r["name"] for r in query(db, "SELECT name FROM sqlite_master WHERE type = 'table'")} >= {"api_keys", "alerts"}
+    assert {"cost_delta_usd", "rule", "hedged", "events", "protocol"} <= columns
+    assert query(db, "SELECT protocol FROM requests") == [{"protocol": None}]  # old rows: NULL, all chat
+    tables = {r["name"] for r in query(db, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables >= {"api_keys", "alerts", "stored_responses"}

@@ -72,6 +72,11 @@ class ChatCompletions:
     def stream_writer(self, ctx: RequestContext) -> StreamWriter:
         return _ChatStream(drop_usage=not ctx.client_wants_usage)
 
+    needs_prepare = False
+
+    async def prepare(self, ctx: RequestContext) -> None:
+        return None
+
 
 class _ChatStream:
     """Server-sent events of ``chat.completion.chunk`` objects, passed through as the provider encoded them."""
@@ -120,6 +125,11 @@ class Embeddings:
 
     def stream_writer(self, ctx: RequestContext) -> StreamWriter:
         raise GatewayError(400, "embeddings are not streamed", param="stream", code="invalid_value")
+
+    needs_prepare = False
+
+    async def prepare(self, ctx: RequestContext) -> None:
+        return None
 
 
 #: the doors, one instance each (they hold no per-request state)

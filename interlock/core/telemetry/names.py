@@ -72,6 +72,7 @@ INTERLOCK_PROVIDER = "interlock.provider"  # provider instance name
 INTERLOCK_COST_USD = "interlock.cost_usd"
 INTERLOCK_COST_DELTA_USD = "interlock.cost_delta_usd"
 INTERLOCK_TEAM = "interlock.team"
+INTERLOCK_PROTOCOL = "interlock.protocol"  # the client's protocol: chat_completions, responses, messages
 INTERLOCK_ATTEMPT_N = "interlock.attempt.n"
 INTERLOCK_ACTION = "interlock.action"
 INTERLOCK_OUTCOME = "interlock.outcome"

@@ -67,6 +67,7 @@ from interlock.core.telemetry.names import (
     INTERLOCK_REASONS,
     INTERLOCK_REQUEST_MODEL,
     INTERLOCK_RETRY_WAIT,
+    INTERLOCK_PROTOCOL,
     INTERLOCK_ROUTE,
     INTERLOCK_RULE,
     INTERLOCK_SKIPPED,
@@ -237,6 +238,7 @@ class RequestTrace:
         attrs = span._attributes
         attrs[INTERLOCK_STRATEGY] = decision.strategy or ""
         attrs[INTERLOCK_CANDIDATES] = tuple(decision.candidates)
+        attrs[INTERLOCK_PROTOCOL] = decision.protocol
         if decision.route:
             attrs[INTERLOCK_ROUTE] = decision.route
         if decision.rule:

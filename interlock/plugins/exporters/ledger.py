@@ -838,7 +838,7 @@ _REQUEST_COLUMNS: tuple[str, ...] = (
     "id", "ts", "endpoint", "api_key_id", "team", "tags", "user", "route", "requested_model", "strategy",
     "provider", "model", "status", "stream", "attempts", "fallback_used", "latency_ms", "ttft_ms",
     "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "cost_usd", "error_type",
-    "error_message", "cost_delta_usd", "rule", "hedged", "events",
+    "error_message", "cost_delta_usd", "rule", "hedged", "events", "protocol",
 )
 _ATTEMPT_COLUMNS: tuple[str, ...] = (
     "request_id", "n", "provider", "provider_type", "model", "outcome", "action", "status", "latency_ms",
@@ -928,6 +928,7 @@ def _make_builders(
             text(d.rule, limit),
             flag(bool(d.hedged)),
             dumps([text(e, limit) for e in events]) if events else None,
+            d.protocol,
         )
 
     def attempt_values(request_id: str, a: Attempt) -> _Row:
