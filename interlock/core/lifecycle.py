@@ -44,11 +44,14 @@ from interlock.core.telemetry import request_trace
 from interlock.core.errors import GatewayError
 from interlock.core.estimate import worst_case_usage
 from interlock.core.router import Op, Plan, Router, StreamStart, note_chunk
-from interlock.core.routing_headers import cost_headers, routing_headers
+from interlock.core.routing_headers import cost_headers, header_safe, routing_headers
 from interlock.core.types import Attempt, Chunk, Decision, RequestContext, UpstreamError
 
 T = TypeVar("T")
 H = TypeVar("H")
+
+#: the parameters a door dropped from the client's request (RequestContext.dropped), comma-separated
+DROPPED_HEADER = "x-interlock-dropped"
 
 
 class StreamWriter(Protocol):
@@ -165,7 +168,10 @@ class Lifecycle:
             ctx, decision, router.run(ctx, decision, door.operation(ctx), plan), held
         )
         await self._finish(ctx, decision, attempt, held)
-        return door.respond(ctx, result, {**routing_headers(decision, attempt, target), **cost_headers(decision)})
+        headers = {**routing_headers(decision, attempt, target), **cost_headers(decision)}
+        if ctx.dropped:
+            headers[DROPPED_HEADER] = header_safe(", ".join(ctx.dropped))
+        return door.respond(ctx, result, headers)
 
     # -- reserve, finish ------------------------------------------------------ #
 
@@ -223,6 +229,8 @@ class Lifecycle:
         headers = routing_headers(decision, start.attempt, start.target)
         if start.settings.continue_stream:
             headers["x-interlock-continuation"] = "enabled"
+        if ctx.dropped:
+            headers[DROPPED_HEADER] = header_safe(", ".join(ctx.dropped))
         resp = web.StreamResponse(
             headers={
                 "Content-Type": writer.content_type,

@@ -224,6 +224,9 @@ class RequestContext:
     #: the client's own body when its protocol is not Chat Completions: what a target that speaks
     #: that protocol natively is sent (``body`` is always the Chat Completions translation)
     native: dict[str, Any] | None = None
+    #: parameters of the client's request its door could not carry into the Chat Completions
+    #: translation and dropped (answered in the ``x-interlock-dropped`` header, comma-separated)
+    dropped: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
