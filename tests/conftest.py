@@ -58,10 +58,13 @@ GatewayFactory = Callable[..., Awaitable[RunningGateway]]
 
 @pytest.fixture
 async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
-    """Start in-process gateways from TOML text (``running_gateway``); all torn down after the test."""
+    """Start in-process gateways (``running_gateway``; TOML text, or None for the embedded defaults).
+
+    All are torn down after the test.
+    """
     async with contextlib.AsyncExitStack() as stack:
 
-        async def make(toml: str, *, environ: dict[str, str] | None = None, **kwargs: Any) -> RunningGateway:
+        async def make(toml: str | None, *, environ: dict[str, str] | None = None, **kwargs: Any) -> RunningGateway:
             # every gateway of a test shares tmp_path, so the default ledger is tmp_path/interlock.db
             return await stack.enter_async_context(running_gateway(toml, environ=environ, workdir=tmp_path, **kwargs))
 

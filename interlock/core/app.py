@@ -15,7 +15,6 @@ import itertools
 import logging
 import os
 import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -23,7 +22,7 @@ from aiohttp import web
 
 from interlock.accounting import spend
 from interlock.accounting.keys import ApiKey, request_tags
-from interlock.core import admin, stats
+from interlock.core import admin, model_list, stats
 from interlock.core.doors.chat_completions import CHAT_COMPLETIONS, EMBEDDINGS
 from interlock.core.errors import GatewayError
 from interlock.core.gateway import GATEWAY as GATEWAY  # re-exported: the app's key for its gateway
@@ -60,6 +59,8 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_post("/embeddings", embeddings)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/models", models)
+    app.router.add_get("/v1/models/{model_id:.+}", model_info)  # ids may hold a slash: openai/gpt-4o
+    app.router.add_get("/models/{model_id:.+}", model_info)
     app.router.add_get("/health", health)
     app.router.add_get("/health/providers", health_providers)
     admin.add_routes(app)
@@ -174,7 +175,11 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
 def _error(request: web.Request, err: GatewayError) -> web.Response:
     """``err`` in the protocol of the door the request came to (OpenAI's shape elsewhere)."""
     door = _DOORS.get(request.match_info.handler)
-    return door.error_response(err) if door is not None else error_response(err)
+    if door is not None:
+        return door.error_response(err)
+    if request.match_info.handler in (models, model_info) and model_list.wants_anthropic(request.headers):
+        return model_list.anthropic_error(err)
+    return error_response(err)
 
 
 # --------------------------------------------------------------------------- #
@@ -183,21 +188,24 @@ def _error(request: web.Request, err: GatewayError) -> web.Response:
 
 
 async def models(request: web.Request) -> web.Response:
-    """Routes and configured models: everything a client can name."""
+    """Everything a client can name (:mod:`interlock.core.model_list`), in OpenAI's or Anthropic's shape."""
+    anthropic = model_list.wants_anthropic(request.headers)
+    return json_response(model_list.list_body(_model_list(request), request.query, anthropic))
+
+
+async def model_info(request: web.Request) -> web.Response:
+    """One listed model, or a 404 in the caller's protocol."""
+    anthropic = model_list.wants_anthropic(request.headers)
+    return json_response(model_list.model_body(_model_list(request), request.match_info["model_id"], anthropic))
+
+
+def _model_list(request: web.Request) -> model_list.ModelList:
     gateway = request.app[GATEWAY]
-    created = int(time.time())
-    data: list[dict[str, Any]] = []
-    for name, route in gateway.resolver.routes.items():
-        data.append({"id": name, "object": "model", "created": created, "owned_by": "interlock",
-                     "targets": [t.key for t in route.targets], "strategy": route.strategy})
-    for name, provider in gateway.providers.items():
-        for model in provider.settings.models:
-            data.append({"id": f"{name}/{model}", "object": "model", "created": created, "owned_by": name})
-    return json_response({"object": "list", "data": data})
+    return model_list.model_list(gateway.resolver, lambda: ((t, m) for t, m, _ in gateway.prices.models()))
 
 
-#: the endpoints that identify their caller by gateway API key (the doors, and the model list)
-_AUTHENTICATED_HANDLERS: frozenset[Handler] = frozenset({*_DOORS, models})
+#: the endpoints that identify their caller by gateway API key (the doors, and the model listing)
+_AUTHENTICATED_HANDLERS: frozenset[Handler] = frozenset({*_DOORS, models, model_info})
 
 
 async def health(request: web.Request) -> web.Response:

@@ -56,7 +56,7 @@ class RunningGateway:
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    toml: str,
+    toml: str | None,
     *,
     environ: Mapping[str, str] | None = None,
     extra_plugins: Iterable[tuple[str, object]] = (),
@@ -66,6 +66,9 @@ async def running_gateway(
 ) -> AsyncIterator[RunningGateway]:
     """Start a gateway from config text on a free loopback port; stop it afterwards.
 
+    ``toml=None`` starts it on the embedded defaults, as ``interlock serve`` without
+    ``--config`` does (every provider whose key ``environ`` holds is enabled).
+
     The default SQLite ledger goes to ``workdir`` (a temporary directory if not given), never
     the current directory. ``environ`` replaces the process environment for ``${VAR}``
     expansion and provider key variables, so tests do not depend on the developer's shell.
@@ -73,10 +76,13 @@ async def running_gateway(
     """
     with contextlib.ExitStack() as stack:
         tmp = Path(workdir) if workdir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        path = tmp / "interlock-test.toml"
-        path.write_text(toml)
         env: Mapping[str, str] = environ if environ is not None else {}
-        cfg = config_mod.load(str(path), environ=env)
+        if toml is None:
+            cfg = config_mod.load(None, environ=env)
+        else:
+            path = tmp / "interlock-test.toml"
+            path.write_text(toml)
+            cfg = config_mod.load(str(path), environ=env)
         if cfg.database_url == DEFAULT_DATABASE_URL:
             cfg.database_url = f"sqlite+aiosqlite:///{tmp / 'interlock.db'}"
         log = DecisionLog()

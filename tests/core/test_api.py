@@ -472,39 +472,11 @@ async def test_embeddings_fall_back_through_a_route(fake: FakeOpenAI, make_gatew
 
 
 # --------------------------------------------------------------------------- #
-# models, health, introspection
+# health, introspection
 # --------------------------------------------------------------------------- #
 
 
-async def test_models_lists_routes_and_configured_models(
-    fake: FakeOpenAI, make_gateway: GatewayFactory
-) -> None:
-    toml = openai_config(fake.base_url).replace(
-        "[providers.backup]", 'models = ["gpt-4o", "gpt-4o-mini"]\n\n[providers.backup]'
-    )
-    toml += '\n[routes.cheap]\nchain = "backup/gpt-4o-mini"\n'
-    gw = await make_gateway(toml)
-    page = await gw.client.models.list()
-    ids = [m.id for m in page.data]
-    assert set(ids) == {"smart", "cheap", "openai/gpt-4o", "openai/gpt-4o-mini"}
-    assert all(m.object == "model" for m in page.data)
-    by_id = {m.id: m for m in page.data}
-    assert by_id["smart"].owned_by == "interlock"
-    assert by_id["openai/gpt-4o"].owned_by == "openai"
-    assert fake.requests == []  # answered from config, not from the upstream
-
-    # every listed id is a usable model name
-    for model_id in ids:
-        raw = await gw.client.chat.completions.with_raw_response.create(model=model_id, messages=HELLO)
-        assert raw.parse().choices[0].message.content == "Fake reply to: hello there"
-
-
-async def test_models_without_routes_or_models_is_an_empty_list(
-    fake: FakeOpenAI, make_gateway: GatewayFactory
-) -> None:
-    gw = await make_gateway(f'[providers.openai]\nbase_url = "{fake.base_url}"\napi_key = "{SECRET}"\n')
-    page = await gw.client.models.list()
-    assert page.data == []
+# the model listing (GET /v1/models, /v1/models/{id}) is tested in test_models.py
 
 
 async def test_health(fake: FakeOpenAI, make_gateway: GatewayFactory) -> None:
