@@ -3,11 +3,13 @@
 Each of ``--concurrency`` workers opens a stream, reads it to the end, and opens
 the next, until ``--streams`` streams have started or ``--duration`` seconds
 have passed. Per stream it records the time from sending the request to the
-first *content* event (an OpenAI delta with non-empty ``content`` or an
-Anthropic ``text_delta``; the role chunk and ``message_start`` do not count),
-the total time, and the number of content events. A stream counts as an error
-unless it is a 200 that ends properly (``[DONE]`` / ``message_stop``) with at
-least ``--min-chunks`` content events. Prints one JSON object.
+first *content* event (an OpenAI delta with non-empty ``content``, an
+Anthropic ``text_delta`` or a Responses ``response.output_text.delta``; the role
+chunk, ``message_start`` and ``response.created`` do not count), the total time,
+and the number of content events. A stream counts as an error unless it is a
+200 that ends properly (``[DONE]`` / ``message_stop`` / ``response.completed``)
+with at least ``--min-chunks`` content events. ``--wire`` says which protocol
+the target streams (``chat``, ``messages``, ``responses``). Prints one JSON object.
 
 The client does as little per byte as possible (no line splitting: it scans
 the accumulated body once for the first content event and counts events at
@@ -27,6 +29,29 @@ import aiohttp
 
 _OPENAI_CONTENT = re.compile(rb'"content":\s?"[^"]')
 _ANTHROPIC_CONTENT = re.compile(rb'"text_delta"')
+# the quoted event type in the data line (the event: line has it unquoted, so it counts once)
+_RESPONSES_CONTENT = re.compile(rb'"response\.output_text\.delta"')
+#: wire -> (content event pattern, the end of a complete stream)
+_WIRES = {
+    "chat": (_OPENAI_CONTENT, b"[DONE]"),
+    "messages": (_ANTHROPIC_CONTENT, b"message_stop"),
+    "responses": (_RESPONSES_CONTENT, b'"response.completed"'),
+}
+
+
+def _last_event(received: bytes) -> tuple[bytes, bytes]:
+    """(everything before the last SSE event, the last event) of a stripped body."""
+    cut = max(received.rfind(b"\n\n"), received.rfind(b"\r\n\r\n"))
+    return (received[:cut].rstrip(), received[cut:]) if cut >= 0 else (b"", received)
+
+
+def _ended(received: bytes, end_marker: bytes) -> bool:
+    """The stream's last event is its protocol's end: [DONE], message_stop, or response.completed
+    (some gateways send a [DONE] after response.completed; that counts as the same end)."""
+    rest, last = _last_event(received.rstrip())
+    if end_marker != b"[DONE]" and last.strip() == b"data: [DONE]":
+        rest, last = _last_event(rest)
+    return end_marker in last
 
 
 def pct(values: list[float], p: float) -> float | None:
@@ -40,9 +65,9 @@ def pct(values: list[float], p: float) -> float | None:
 async def run(args: argparse.Namespace) -> dict:
     body = args.body.encode()
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {args.key}"}
-    if args.anthropic:
+    if args.wire == "messages":
         headers.update({"x-api-key": args.key, "anthropic-version": "2023-06-01"})
-    content_re = _ANTHROPIC_CONTENT if args.anthropic else _OPENAI_CONTENT
+    content_re, end_marker = _WIRES[args.wire]
     ttfts: list[float] = []
     totals: list[float] = []
     chunk_counts: list[int] = []
@@ -76,7 +101,7 @@ async def run(args: argparse.Namespace) -> dict:
             return
         end = time.perf_counter()
         n = len(content_re.findall(buf))
-        ended = buf.rstrip().endswith(b"[DONE]") or b"message_stop" in buf[-200:]
+        ended = _ended(bytes(buf), end_marker)
         if first is None or n < args.min_chunks or not ended:
             errors["incomplete stream"] = errors.get("incomplete stream", 0) + 1
             if args.verbose and errors["incomplete stream"] == 1:
@@ -115,7 +140,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True)
     parser.add_argument("--body", required=True, help="JSON request body (must ask for stream: true)")
-    parser.add_argument("--anthropic", action="store_true", help="the target speaks the Anthropic wire format")
+    parser.add_argument("--wire", choices=sorted(_WIRES), default="chat",
+                        help="the protocol the target streams: chat (Chat Completions), messages, responses")
+    parser.add_argument("--anthropic", dest="wire", action="store_const", const="messages",
+                        help="the same as --wire messages")
     parser.add_argument("--key", default="sk-bench")
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--streams", type=int, default=1000, help="stop after starting this many streams")

@@ -11,6 +11,13 @@ running two processes. Endpoints:
 * ``POST /v1/messages`` (Anthropic wire): JSON, or SSE ``message_start``,
   ``content_block_start``, ``--chunks`` ``content_block_delta``,
   ``content_block_stop``, ``message_delta`` (usage), ``message_stop``;
+* ``POST /v1/responses`` (OpenAI Responses wire): a ``response`` object with one
+  assistant message, or SSE ``response.created``, ``response.in_progress``,
+  ``response.output_item.added``, ``response.content_part.added``, ``--chunks``
+  ``response.output_text.delta``, ``response.output_text.done``,
+  ``response.content_part.done``, ``response.output_item.done``,
+  ``response.completed`` (usage), each with its ``event:`` line and a rising
+  ``sequence_number``;
 * ``GET /health``.
 
 Everything that can be precomputed is: a reply is a few byte concatenations
@@ -119,6 +126,63 @@ def _anthropic_stream(model: str, chunks: int) -> list[bytes]:
     return events
 
 
+def _response_object(model: str, status: str, output: list, usage: dict | None) -> dict:
+    """A Responses ``response`` object with the fields the openai SDK's ``Response`` requires."""
+    return {
+        "id": "@ID@", "object": "response", "created_at": int(time.time()), "status": status, "model": model,
+        "output": output, "usage": usage, "error": None, "incomplete_details": None, "instructions": None,
+        "metadata": {}, "parallel_tool_calls": True, "temperature": 1.0, "top_p": 1.0, "tool_choice": "auto",
+        "tools": [], "max_output_tokens": None, "previous_response_id": None, "reasoning": {"effort": None},
+        "store": False, "text": {"format": {"type": "text"}}, "truncation": "disabled",
+    }
+
+
+def _responses_usage(output_tokens: int) -> dict:
+    return {"input_tokens": 12, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 12 + output_tokens}
+
+
+def _responses_message(text: str, status: str = "completed") -> dict:
+    return {"type": "message", "id": "msg_bench", "status": status, "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}
+
+
+def _responses_json(model: str, text: str) -> tuple[bytes, bytes]:
+    """(prefix, suffix) around the response id of a non-streaming Responses reply."""
+    body = orjson.dumps(_response_object(model, "completed", [_responses_message(text)], _responses_usage(20)))
+    head, tail = body.split(b"@ID@")
+    return head, tail
+
+
+def _responses_stream(model: str, chunks: int) -> list[bytes]:
+    seq = itertools.count()
+
+    def ev(name: str, data: dict) -> bytes:
+        data = {"type": name, "sequence_number": next(seq), **data}
+        return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data).replace(b"@ID@", b"resp_bench") + b"\n\n"
+
+    text = "".join(_WORDS[i % 64] for i in range(chunks))
+    part = {"type": "output_text", "text": "", "annotations": []}
+    where = {"item_id": "msg_bench", "output_index": 0, "content_index": 0}
+    events = [
+        ev("response.created", {"response": _response_object(model, "in_progress", [], None)}),
+        ev("response.in_progress", {"response": _response_object(model, "in_progress", [], None)}),
+        ev("response.output_item.added", {"output_index": 0, "item": {**_responses_message("", "in_progress"),
+                                                                      "content": []}}),
+        ev("response.content_part.added", {**where, "part": part}),
+    ]
+    events += [ev("response.output_text.delta", {**where, "delta": _WORDS[i % 64], "logprobs": []})
+               for i in range(chunks)]
+    events += [
+        ev("response.output_text.done", {**where, "text": text, "logprobs": []}),
+        ev("response.content_part.done", {**where, "part": {**part, "text": text}}),
+        ev("response.output_item.done", {"output_index": 0, "item": _responses_message(text)}),
+        ev("response.completed", {"response": _response_object(model, "completed", [_responses_message(text)],
+                                                               _responses_usage(chunks))}),
+    ]
+    return events
+
+
 class Upstream:
     def __init__(self, chunks: int, chunk_delay: float) -> None:
         self.chunks = chunks
@@ -138,6 +202,8 @@ class Upstream:
                 "os": lambda: _openai_stream(model, self.chunks),
                 "aj": lambda: _anthropic_json(model, self.text),
                 "as": lambda: _anthropic_stream(model, self.chunks),
+                "rj": lambda: _responses_json(model, self.text),
+                "rs": lambda: _responses_stream(model, self.chunks),
             }[kind]()
             self._cache[key] = hit
         return hit
@@ -177,12 +243,25 @@ class Upstream:
                 return await stream(request, self._get("as", model))
             return web.Response(body=self._get("aj", model), content_type="application/json")
 
+        async def responses(request: web.Request) -> web.StreamResponse:
+            body = orjson.loads(await request.read())
+            self.served += 1
+            if latency:
+                await asyncio.sleep(latency)
+            model = body.get("model") or "unknown"
+            if body.get("stream"):
+                return await stream(request, self._get("rs", model))
+            head, tail = self._get("rj", model)
+            return web.Response(body=head + b"resp_%d" % next(_ids) + tail, content_type="application/json")
+
         async def health(request: web.Request) -> web.Response:
             return web.Response(text=f'{{"ok": true, "served": {self.served}}}', content_type="application/json")
 
         app.router.add_post("/v1/chat/completions", chat)
         app.router.add_post("/chat/completions", chat)
         app.router.add_post("/v1/messages", messages)
+        app.router.add_post("/v1/responses", responses)
+        app.router.add_post("/responses", responses)
         app.router.add_get("/health", health)
         return app
 

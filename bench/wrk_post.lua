@@ -6,6 +6,7 @@ wrk.method = "POST"
 wrk.body = [==[@BODY@]==]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-bench"
+-- @HEADERS@ (bench/run.py adds the Messages door's anthropic-version and x-api-key here)
 
 function done(summary, latency, requests)
   local e = summary.errors
