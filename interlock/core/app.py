@@ -190,7 +190,9 @@ def _error(request: web.Request, err: GatewayError) -> web.Response:
 async def models(request: web.Request) -> web.Response:
     """Everything a client can name (:mod:`interlock.core.model_list`), in OpenAI's or Anthropic's shape."""
     anthropic = model_list.wants_anthropic(request.headers)
-    return json_response(model_list.list_body(_model_list(request), request.query, anthropic))
+    query = request.query
+    lifecycle = [*query.getall("lifecycle", ()), *query.getall("lifecycle[]", ())]  # the SDK sends lifecycle[]=
+    return json_response(model_list.list_body(_model_list(request), query, anthropic, lifecycle))
 
 
 async def model_info(request: web.Request) -> web.Response:

@@ -27,12 +27,11 @@ then only read.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from multidict import MultiMapping
 
 from interlock.core import jsonutil
 from interlock.core.errors import GatewayError
@@ -70,7 +69,8 @@ class ListedModel:
 
     def openai(self) -> dict[str, Any]:
         """OpenAI's ``Model`` (``id``, ``object``, ``created``, ``owned_by``); routes add their targets."""
-        out: dict[str, Any] = {"id": self.id, "object": "model", "created": UNKNOWN_CREATED, "owned_by": self.owned_by}
+        out: dict[str, Any] = {"id": self.id, "object": "model", "created": UNKNOWN_CREATED,
+                               "owned_by": self.owned_by}
         if self.strategy is not None:
             out["targets"] = list(self.targets)
             out["strategy"] = self.strategy
@@ -153,12 +153,17 @@ def wants_anthropic(headers: Mapping[str, str]) -> bool:
     return "anthropic-version" in headers
 
 
-def list_body(models: ModelList, query: MultiMapping[str], anthropic: bool) -> dict[str, Any]:
-    """The body of ``GET /v1/models``: OpenAI's list, or one page of Anthropic's."""
+def list_body(
+    models: ModelList, query: Mapping[str, str], anthropic: bool, lifecycle: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The body of ``GET /v1/models``: OpenAI's list, or one page of Anthropic's.
+
+    ``query`` holds Anthropic's ``limit``, ``after_id`` and ``before_id``; ``lifecycle`` the
+    stages it asks for (every listed model is ``active``).
+    """
     if not anthropic:
         return {"object": "list", "data": [m.openai() for m in models.entries]}
-    lifecycle = [*query.getall("lifecycle", ()), *query.getall("lifecycle[]", ())]  # the SDK sends lifecycle[]=...
-    entries = models.entries if not lifecycle or "active" in lifecycle else []  # every listed model is active
+    entries = models.entries if not lifecycle or "active" in lifecycle else []
     page, has_more = _anthropic_page(entries, query)
     data = [m.anthropic() for m in page]
     return {"data": data, "has_more": has_more, "first_id": data[0]["id"] if data else None,
@@ -166,14 +171,16 @@ def list_body(models: ModelList, query: MultiMapping[str], anthropic: bool) -> d
 
 
 def _anthropic_page(entries: list[ListedModel], query: Mapping[str, str]) -> tuple[list[ListedModel], bool]:
-    """``limit`` entries after ``after_id``, or the ``limit`` just before ``before_id``, and whether more lie beyond."""
+    """``limit`` entries after ``after_id`` (or the ``limit`` just before ``before_id``), and whether more lie
+    beyond them in that direction."""
     raw = query.get("limit")
     try:
         limit = _ANTHROPIC_DEFAULT_LIMIT if raw is None else int(raw)
     except ValueError:
         limit = 0
     if not 1 <= limit <= _ANTHROPIC_MAX_LIMIT:
-        raise GatewayError(400, f"limit must be a whole number from 1 to {_ANTHROPIC_MAX_LIMIT}", param="limit")
+        raise GatewayError(400, f"limit must be a whole number from 1 to {_ANTHROPIC_MAX_LIMIT}",
+                           param="limit")
     ids = [m.id for m in entries]
     before, after = query.get("before_id"), query.get("after_id")
     if before is not None:
@@ -192,11 +199,11 @@ def _position(ids: list[str], cursor: str, param: str) -> int:
 
 
 def model_body(models: ModelList, name: str, anthropic: bool) -> dict[str, Any]:
-    """The body of ``GET /v1/models/{name}``; a 404 :class:`GatewayError` when nothing is listed under ``name``."""
+    """The body of ``GET /v1/models/{name}``; a 404 :class:`GatewayError` when nothing is listed as ``name``."""
     entry = models.find(name)
     if entry is None:
-        raise GatewayError(404, f"model {name!r} is not listed by this gateway (GET /v1/models lists what is)",
-                           type="invalid_request_error", code="model_not_found", param="model")
+        message = f"model {name!r} is not listed by this gateway (GET /v1/models lists what is)"
+        raise GatewayError(404, message, code="model_not_found", param="model")
     body = entry.anthropic() if anthropic else entry.openai()
     body["id"] = name  # the spelling asked for (instance/model of a model listed by its bare name)
     if anthropic:
