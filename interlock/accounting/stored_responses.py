@@ -62,6 +62,47 @@ DEFAULT_BATCH_SIZE = 100  # records per transaction; a record carries a whole co
 DEFAULT_MAX_PENDING = 1000  # records kept in memory while the database is unreachable
 DEFAULT_PURGE_INTERVAL = 600.0
 DEFAULT_PURGE_BATCH = 1000
+#: ``[responses] retention`` that keeps responses until they are deleted
+FOREVER = "forever"
+
+
+@dataclass(frozen=True, slots=True)
+class ResponsesSettings:
+    """``[responses]``: whether responses are stored, and for how long."""
+
+    store: bool = True  # false: nothing is stored; previous_response_id and GET answer that storing is off
+    retention: timedelta | None = DEFAULT_RETENTION  # None: kept until deleted ("forever")
+
+    @classmethod
+    def parse(cls, table: Any, problems: list[tuple[str, str]]) -> ResponsesSettings:
+        """Validate ``[responses]`` (``store = true``, ``retention = "30d"`` or ``"forever"``), with key paths."""
+        if table is None:
+            return cls()
+        if not isinstance(table, dict):
+            problems.append(("responses", f"must be a table, not {type(table).__name__}"))
+            return cls()
+        for key in table:
+            if key not in ("store", "retention"):
+                problems.append((f"responses.{key}", "unknown key (known: retention, store)"))
+        store = table.get("store", True)
+        if not isinstance(store, bool):
+            problems.append(("responses.store", f"must be true or false, not {store!r}"))
+            store = True
+        value = table.get("retention", None)
+        retention: timedelta | None = DEFAULT_RETENTION
+        if value == FOREVER:
+            retention = None
+        elif value is not None:
+            from interlock.accounting.spend import parse_duration
+
+            try:
+                if not isinstance(value, str):
+                    raise ValueError(value)
+                retention = parse_duration(value)
+            except ValueError:
+                problems.append(("responses.retention", f"{value!r} is not a duration: use a number and a unit "
+                                 f"(30m, 24h, 30d, 4w) or {FOREVER!r} to keep responses until they are deleted"))
+        return cls(store, retention)
 
 
 @dataclass(slots=True)
@@ -417,4 +458,4 @@ def _transient(exc: Exception) -> bool:
     return not isinstance(exc, StatementError)
 
 
-__all__ = ["DEFAULT_RETENTION", "SqlResponseStore", "unavailable"]
+__all__ = ["DEFAULT_RETENTION", "FOREVER", "ResponsesSettings", "SqlResponseStore", "unavailable"]

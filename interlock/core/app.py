@@ -24,6 +24,7 @@ from aiohttp import web
 from interlock.accounting import spend
 from interlock.accounting.keys import ApiKey, request_tags
 from interlock.core import admin, stats
+from interlock.core.doors import stored_endpoints
 from interlock.core.doors.chat_completions import CHAT_COMPLETIONS, EMBEDDINGS
 from interlock.core.errors import GatewayError
 from interlock.core.gateway import GATEWAY as GATEWAY  # re-exported: the app's key for its gateway
@@ -58,6 +59,9 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_post("/chat/completions", chat_completions)  # clients configured without /v1
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/embeddings", embeddings)
+    app.router.add_get("/v1/responses/{response_id}", retrieve_response)
+    app.router.add_delete("/v1/responses/{response_id}", delete_response)
+    app.router.add_get("/v1/responses/{response_id}/input_items", response_input_items)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/models", models)
     app.router.add_get("/health", health)
@@ -196,8 +200,35 @@ async def models(request: web.Request) -> web.Response:
     return json_response({"object": "list", "data": data})
 
 
-#: the endpoints that identify their caller by gateway API key (the doors, and the model list)
-_AUTHENTICATED_HANDLERS: frozenset[Handler] = frozenset({*_DOORS, models})
+# --------------------------------------------------------------------------- #
+# stored responses (the Responses API's GET/DELETE /v1/responses/{id}), scoped to the key's team
+# --------------------------------------------------------------------------- #
+
+
+def _team(request: web.Request) -> str | None:
+    key: ApiKey | None = request.get(API_KEY)
+    return key.team if key is not None else None
+
+
+async def retrieve_response(request: web.Request) -> web.Response:
+    rid, gateway = request.match_info["response_id"], request.app[GATEWAY]
+    return json_response(await stored_endpoints.retrieve(gateway.response_store, rid, _team(request), request.query))
+
+
+async def delete_response(request: web.Request) -> web.Response:
+    rid, gateway = request.match_info["response_id"], request.app[GATEWAY]
+    return json_response(await stored_endpoints.delete(gateway.response_store, rid, _team(request)))
+
+
+async def response_input_items(request: web.Request) -> web.Response:
+    rid, gateway = request.match_info["response_id"], request.app[GATEWAY]
+    return json_response(await stored_endpoints.input_items(gateway.response_store, rid, _team(request), request.query))
+
+
+#: the endpoints that identify their caller by gateway API key (the doors, stored responses, the model list)
+_AUTHENTICATED_HANDLERS: frozenset[Handler] = frozenset(
+    {*_DOORS, retrieve_response, delete_response, response_input_items, models}
+)
 
 
 async def health(request: web.Request) -> web.Response:
