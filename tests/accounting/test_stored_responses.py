@@ -216,7 +216,8 @@ async def test_a_delete_while_its_record_is_being_written_does_not_resurrect_it(
     store = await make_store()
     store.put(record(1))
     flushing = asyncio.create_task(store.flush())
-    await asyncio.sleep(0)  # the flush took the lock and the record
+    await asyncio.sleep(0)  # one turn of the loop: the flush takes the lock and the record, then waits on the database
+    assert store.pending == 1 and store._lock.locked()
     assert await store.delete("resp_0001", "search") is True
     await flushing
     assert await (await make_store()).get("resp_0001", "search") is None

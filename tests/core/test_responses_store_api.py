@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import tomllib
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,7 @@ from interlock.core import config as config_mod
 from interlock.core.config import ConfigError
 from interlock.core.doors.stored_responses import StoredResponse
 from interlock.testing import FakeOpenAI
+from interlock.testing.gateway import running_gateway
 from tests.conftest import GatewayFactory, RunningGateway, openai_config
 
 SEARCH_KEY = "sk-team-search-0123456789abcdef"
@@ -183,6 +185,16 @@ async def test_a_reload_keeps_the_store_and_applies_a_new_retention(
     assert "responses.store changed: takes effect after a restart" in notes
     assert gw.gateway.response_store is store and store.retention == timedelta(hours=2)
     assert (await gw.client.responses.retrieve("resp_abc123")).id == "resp_abc123"  # the pending record survived
+
+
+async def test_a_graceful_stop_writes_pending_responses_for_the_next_gateway(fake: FakeOpenAI, tmp_path: Path) -> None:
+    async with running_gateway(openai_config(fake.base_url), workdir=tmp_path) as first:
+        store = first.gateway.response_store
+        assert store is not None
+        store.put(stored(team=None))
+        assert isinstance(store, SqlResponseStore) and store.pending == 1  # not written yet when the gateway stops
+    async with running_gateway(openai_config(fake.base_url), workdir=tmp_path) as second:
+        assert (await second.client.responses.retrieve("resp_abc123")).output_text == "Paris."
 
 
 def test_the_responses_table_is_validated_with_key_paths() -> None:
