@@ -376,7 +376,8 @@ class SqlResponseStore:
 
         async with self._open_lock:
             if self._engine is None:
-                self._engine = await ledger.open_engine(self.database_url)
+                # the rows hold conversations: a logged database error must not quote them
+                self._engine = await ledger.open_engine(self.database_url, hide_parameters=True)
             if not self._migrated:
                 await ledger.migrate(self._engine)
                 self._migrated = True
