@@ -411,8 +411,22 @@ async def test_fallback_from_anthropic_to_a_chat_target(
     assert len(gpt.requests) == 2
 
 
-async def test_midstream_failure_ends_with_an_error_event(sdk: anthropic.AsyncAnthropic, claude: FakeAnthropic) -> None:
-    claude.add_fault(Fault(error_event_at=2))
+async def test_stream_failing_before_its_content_falls_back_whole(
+    sdk: anthropic.AsyncAnthropic, claude: FakeAnthropic, gw: RunningGateway,
+) -> None:
+    claude.add_fault(Fault(error_event_at=0))  # message_start and ping were sent, then an error event
+    async with sdk.messages.stream(model="claude-with-backup", max_tokens=100, messages=HELLO) as stream:
+        streamed = await stream.get_final_message()
+    assert content_of(streamed) == [{"type": "text", "text": "Fake reply to: hello there"}]
+    assert streamed.model == "gpt-4o" and streamed.id.startswith("msg_")
+    assert [a.provider for a in gw.log.last.attempts] == ["anthropic", "openai"]
+
+
+@pytest.mark.parametrize("fault", [Fault(error_event_at=2), Fault(cut_after=2)], ids=["error-event", "cut"])
+async def test_midstream_failure_ends_with_an_error_event(
+    fault: Fault, sdk: anthropic.AsyncAnthropic, claude: FakeAnthropic,
+) -> None:
+    claude.add_fault(fault)
     received: list[str] = []
     with pytest.raises(anthropic.APIStatusError) as exc:
         async with sdk.messages.stream(model="claude-with-backup", max_tokens=100, messages=HELLO) as stream:
@@ -459,8 +473,14 @@ async def test_count_tokens_upstream_and_estimated(sdk: anthropic.AsyncAnthropic
     assert (await estimated.parse()).input_tokens == 100
     assert estimated.headers["x-interlock-estimate"] == "true"
 
-    with pytest.raises(anthropic.NotFoundError):
+    claude.add_fault(Fault(status=529))  # the upstream cannot count right now: the estimate answers
+    fallback = await sdk.messages.with_raw_response.count_tokens(model="claude-sonnet-4-6", messages=HELLO)
+    assert fallback.headers["x-interlock-estimate"] == "true"
+    assert (await fallback.parse()).input_tokens == 3  # "hello there": 11 characters / 4, rounded up
+
+    with pytest.raises(anthropic.NotFoundError) as exc:
         await sdk.messages.count_tokens(model="no-such-model", messages=HELLO)
+    assert exc.value.body["error"]["type"] == "not_found_error"
 
 
 # --------------------------------------------------------------------------- #
@@ -514,17 +534,22 @@ async def test_body_too_large(claude: FakeAnthropic, gpt: FakeOpenAI, make_gatew
 
 
 async def test_gateway_keys_in_x_api_key(claude: FakeAnthropic, gpt: FakeOpenAI, make_gateway: GatewayFactory) -> None:
-    keys = '[[keys]]\nkey = "gw-team-key-0123456789"\nname = "search"\nteam = "search"\n'
-    gw = await make_gateway(config(claude, gpt, keys))
+    key = "gw-team-key-0123456789"
+    gw = await make_gateway(config(claude, gpt, f'[[keys]]\nkey = "{key}"\nname = "search"\nteam = "search"\n'))
     async with client(gw, api_key="wrong-key-0123456789") as sdk:
         with pytest.raises(anthropic.AuthenticationError) as exc:
             await sdk.messages.create(model="gpt-4o", max_tokens=10, messages=HELLO)
         assert exc.value.body["error"]["type"] == "authentication_error"
         with pytest.raises(anthropic.AuthenticationError):
             await sdk.messages.count_tokens(model="gpt-4o", messages=HELLO)
-    async with client(gw, api_key="gw-team-key-0123456789") as sdk:  # the SDK sends it as x-api-key
-        message = await sdk.messages.create(model="gpt-4o", max_tokens=10, messages=HELLO)
-    assert message.content
+    async with client(gw, api_key=key) as sdk:  # this SDK version sends the key as a Bearer token
+        assert (await sdk.messages.create(model="gpt-4o", max_tokens=10, messages=HELLO)).content
+    # Anthropic's own header, as API clients of version 2023-06-01 send it
+    async with httpx.AsyncClient() as http:
+        resp = await http.post(f"{gw.root}/v1/messages", headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
+                               json={"model": "claude-with-backup", "max_tokens": 10, "messages": HELLO})
+    assert resp.status_code == 200 and resp.json()["type"] == "message"
     assert gw.log.last.team == "search"
-    assert "x-api-key" not in {k.lower() for k in gpt.requests[-1].headers} or (
-        gpt.requests[-1].headers.get("x-api-key") != "gw-team-key-0123456789")
+    forwarded = claude.requests[-1].headers
+    assert forwarded["x-api-key"] == ANT_KEY  # the provider's key upstream, never the gateway key
+    assert key not in str(forwarded) and key not in str(gpt.requests[-1].headers)
