@@ -127,6 +127,7 @@ async def test_system_multi_turn_and_parameters_are_translated(sdk: anthropic.As
         messages=[
             {"role": "user", "content": "first"},
             {"role": "assistant", "content": [{"type": "text", "text": "one"}]},
+            {"role": "system", "content": "Now in French."},
             {"role": "user", "content": [{"type": "text", "text": "second"}]},
         ],
         stop_sequences=["END"], metadata={"user_id": "u-42"},
@@ -139,6 +140,7 @@ async def test_system_multi_turn_and_parameters_are_translated(sdk: anthropic.As
         {"role": "system", "content": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]},
         {"role": "user", "content": "first"},
         {"role": "assistant", "content": "one"},
+        {"role": "system", "content": "Now in French."},
         {"role": "user", "content": [{"type": "text", "text": "second"}]},
     ]
     assert (sent["temperature"], sent["top_p"], sent["stop"], sent["user"]) == (0.5, 0.9, ["END"], "u-42")
@@ -374,6 +376,14 @@ async def test_anthropic_target_stream_is_passed_through(
         created.usage.input_tokens + 16, 11, 5)
     assert usage.completion_tokens == created.usage.output_tokens
     assert stream_decision.attempts[-1].finish_reasons == ["stop"]
+
+
+async def test_stop_sequence_through_anthropic(sdk: anthropic.AsyncAnthropic) -> None:
+    params: dict[str, Any] = dict(model="claude-sonnet-4-6", max_tokens=100, messages=HELLO, stop_sequences=["reply"])
+    streamed, created = await stream_and_create(sdk, **params)
+    assert content_of(streamed) == content_of(created) == [{"type": "text", "text": "Fake "}]
+    assert (created.stop_reason, created.stop_sequence) == (streamed.stop_reason, streamed.stop_sequence) == (
+        "stop_sequence", "reply")
 
 
 async def test_tool_round_trip_through_anthropic(sdk: anthropic.AsyncAnthropic) -> None:

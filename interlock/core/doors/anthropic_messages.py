@@ -94,9 +94,8 @@ class AnthropicMessages:
         return json_response(to_message(result.body, result.usage), headers=headers)
 
     def error_response(self, err: GatewayError) -> web.Response:
-        return web.Response(
-            body=jsonutil.dumps(error_body(err)), status=err.status, content_type="application/json", headers=err.headers
-        )
+        body = jsonutil.dumps(error_body(err))
+        return web.Response(body=body, status=err.status, content_type="application/json", headers=err.headers)
 
     def stream_writer(self, ctx: RequestContext) -> StreamWriter:
         return MessagesStream()

@@ -32,7 +32,9 @@ LOW_EFFORT_BUDGET = 4096
 MEDIUM_EFFORT_BUDGET = 16384
 
 # top-level parameters a chat target goes without: hints and account settings
-_DROPPED_PARAMS = ("top_k", "service_tier", "inference_geo", "speed", "diagnostics", "context_management", "cache_control")
+_DROPPED_PARAMS = (
+    "top_k", "service_tier", "inference_geo", "speed", "diagnostics", "context_management", "cache_control",
+)
 # top-level parameters naming server-side features a chat target does not have
 _REFUSED_PARAMS = ("container", "mcp_servers")
 # parameters translate() reads itself
@@ -83,9 +85,12 @@ def validate(body: dict[str, Any], *, count: bool = False) -> None:
     if not isinstance(messages, list) or not messages:
         raise _invalid("messages: at least one message is required")
     for n, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise _invalid(f"messages.{n}.role: Input should be 'user' or 'assistant'")
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant", "system"):
+            raise _invalid(f"messages.{n}.role: Input should be 'user', 'assistant' or 'system'")
         content = message.get("content")
+        if message["role"] == "system" and isinstance(content, list) and any(b.get("type") != "text" for b in content
+                                                                             if isinstance(b, dict)):
+            raise _invalid(f"messages.{n}.content: system messages take text blocks only")
         if isinstance(content, list):
             for m, block in enumerate(content):
                 if not isinstance(block, dict) or not isinstance(block.get("type"), str):
@@ -118,7 +123,11 @@ def translate(body: dict[str, Any]) -> Translation:
     elif isinstance(system, list) and system:
         messages.append({"role": "system", "content": [_text_part(b) for b in system]})
     for message in body["messages"]:
-        if message["role"] == "user":
+        if message["role"] == "system":  # instructions from this point of the conversation on
+            content = message["content"]
+            parts = content if isinstance(content, str) else [_text_part(b) for b in content]
+            messages.append({"role": "system", "content": parts})
+        elif message["role"] == "user":
             messages.extend(_user(message["content"], tr))
         else:
             messages.append(_assistant(message["content"], tr))
@@ -335,7 +344,8 @@ def _output_config(body: dict[str, Any], out: dict[str, Any], tr: Translation) -
         out["reasoning_effort"] = _EFFORTS[effort]
     fmt = config.get("format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        out["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt.get("schema") or {}}}
+        schema = fmt.get("schema") or {}
+        out["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
     for name in config:
         if name not in ("effort", "format"):
             tr.drop(f"output_config.{name}")

@@ -131,7 +131,8 @@ class MessagesStream:
         self._next += 1
         if tool is not None:
             self._tools[tool] = index
-        return out + event("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
+        start = {"type": "content_block_start", "index": index, "content_block": block}
+        return out + event("content_block_start", start)
 
     def _delta(self, delta: dict[str, Any], index: int | None = None) -> bytes:
         return event("content_block_delta", {
