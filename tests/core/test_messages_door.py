@@ -353,6 +353,19 @@ async def test_anthropic_target_gets_the_clients_body_and_headers(
     assert gw.log.last.usage is not None and gw.log.last.usage.prompt_tokens == message.usage.input_tokens
 
 
+async def test_configured_and_client_betas_are_both_sent(
+    claude: FakeAnthropic, gpt: FakeOpenAI, make_gateway: GatewayFactory,
+) -> None:
+    gw = await make_gateway(config(claude, gpt).replace(
+        f'api_key = "{ANT_KEY}"', f'api_key = "{ANT_KEY}"\nheaders = {{ "anthropic-beta" = "configured-beta" }}', 1))
+    async with client(gw) as sdk:
+        await sdk.messages.create(model="claude-sonnet-4-6", max_tokens=10, messages=HELLO,
+                                  extra_headers={"anthropic-beta": "client-beta"})
+        await sdk.messages.create(model="claude-sonnet-4-6", max_tokens=10, messages=HELLO)
+    assert claude.requests[-2].headers["anthropic-beta"] == "configured-beta,client-beta"
+    assert claude.requests[-1].headers["anthropic-beta"] == "configured-beta"
+
+
 async def test_anthropic_target_stream_is_passed_through(
     sdk: anthropic.AsyncAnthropic, claude: FakeAnthropic, gw: RunningGateway,
 ) -> None:
