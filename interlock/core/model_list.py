@@ -31,9 +31,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
-
-from interlock.core import jsonutil
 from interlock.core.errors import GatewayError
 from interlock.core.resolve import Resolver, Unresolved
 
@@ -44,19 +41,6 @@ UNKNOWN_CREATED_AT = "1970-01-01T00:00:00Z"
 #: Anthropic's page size: 20 by default, 1 to 1000
 _ANTHROPIC_DEFAULT_LIMIT = 20
 _ANTHROPIC_MAX_LIMIT = 1000
-
-#: an HTTP status to the error type Anthropic's SDKs expect in ``{"type": "error", "error": {...}}``
-_ANTHROPIC_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "not_found_error",
-    429: "rate_limit_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class ListedModel:
@@ -209,11 +193,3 @@ def model_body(models: ModelList, name: str, anthropic: bool) -> dict[str, Any]:
     if anthropic:
         body["display_name"] = name
     return body
-
-
-def anthropic_error(err: GatewayError) -> web.Response:
-    """``err`` in Anthropic's error shape (``{"type": "error", "error": {"type", "message"}}``)."""
-    etype = _ANTHROPIC_ERROR_TYPES.get(err.status, "api_error")
-    body = {"type": "error", "error": {"type": etype, "message": err.message}}
-    return web.Response(body=jsonutil.dumps(body), status=err.status, content_type="application/json",
-                        headers=err.headers)
