@@ -386,7 +386,7 @@ def interlock_config(workdir: Path, port: int, up0: int, up20: int, *, ledger: b
 type = "openai"
 base_url = "http://127.0.0.1:{up0}/v1"
 api_key = "sk-bench"
-responses = false
+{"responses = false" if "responses" in doors else ""}
 
 [routes.bench-chatonly]
 chain = "upchat/{OPENAI_MODEL}"
@@ -673,6 +673,7 @@ def measure_doors(args: argparse.Namespace, runner: Runner, targets: dict[str, T
     def record(test: str, name: str, res: dict[str, Any], served: int) -> None:
         raw.setdefault(test, {}).setdefault(name, []).append(res)
         targets[name].served += served
+        targets[name].sample_rss(test)
         PROCS.check_alive()
         time.sleep(args.settle)
         quiesce(busy)
@@ -927,7 +928,7 @@ def machine_info(litellm_py: Path | None) -> dict[str, Any]:
 
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
-    raw = results["raw"]
+    raw = results.get("raw", {})
     s: dict[str, Any] = {}
 
     def med(test: str, name: str, key: str) -> float | None:
@@ -1379,6 +1380,9 @@ def main() -> int:
             measure_doors(args, runner, targets, ports, results, doors)
         if "chat" in doors:  # the soak tops up with chat requests (its rates come from the chat tests)
             soak(args, runner, targets, ports, results)
+        else:
+            for t in targets.values():
+                t.sample_rss("end")
 
         _, _, stats = http("GET", f"http://127.0.0.1:{ports['otlp']}/stats")
         results["rss"] = {n: rss_summary(t) for n, t in targets.items() if t.pid}

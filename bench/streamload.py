@@ -46,10 +46,14 @@ def _last_event(received: bytes) -> tuple[bytes, bytes]:
 
 
 def _ended(received: bytes, end_marker: bytes) -> bool:
-    """The stream's last event is its protocol's end: [DONE], message_stop, or response.completed
-    (some gateways send a [DONE] after response.completed; that counts as the same end)."""
+    """The stream's last event is its protocol's end: [DONE], message_stop, or response.completed.
+
+    SSE comments after it (interlock's ``: x-interlock-cost-usd=...``) are not events, and some
+    gateways send a ``[DONE]`` after response.completed or message_stop: neither hides the end.
+    """
     rest, last = _last_event(received.rstrip())
-    if end_marker != b"[DONE]" and last.strip() == b"data: [DONE]":
+    while rest and (all(line.startswith(b":") for line in last.strip().splitlines())
+                    or (end_marker != b"[DONE]" and last.strip() == b"data: [DONE]")):
         rest, last = _last_event(rest)
     return end_marker in last
 
