@@ -9,7 +9,8 @@ gateway's root URL and a model from ``INTERLOCK_URL`` / ``INTERLOCK_MODEL``, ass
 Here an in-process gateway runs on the fakes from :mod:`interlock.testing` and each script
 runs against it in a subprocess (started with asyncio, so the gateway keeps serving while
 the script waits on it), once per kind of upstream: the protocol passed through to an
-upstream that speaks it, or translated to one that does not. ``npm ci`` installs the
+upstream that speaks it, or translated to one that does not; the upstream's received
+paths show which of the two happened. ``npm ci`` installs the
 pinned SDKs into ``tests/node/node_modules`` once per session when they are missing (CI
 runs it beforehand). Only a machine without ``node`` skips these tests.
 """
@@ -22,6 +23,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -60,8 +62,20 @@ def node_sdks() -> Path:
     return NODE_DIR
 
 
+@dataclass
+class Setup:
+    gw: RunningGateway
+    openai: FakeOpenAI
+    anthropic: FakeAnthropic
+
+    def upstream_paths(self, model: str) -> set[str]:
+        """The paths the upstream serving ``model`` was sent (the protocol it was spoken to in)."""
+        fake: FakeOpenAI | FakeAnthropic = self.openai if model == OPENAI_MODEL else self.anthropic
+        return {r.path for r in fake.requests}
+
+
 @pytest.fixture
-async def gateway() -> AsyncIterator[RunningGateway]:
+async def setup() -> AsyncIterator[Setup]:
     """A gateway with an OpenAI-wire and an Anthropic-wire upstream (the fakes), models auto-detected."""
     async with FakeOpenAI(models=[OPENAI_MODEL]) as openai_fake, FakeAnthropic(models=[ANTHROPIC_MODEL]) as claude:
         toml = f"""
@@ -74,7 +88,7 @@ base_url = "{claude.base_url}"
 api_key = "sk-upstream-anthropic"
 """
         async with running_gateway(toml) as gw:
-            yield gw
+            yield Setup(gw, openai_fake, claude)
 
 
 async def run_script(script: str, gw: RunningGateway, model: str) -> None:
@@ -101,18 +115,38 @@ async def require_door(gw: RunningGateway, path: str) -> None:
         pytest.skip(f"door not on this branch yet: POST {path}")
 
 
-@pytest.mark.parametrize("model", [OPENAI_MODEL, ANTHROPIC_MODEL], ids=["openai-upstream", "anthropic-translated"])
-async def test_chat_completions_with_the_node_openai_sdk(node_sdks: Path, gateway: RunningGateway, model: str) -> None:
-    await run_script("chat.mjs", gateway, model)
+@pytest.mark.parametrize(
+    ("model", "upstream_path"),
+    [(OPENAI_MODEL, "/v1/chat/completions"), (ANTHROPIC_MODEL, "/v1/messages")],
+    ids=["openai-upstream", "anthropic-translated"],
+)
+async def test_chat_completions_with_the_node_openai_sdk(
+    node_sdks: Path, setup: Setup, model: str, upstream_path: str
+) -> None:
+    await run_script("chat.mjs", setup.gw, model)
+    assert setup.upstream_paths(model) == {upstream_path}
 
 
-@pytest.mark.parametrize("model", [OPENAI_MODEL, ANTHROPIC_MODEL], ids=["openai-upstream", "anthropic-translated"])
-async def test_responses_with_the_node_openai_sdk(node_sdks: Path, gateway: RunningGateway, model: str) -> None:
-    await require_door(gateway, "/v1/responses")
-    await run_script("responses.mjs", gateway, model)
+@pytest.mark.parametrize(
+    ("model", "upstream_path"),
+    [(OPENAI_MODEL, "/v1/responses"), (ANTHROPIC_MODEL, "/v1/messages")],
+    ids=["openai-passed-through", "anthropic-translated"],
+)
+async def test_responses_with_the_node_openai_sdk(node_sdks: Path, setup: Setup, model: str, upstream_path: str) -> None:
+    await require_door(setup.gw, "/v1/responses")
+    await run_script("responses.mjs", setup.gw, model)
+    assert setup.upstream_paths(model) == {upstream_path}
 
 
-@pytest.mark.parametrize("model", [ANTHROPIC_MODEL, OPENAI_MODEL], ids=["anthropic-upstream", "openai-translated"])
-async def test_messages_with_the_node_anthropic_sdk(node_sdks: Path, gateway: RunningGateway, model: str) -> None:
-    await require_door(gateway, "/v1/messages")
-    await run_script("messages.mjs", gateway, model)
+@pytest.mark.parametrize(
+    ("model", "upstream_paths"),
+    # count_tokens goes to Anthropic's own endpoint; translated, the gateway estimates it
+    [(ANTHROPIC_MODEL, {"/v1/messages", "/v1/messages/count_tokens"}), (OPENAI_MODEL, {"/v1/chat/completions"})],
+    ids=["anthropic-passed-through", "openai-translated"],
+)
+async def test_messages_with_the_node_anthropic_sdk(
+    node_sdks: Path, setup: Setup, model: str, upstream_paths: set[str]
+) -> None:
+    await require_door(setup.gw, "/v1/messages")
+    await run_script("messages.mjs", setup.gw, model)
+    assert setup.upstream_paths(model) == upstream_paths
