@@ -25,6 +25,7 @@ from interlock.accounting import spend
 from interlock.accounting.keys import ApiKey, request_tags
 from interlock.core import admin, stats
 from interlock.core.doors.chat_completions import CHAT_COMPLETIONS, EMBEDDINGS
+from interlock.core.doors.openai_responses import RESPONSES_ERRORS
 from interlock.core.errors import GatewayError
 from interlock.core.gateway import GATEWAY as GATEWAY  # re-exported: the app's key for its gateway
 from interlock.core.gateway import Gateway
@@ -58,6 +59,8 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_post("/chat/completions", chat_completions)  # clients configured without /v1
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/embeddings", embeddings)
+    app.router.add_post("/v1/responses", responses)
+    app.router.add_post("/responses", responses)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/models", models)
     app.router.add_get("/health", health)
@@ -89,8 +92,14 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     return await _serve(request, EMBEDDINGS)
 
 
+async def responses(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, request.app[GATEWAY].responses_door)  # the gateway's: it holds the response store
+
+
 #: each door's handler, for the middleware: its errors are written in the door's protocol
-_DOORS: dict[Handler, FrontDoor] = {chat_completions: CHAT_COMPLETIONS, embeddings: EMBEDDINGS}
+_DOORS: dict[Handler, FrontDoor] = {
+    chat_completions: CHAT_COMPLETIONS, embeddings: EMBEDDINGS, responses: RESPONSES_ERRORS,
+}
 _TRACED_HANDLERS = frozenset(_DOORS)
 
 

@@ -25,6 +25,8 @@ from interlock.accounting.pricing import PriceTable
 from interlock.core import config as config_mod
 from interlock.core.breaker import Breaker
 from interlock.core.config import Config, ConfigError
+from interlock.core.doors.openai_responses import ResponsesDoor
+from interlock.core.doors.stored_responses import ResponseStore
 from interlock.core.health import HealthBoard
 from interlock.core.lifecycle import Lifecycle
 from interlock.core.plugins import collect, make_plugin_manager, notify
@@ -51,6 +53,7 @@ class Gateway:
         store: Store | None = None,
         clock: Callable[[], float] | None = None,
         telemetry: Telemetry | None = None,
+        response_store: ResponseStore | None = None,
     ) -> None:
         self.cfg = cfg
         # traces and metrics (core.telemetry); tests pass Telemetry.for_tests(...)
@@ -73,6 +76,9 @@ class Gateway:
         self.budgets, self.anomaly, self.guard = self._spend_guards(cfg)
         #: runs every request on this configuration (rebuilt with the router on reload)
         self.lifecycle = Lifecycle(self.router, self.guard, self.record)
+        #: stored Responses-API responses (None: storing is off); interim until the SQL store is wired here
+        self.response_store: ResponseStore | None = response_store
+        self.responses_door = ResponsesDoor(self.response_store)
         self._ticker: asyncio.Task[None] | None = None
         self.keys = KeyStore(cfg.keys, cfg.database_url)  # gateway API keys: config + stored (api_keys)
         self.reloads = 0
@@ -140,6 +146,7 @@ class Gateway:
         self.keys.configure(cfg.keys)
         self.budgets, self.anomaly, self.guard = self._spend_guards(cfg)  # in-flight reservations settle on their own keys
         self.lifecycle = Lifecycle(self.router, self.guard, self.record)
+        self.responses_door = ResponsesDoor(self.response_store)
         self.reloads += 1
         log.info("configuration reloaded from %s (%d routes, %d providers)", cfg.source, len(resolver.routes), len(providers))
         return notes
