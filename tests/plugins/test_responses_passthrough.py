@@ -74,7 +74,7 @@ api_key = "k"
 
 
 async def test_native_usage_is_accounted(oai: FakeOpenAI, make_gateway: GatewayFactory) -> None:
-    gw = await make_gateway(f'[providers.openai]\nbase_url = "{oai.base_url}"\napi_key = "k"\n')
+    gw = await make_gateway(f'[providers.openai]\nbase_url = "{oai.base_url}"\napi_key = "sk-native-test-key"\n')
     result = await gw.client.responses.create(model="gpt-4o", input="Hello there")
     assert result.usage is not None
     usage = gw.log.last.usage
@@ -98,11 +98,11 @@ async def test_native_usage_is_accounted(oai: FakeOpenAI, make_gateway: GatewayF
 )
 async def test_the_responses_option_is_validated(table: str, problem: str, oai: FakeOpenAI, make_gateway: GatewayFactory) -> None:
     with pytest.raises(ConfigError, match=problem):
-        await make_gateway(f'[providers.x]\n{table}\nbase_url = "{oai.base_url}"\napi_key = "k"\n')
+        await make_gateway(f'[providers.x]\n{table}\nbase_url = "{oai.base_url}"\napi_key = "sk-native-test-key"\n')
 
 
 async def test_native_errors_reach_the_client_in_openai_shape(oai: FakeOpenAI, make_gateway: GatewayFactory) -> None:
-    gw = await make_gateway(f'[providers.openai]\nbase_url = "{oai.base_url}"\napi_key = "k"\n')
+    gw = await make_gateway(f'[providers.openai]\nbase_url = "{oai.base_url}"\napi_key = "sk-native-test-key"\n')
     with pytest.raises(openai.BadRequestError) as info:
         await gw.client.responses.create(model="gpt-4o", input="hi", max_output_tokens=3)  # below OpenAI's minimum
     assert "max_output_tokens" in info.value.message and "integer below minimum value" in info.value.message
