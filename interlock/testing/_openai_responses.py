@@ -12,16 +12,13 @@ under the server's :class:`~interlock.testing._base.Fault` like every other stre
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
 
-from interlock.testing._base import request_state
+from interlock.testing._base import FakeServer, request_state
 from interlock.testing._replies import Reply, ReplyError, call_id, plan_reply, prompt_tokens, split
-
-if TYPE_CHECKING:
-    from interlock.testing.fake_openai import FakeOpenAI
 
 _PARSE_ERROR = "We could not parse the JSON body of your request."
 
@@ -103,8 +100,8 @@ def _response(body: dict[str, Any], rid: str, status: str, output: list[Any], us
     }
 
 
-async def responses(fake: FakeOpenAI, request: web.Request) -> web.StreamResponse:
-    """``POST /v1/responses`` on ``fake``."""
+async def responses(fake: FakeServer, request: web.Request, models: list[str], chunks: int) -> web.StreamResponse:
+    """``POST /v1/responses`` on ``fake``, which serves ``models`` and streams text in about ``chunks`` pieces."""
     state = request_state(request)
     body = state.json
     if state.malformed or not isinstance(body, dict):
@@ -112,7 +109,7 @@ async def responses(fake: FakeOpenAI, request: web.Request) -> web.StreamRespons
     for name in ("model", "input"):
         if body.get(name) is None:
             return _invalid(name, f"Missing required parameter: '{name}'.", "missing_required_parameter")
-    if body["model"] not in fake.models:
+    if body["model"] not in models:
         return _json({"error": {"message": f"The model `{body['model']}` does not exist or you do not have access to it.",
                                 "type": "invalid_request_error", "param": None, "code": "model_not_found"}}, 404)
     if body.get("previous_response_id") is not None:
@@ -136,12 +133,12 @@ async def responses(fake: FakeOpenAI, request: web.Request) -> web.StreamRespons
     final = _response(body, rid, status, [item], usage, reply)
     if body.get("stream") is not True:
         return _json(final)
-    return await _stream(fake, request, body, rid, item, reply, final)
+    return await _stream(fake, request, body, rid, item, reply, final, chunks)
 
 
 async def _stream(
-    fake: FakeOpenAI, request: web.Request, body: dict[str, Any], rid: str, item: dict[str, Any], reply: Reply,
-    final: dict[str, Any],
+    fake: FakeServer, request: web.Request, body: dict[str, Any], rid: str, item: dict[str, Any], reply: Reply,
+    final: dict[str, Any], chunks: int,
 ) -> web.StreamResponse:
     seq = iter(range(1_000_000))
 
@@ -158,7 +155,7 @@ async def _stream(
         head.append(event("response.content_part.added", **where, content_index=0, part=empty))
         text = reply.content or ""
         events = [event("response.output_text.delta", **where, content_index=0, delta=piece, logprobs=[])
-                  for piece in split(text, fake.chunks)]
+                  for piece in split(text, chunks)]
         tail = [
             event("response.output_text.done", **where, content_index=0, text=text, logprobs=[]),
             event("response.content_part.done", **where, content_index=0, part=item["content"][0]),
@@ -166,7 +163,7 @@ async def _stream(
     else:
         head.append(event("response.output_item.added", output_index=0, item={**item, "status": "in_progress", "arguments": ""}))
         args = reply.arguments or ""
-        events = [event("response.function_call_arguments.delta", **where, delta=piece) for piece in split(args, fake.chunks)]
+        events = [event("response.function_call_arguments.delta", **where, delta=piece) for piece in split(args, chunks)]
         tail = [event("response.function_call_arguments.done", **where, arguments=args)]
     tail.append(event("response.output_item.done", output_index=0, item=item))
     tail.append(event("response.completed" if final["status"] == "completed" else "response.incomplete", response=final))

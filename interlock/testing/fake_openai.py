@@ -20,7 +20,7 @@ from aiohttp import web
 
 from interlock.testing._base import FakeServer, Fault, ReceivedRequest, request_state
 from interlock.testing._openai_responses import responses
-from interlock.testing._replies import WORD_RE, Reply, ReplyError, call_id, embed, plan_reply, prompt_tokens, split
+from interlock.testing._replies import Reply, ReplyError, call_id, embed, plan_reply, prompt_tokens, split
 
 __all__ = ["FakeOpenAI", "Fault", "ReceivedRequest"]
 
@@ -337,7 +337,7 @@ class FakeOpenAI(FakeServer):
         )
 
     async def _responses(self, request: web.Request) -> web.StreamResponse:
-        return await responses(self, request)
+        return await responses(self, request, self.models, self.chunks)
 
     # -- /v1/embeddings -------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ ledger) is the lifecycle's, so every door gets all of it.
 * :mod:`.chat_completions`: OpenAI Chat Completions (``POST /v1/chat/completions``)
   and Embeddings (``POST /v1/embeddings``), the internal shape itself, so nothing
   is translated.
+* :mod:`.openai_responses`: the OpenAI Responses API (``POST /v1/responses``),
+  translated to Chat Completions or passed through to targets that speak it.
 
 A new door is a module here with an object satisfying ``FrontDoor``, and a route in
 :func:`interlock.core.app.create_app` pointing at it.
