@@ -356,3 +356,18 @@ async def test_mid_stream_failure_ends_with_response_failed(target: str, gw: Run
     assert failed.response.id == events[0].response.id  # the same response the stream began
     assert failed.sequence_number > events[-2].sequence_number
     assert gw.log.last.status == 502
+
+
+@pytest.mark.parametrize("target", [CHAT_ONLY, CLAUDE])
+async def test_output_limit_makes_an_incomplete_response(target: str, gw: RunningGateway) -> None:
+    prompt = " ".join(["a"] * 40)  # the fake's reply is longer than the limit
+    plain = await gw.client.responses.create(model=target, input=prompt, max_output_tokens=5)
+    assert plain.status == "incomplete" and plain.incomplete_details is not None
+    assert plain.incomplete_details.reason == "max_output_tokens"
+    assert plain.output[0].type == "message" and plain.output[0].status == "incomplete"
+    async with gw.client.responses.stream(model=target, input=prompt, max_output_tokens=5) as stream:
+        events = [event async for event in stream]
+    last = events[-1]
+    assert last.type == "response.incomplete" and last.response.status == "incomplete"
+    assert comparable(last.response.output) == comparable(plain.output)
+    assert last.response.usage == plain.usage
