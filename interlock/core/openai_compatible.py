@@ -9,7 +9,6 @@ providers subclass it through :mod:`interlock.provider_api`.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
@@ -51,16 +50,19 @@ class OpenAICompatible(HTTPProvider):
 
     # -- config ----------------------------------------------------------- #
 
+    #: ``responses = true`` says the upstream also serves ``POST {base_url}/responses`` (the OpenAI
+    #: Responses API), so requests from the Responses door are passed through instead of translated;
+    #: ``false`` turns that off for a type that speaks it by default (OpenAI)
+    option_keys: ClassVar[frozenset[str]] = frozenset({"responses"})
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.option_keys = cls.option_keys | {"responses"}  # every OpenAI-wire type understands it
+
     @classmethod
     def validate(cls, settings: ProviderSettings) -> list[tuple[str, str]]:
-        """The base checks, plus the ``responses`` option every OpenAI-wire instance understands.
-
-        ``responses = true`` says the upstream also serves ``POST {base_url}/responses`` (the OpenAI
-        Responses API), so requests from the Responses door are passed through instead of
-        translated; ``false`` turns that off for a type that speaks it by default (OpenAI).
-        """
-        others = {k: v for k, v in settings.options.items() if k != "responses"}
-        problems = super().validate(dataclasses.replace(settings, options=others))
+        """The base checks, plus the type of the ``responses`` option."""
+        problems = super().validate(settings)
         if not isinstance(settings.options.get("responses", False), bool):
             problems.append(("responses", "must be true or false"))
         return problems
