@@ -356,6 +356,11 @@ async def test_mid_stream_failure_ends_with_response_failed(target: str, gw: Run
     assert failed.response.id == events[0].response.id  # the same response the stream began
     assert failed.sequence_number > events[-2].sequence_number
     assert gw.log.last.status == 502
+    if target == CHAT_ONLY:  # the text that made it is in the failed response, its message marked incomplete
+        sent = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        message = failed.response.output[0]
+        assert message.type == "message" and message.status == "incomplete"
+        assert sent and message.content[0].text == sent  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("target", [CHAT_ONLY, CLAUDE])

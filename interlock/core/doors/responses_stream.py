@@ -122,7 +122,8 @@ class ResponsesStream:
         else:
             if not self._started:
                 self._begin()
-            failed = self._response(status="failed", output=self._builder.items)
+            # the items under way end as incomplete (their done events first), so the failed response holds the text so far
+            failed = self._response(status="failed", output=self._builder.finish("incomplete"))
             failed["error"] = error
         self._emit("response.failed", {"response": failed})
         return self._flush()
