@@ -29,6 +29,7 @@ from interlock.core.doors.anthropic_messages import context as messages_context
 from interlock.core.doors.chat_completions import CHAT_COMPLETIONS, EMBEDDINGS
 from interlock.core.doors.messages_count import ESTIMATE_HEADER
 from interlock.core.doors.messages_count import count_tokens as count_message_tokens
+from interlock.core.doors.openai_responses import RESPONSES_ERRORS
 from interlock.core.errors import GatewayError
 from interlock.core.gateway import GATEWAY as GATEWAY  # re-exported: the app's key for its gateway
 from interlock.core.gateway import Gateway
@@ -67,6 +68,8 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/v1/responses/{response_id}/input_items", response_input_items)
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", messages_count_tokens)
+    app.router.add_post("/v1/responses", responses)
+    app.router.add_post("/responses", responses)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/models", models)
     app.router.add_get("/v1/models/{model_id:.+}", model_info)  # ids may hold a slash: openai/gpt-4o
@@ -113,9 +116,13 @@ async def messages_count_tokens(request: web.Request) -> web.StreamResponse:
     return json_response({"input_tokens": tokens}, headers={ESTIMATE_HEADER: "true"} if estimated else None)
 
 
+async def responses(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, request.app[GATEWAY].responses_door)  # the gateway's: it holds the response store
+
+
 #: each door's handler, for the middleware: its errors are written in the door's protocol
 _DOORS: dict[Handler, FrontDoor] = {
-    chat_completions: CHAT_COMPLETIONS, embeddings: EMBEDDINGS,
+    chat_completions: CHAT_COMPLETIONS, embeddings: EMBEDDINGS, responses: RESPONSES_ERRORS,
     messages: ANTHROPIC_MESSAGES, messages_count_tokens: ANTHROPIC_MESSAGES,
 }
 _TRACED_HANDLERS = frozenset(_DOORS)

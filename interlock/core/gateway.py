@@ -27,6 +27,7 @@ from interlock.accounting.stored_responses import SqlResponseStore
 from interlock.core import config as config_mod
 from interlock.core.breaker import Breaker
 from interlock.core.config import Config, ConfigError
+from interlock.core.doors.openai_responses import ResponsesDoor
 from interlock.core.doors.stored_responses import ResponseStore
 from interlock.core.health import HealthBoard
 from interlock.core.lifecycle import Lifecycle
@@ -87,6 +88,7 @@ class Gateway:
             if response_store is None and cfg.responses.store else None
         )
         self.response_store: ResponseStore | None = response_store if response_store is not None else self._sql_responses
+        self.responses_door = ResponsesDoor(self.response_store)  # rebuilt on reload, like the lifecycle
         self.reloads = 0
         self.on_reload: list[Callable[[Gateway], None]] = []  # e.g. the log redactor learning new keys
 
@@ -157,6 +159,7 @@ class Gateway:
         self.keys.configure(cfg.keys)
         self.budgets, self.anomaly, self.guard = self._spend_guards(cfg)  # in-flight reservations settle on their own keys
         self.lifecycle = Lifecycle(self.router, self.guard, self.record)
+        self.responses_door = ResponsesDoor(self.response_store)
         self.reloads += 1
         log.info("configuration reloaded from %s (%d routes, %d providers)", cfg.source, len(resolver.routes), len(providers))
         return notes

@@ -17,8 +17,10 @@ import aiohttp
 
 from interlock.core import jsonutil
 from interlock.core.http_provider import HTTPProvider, error_fields
-from interlock.core.sse import iter_sse_data
-from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, RequestContext, UpstreamError, Usage
+from interlock.core.provider import ProviderSettings
+from interlock.core.responses_wire import native_chunk, usage_from_responses
+from interlock.core.sse import iter_sse, iter_sse_data
+from interlock.core.types import ChatResult, Chunk, EmbeddingsResult, NativeResult, RequestContext, UpstreamError, Usage
 
 # OpenAI's reasoning models (o-series, gpt-5) reject max_tokens and want max_completion_tokens
 _REASONING = re.compile(r"^(o\d|gpt-5)", re.IGNORECASE)
@@ -39,15 +41,45 @@ class OpenAICompatible(HTTPProvider):
 
     chat_path: ClassVar[str] = "/chat/completions"
     embeddings_path: ClassVar[str] = "/embeddings"
+    #: where OpenAI Responses requests go when the instance takes them natively (see :meth:`speaks`)
+    responses_path: ClassVar[str] = "/responses"
     #: ask for usage on streams with ``stream_options.include_usage`` (some APIs reject the field)
     stream_usage_option: ClassVar[bool] = True
     #: provider finish reasons that are not OpenAI's, mapped onto OpenAI's set
     finish_reasons: ClassVar[dict[str, str]] = {}
 
+    # -- config ----------------------------------------------------------- #
+
+    #: ``responses = true`` says the upstream also serves ``POST {base_url}/responses`` (the OpenAI
+    #: Responses API), so requests from the Responses door are passed through instead of translated;
+    #: ``false`` turns that off for a type that speaks it by default (OpenAI)
+    option_keys: ClassVar[frozenset[str]] = frozenset({"responses"})
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.option_keys = cls.option_keys | {"responses"}  # every OpenAI-wire type understands it
+
+    @classmethod
+    def validate(cls, settings: ProviderSettings) -> list[tuple[str, str]]:
+        """The base checks, plus the type of the ``responses`` option."""
+        problems = super().validate(settings)
+        if not isinstance(settings.options.get("responses", False), bool):
+            problems.append(("responses", "must be true or false"))
+        return problems
+
+    def speaks(self, protocol: str, model: str) -> bool:
+        """Responses natively when the type does by default or the instance says ``responses = true``."""
+        if protocol == "responses":
+            return bool(self.settings.options.get("responses", "responses" in self.native_protocols))
+        return protocol in self.native_protocols
+
     # -- quirks (override in subclasses) --------------------------------- #
 
     def prepare(self, body: dict[str, Any], model: str, stream: bool) -> None:
         """Adjust the outgoing body in place (it is already a copy)."""
+
+    def prepare_native(self, body: dict[str, Any], model: str) -> None:
+        """Adjust an outgoing Responses request in place (a copy; ``model`` is already set)."""
 
     def fix_response(self, body: dict[str, Any]) -> None:
         """Adjust a non-stream response in place (OpenAI semantics)."""
@@ -167,6 +199,52 @@ class OpenAICompatible(HTTPProvider):
             response_id=obj.get("id"),
             response_model=obj.get("model"),
         )
+
+    # -- the OpenAI Responses API, passed through ---------------------------- #
+
+    def _native_body(self, ctx: RequestContext, model: str, stream: bool) -> dict[str, Any]:
+        body = dict(ctx.native or {})
+        body["model"] = model
+        if stream:
+            body["stream"] = True
+        else:
+            body.pop("stream", None)
+            body.pop("stream_options", None)
+        self.prepare_native(body, model)
+        return body
+
+    async def native(self, ctx: RequestContext, model: str) -> NativeResult:
+        """The client's Responses request (``ctx.native``, ``model`` replaced); the upstream's response object."""
+        resp = await self._post(self.responses_path, model, self._native_body(ctx, model, stream=False))
+        body = await self.read_object(resp)
+        if body.get("object") != "response":
+            message, code, etype = error_fields(body)
+            raise UpstreamError(
+                f"{self.name} returned no response object: {message}", kind="http", status=502, body=body, code=code,
+                error_type=etype,
+            )
+        if body.get("status") == "failed":
+            err: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
+            raise UpstreamError(
+                f"{self.name}: the response failed: {err.get('message') or 'no reason given'}", kind="http", status=502,
+                body=body, code=str(err.get("code") or "") or None,
+            )
+        return NativeResult(body, usage_from_responses(body.get("usage")))
+
+    async def native_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:
+        """The upstream's Responses events, each one native chunk as it arrived (lifecycle events parsed)."""
+        resp = await self._post(self.responses_path, model, self._native_body(ctx, model, stream=True), stream=True)
+        done = False
+        async with self.reading(resp, lambda: done, "response.completed"):
+            async for event, data in iter_sse(resp.content):
+                chunk = native_chunk(self.name, event, data)
+                if chunk is None:
+                    continue
+                if chunk.finish_reason is not None:
+                    done = True  # response.completed / response.incomplete: the last event of a stream
+                yield chunk
+                if done:
+                    break
 
     async def embeddings(self, ctx: RequestContext, model: str) -> EmbeddingsResult:
         """The client's embeddings request with ``model`` replaced, passed through."""

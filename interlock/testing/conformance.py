@@ -5,7 +5,9 @@ the provider's own wire protocol, so what is checked is the translation both
 ways: text, system prompt, multi-turn, image input, a tool-call round trip, JSON
 mode, streaming with usage, embeddings, and every failure class the routing
 engine acts on (each one must reach the router as the right class, and fall
-back or fail fast accordingly).
+back or fail fast accordingly). The same provider is then driven through the
+Anthropic Messages and OpenAI Responses doors with those protocols' official
+SDKs (:mod:`interlock.testing.conformance_doors`).
 
 Built-in providers run it from ``tests/plugins/test_conformance.py``. A
 third-party plugin runs it against its own provider in a few lines::
@@ -45,6 +47,7 @@ from openai.types.chat import (
 )
 
 from interlock.testing._base import FakeServer, Fault
+from interlock.testing.conformance_doors import DoorConformance
 from interlock.testing.fake_openai import FakeOpenAI
 from interlock.testing.gateway import RunningGateway, provider_table, running_gateway
 
@@ -130,8 +133,11 @@ class ConformanceEnv:
         return self.gw.client
 
 
-class ProviderConformance:
-    """Subclass with ``CASE = ProviderCase(...)`` (or override the ``case`` fixture) to run the suite."""
+class ProviderConformance(DoorConformance):
+    """Subclass with ``CASE = ProviderCase(...)`` (or override the ``case`` fixture) to run the suite.
+
+    The Messages and Responses door cases come with it (:class:`DoorConformance`).
+    """
 
     CASE: ClassVar[ProviderCase | None] = None
 
@@ -159,11 +165,6 @@ class ProviderConformance:
             )
             async with running_gateway(toml, environ=dict(case.environ), extra_plugins=case.extra_plugins) as gw:
                 yield ConformanceEnv(case, fake, backup, gw)
-
-    @staticmethod
-    def need(env: ConformanceEnv, feature: str) -> None:
-        if feature not in env.case.features:
-            pytest.skip(f"{env.case.name} does not offer {feature}")
 
     # -- happy paths ------------------------------------------------------------------------
 

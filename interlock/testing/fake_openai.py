@@ -1,7 +1,7 @@
 """A fake upstream that speaks the OpenAI wire protocol, with fault injection.
 
 ``FakeOpenAI`` serves ``/v1/models``, ``/v1/chat/completions`` (plain and SSE streaming, tools,
-JSON modes, ``n``) and ``/v1/embeddings`` with deterministic answers, so the gateway's tests,
+JSON modes, ``n``), ``/v1/responses`` (the Responses API, :mod:`._openai_responses`) and ``/v1/embeddings`` with deterministic answers, so the gateway's tests,
 plugin authors and the ``--demo`` mode can run without a real provider.  Faults (error
 statuses, latency, stalled or broken streams) are queued with :meth:`FakeOpenAI.add_fault`, or
 over HTTP at ``/_fake/faults`` from another process.
@@ -19,7 +19,8 @@ import orjson
 from aiohttp import web
 
 from interlock.testing._base import FakeServer, Fault, ReceivedRequest, request_state
-from interlock.testing._replies import WORD_RE, Reply, ReplyError, call_id, embed, plan_reply, prompt_tokens, split
+from interlock.testing._openai_responses import responses
+from interlock.testing._replies import Reply, ReplyError, call_id, embed, plan_reply, prompt_tokens, split
 
 __all__ = ["FakeOpenAI", "Fault", "ReceivedRequest"]
 
@@ -127,11 +128,13 @@ class FakeOpenAI(FakeServer):
         router.add_get("/v1/models/{model_id:.+}", self._get_model)
         router.add_post("/v1/chat/completions", self._chat_completions)
         router.add_post("/v1/embeddings", self._embeddings)
+        router.add_post("/v1/responses", self._responses)
         # Azure OpenAI's URL shapes: the deployment in the path (classic) or the unversioned v1 API
         router.add_post("/openai/deployments/{deployment}/chat/completions", self._chat_completions)
         router.add_post("/openai/deployments/{deployment}/embeddings", self._embeddings)
         router.add_post("/openai/v1/chat/completions", self._chat_completions)
         router.add_post("/openai/v1/embeddings", self._embeddings)
+        router.add_post("/openai/v1/responses", self._responses)
 
     def authorized(self, request: web.Request) -> bool:
         # OpenAI's Bearer token, or Azure's api-key header
@@ -332,6 +335,9 @@ class FakeOpenAI(FakeServer):
             error_event=_STREAM_ERROR,
             malformed=b"data: {not json\n\n",
         )
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        return await responses(self, request, self.models, self.chunks)
 
     # -- /v1/embeddings -------------------------------------------------------------------------
 

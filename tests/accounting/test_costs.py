@@ -95,3 +95,30 @@ async def test_retries_are_costed_and_summed(fake: FakeOpenAI, tmp_path: Path) -
         attempt_costs = conn.execute("SELECT sum(cost_usd) FROM attempts").fetchone()[0]
         request_costs = conn.execute("SELECT sum(cost_usd) FROM requests").fetchone()[0]
         assert abs(Decimal(str(attempt_costs)) - Decimal(str(request_costs))) < Decimal("1e-9")
+
+
+async def test_spend_groups_by_the_clients_protocol(fake: FakeOpenAI, tmp_path: Path) -> None:
+    """Each door's requests are costed and recorded with their protocol; costs --by protocol groups them."""
+    from datetime import timedelta
+
+    import anthropic
+
+    from interlock.accounting import ledger, spend
+
+    db = tmp_path / "ledger.db"
+    async with running_gateway(config(fake, db)) as gw:
+        await gw.client.chat.completions.create(model="gpt-4o", messages=HI)
+        await gw.client.responses.create(model="gpt-4o", input="hello there", store=False)
+        async with anthropic.AsyncAnthropic(base_url=gw.root, api_key="k", max_retries=0) as sdk:
+            await sdk.messages.create(model="gpt-4o", max_tokens=50, messages=[{"role": "user", "content": "hello there"}])
+            await sdk.messages.create(model="gpt-4o", max_tokens=50, messages=[{"role": "user", "content": "again"}])
+        assert all(d.cost_usd is not None and d.cost_usd > 0 for d in gw.log.decisions)
+        for exporter in gw.gateway.exporters:
+            await exporter.flush()
+    engine = await ledger.open_engine(f"sqlite+aiosqlite:///{db}")
+    try:
+        report = await spend.spend(engine, ["protocol"], timedelta(hours=1))
+    finally:
+        await engine.dispose()
+    requests = {row["protocol"]: row["requests"] for row in report.rows}
+    assert requests == {"chat_completions": 1, "responses": 1, "messages": 2}

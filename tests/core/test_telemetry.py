@@ -544,3 +544,33 @@ def test_provider_names_follow_the_semantic_conventions() -> None:
     assert T.METRIC_OPERATION_DURATION == gen_ai_metrics.GEN_AI_CLIENT_OPERATION_DURATION
     if hasattr(gen_ai_metrics, "GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK"):
         assert T.METRIC_TIME_TO_FIRST_CHUNK == gen_ai_metrics.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK
+
+
+@pytest.mark.parametrize("door", ["responses", "messages"])
+async def test_each_door_gives_one_trace_recording_its_protocol(
+    door: str, fake: FakeOpenAI, make_gateway: GatewayFactory, spans: InMemorySpanExporter, reader: InMemoryMetricReader
+) -> None:
+    """A Responses or Messages request falls back like a chat one: SERVER -> routing -> both attempts, one trace."""
+    import anthropic
+
+    gw = await make_gateway(openai_config(fake.base_url), telemetry=Telemetry.for_tests(spans, reader))
+    fake.add_fault(Fault(status=500, model="gpt-4o"))
+    if door == "responses":
+        raw = await gw.client.responses.with_raw_response.create(model="smart", input="hello", store=False)
+        path = "/v1/responses"
+    else:
+        async with anthropic.AsyncAnthropic(base_url=gw.root, api_key="k", max_retries=0) as sdk:
+            raw = await sdk.messages.with_raw_response.create(model="smart", max_tokens=50, messages=[
+                {"role": "user", "content": "hello"}])
+        path = "/v1/messages"
+    assert raw.headers["x-interlock-fallback"] == "true"
+    finished = spans.get_finished_spans()
+    (server,) = by_kind(finished, SpanKind.SERVER)
+    (routing,) = by_kind(finished, SpanKind.INTERNAL)
+    attempts = by_kind(finished, SpanKind.CLIENT)
+    assert len({s.context.trace_id for s in finished}) == 1 and len(attempts) == 2
+    assert server.name == f"POST {path}"
+    assert routing.parent is not None and routing.parent.span_id == server.context.span_id
+    assert routing.attributes[T.INTERLOCK_PROTOCOL] == door
+    assert routing.attributes[T.INTERLOCK_FALLBACK_USED] is True
+    assert gw.log.last.protocol == door

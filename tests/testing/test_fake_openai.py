@@ -524,3 +524,107 @@ async def test_app_with_aiohttp_test_client(aiohttp_client: Any) -> None:
     assert (await resp.json())["data"][0]["id"] == "m1"
     resp = await http.post("/v1/chat/completions", json={"model": "m1", "messages": HELLO})
     assert (await resp.json())["choices"][0]["message"]["content"].startswith("Fake reply to:")
+
+
+# -- /v1/responses (the Responses API) ----------------------------------------------------------
+
+RESPONSES_TOOL: Any = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    "strict": False,
+}
+
+
+def _without_ids(output: list[Any]) -> list[Any]:
+    """Output items without what differs between two answers (ids) or only the stream helper adds (parsed)."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in ("id", "call_id", "parsed", "parsed_arguments")}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return [strip(item.model_dump()) for item in output]
+
+
+@pytest.mark.asyncio
+async def test_responses_text_stream_matches_non_stream(fake: FakeOpenAI, client: openai.AsyncOpenAI) -> None:
+    plain = await client.responses.create(model="gpt-4o", input="Hello there, how are you today?", instructions="Be brief")
+    assert plain.id.startswith("resp_fake") and plain.status == "completed" and plain.model == "gpt-4o"
+    assert plain.output_text == "Fake reply to: Hello there, how are you today?"
+    assert plain.instructions == "Be brief"
+    assert plain.usage is not None and plain.usage.output_tokens == 9
+    assert plain.usage.total_tokens == plain.usage.input_tokens + 9
+    assert fake.requests[-1].path == "/v1/responses"
+
+    async with client.responses.stream(model="gpt-4o", input="Hello there, how are you today?") as stream:
+        events = [event async for event in stream]
+        final = await stream.get_final_response()
+    assert [e.type for e in events[:4]] == [
+        "response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+    ]
+    assert events[-1].type == "response.completed"
+    numbers = [e.sequence_number for e in events]
+    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+    assert len([e for e in events if e.type == "response.output_text.delta"]) == 5
+    assert _without_ids(final.output) == _without_ids(plain.output)
+    assert final.usage == plain.usage
+
+
+@pytest.mark.asyncio
+async def test_responses_function_call_round_trip(client: openai.AsyncOpenAI) -> None:
+    first = await client.responses.create(model="gpt-4o", input="Weather in Paris?", tools=[RESPONSES_TOOL])
+    call = first.output[0]
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert json.loads(call.arguments) == {"city": "text"} and call.call_id.startswith("call_")
+
+    async with client.responses.stream(model="gpt-4o", input="Weather in Paris?", tools=[RESPONSES_TOOL]) as stream:
+        streamed = await stream.get_final_response()
+    assert _without_ids(streamed.output) == _without_ids(first.output)
+
+    second = await client.responses.create(
+        model="gpt-4o", tools=[RESPONSES_TOOL],
+        input=[
+            {"role": "user", "content": "Weather in Paris?"},
+            {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+            {"type": "function_call_output", "call_id": call.call_id, "output": "sunny, 21C"},
+        ],
+    )
+    assert second.output_text == "Tool result: sunny, 21C"
+
+
+@pytest.mark.asyncio
+async def test_responses_json_schema_and_incomplete(client: openai.AsyncOpenAI) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    result = await client.responses.create(
+        model="gpt-4o", input="Answer in JSON",
+        text={"format": {"type": "json_schema", "name": "answer", "schema": schema, "strict": True}},
+    )
+    assert json.loads(result.output_text) == {"answer": "text"}
+    long = await client.responses.create(model="gpt-4o", input=" ".join(["a"] * 40), max_output_tokens=16)
+    assert long.status == "incomplete" and long.incomplete_details is not None
+    assert long.incomplete_details.reason == "max_output_tokens"
+
+
+@pytest.mark.asyncio
+async def test_responses_errors_and_faults(fake: FakeOpenAI, client: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.create(model="nope", input="hi")
+    with pytest.raises(openai.BadRequestError) as info:
+        await client.responses.create(model="gpt-4o", input="hi", previous_response_id="resp_unknown")
+    assert info.value.code == "previous_response_not_found"
+    fake.add_fault(Fault(status=429, retry_after=2, path="/responses"))
+    with pytest.raises(openai.RateLimitError) as limited:
+        await client.responses.create(model="gpt-4o", input="hi")
+    assert limited.value.response.headers["retry-after"] == "2"
+
+    fake.add_fault(Fault(error_event_at=2, path="/responses"))
+    async with client.responses.stream(model="gpt-4o", input="Hello there, how are you today?") as stream:
+        events = [event async for event in stream]
+        with pytest.raises(RuntimeError):
+            await stream.get_final_response()  # the stream never completed
+    assert events[-1].type == "error" and events[-1].code == "server_error"
+    assert len([e for e in events if e.type == "response.output_text.delta"]) == 2

@@ -13,6 +13,8 @@ ledger) is the lifecycle's, so every door gets all of it.
   :mod:`.messages_count` for ``count_tokens``), passed through to targets that speak
   it and translated (:mod:`.messages_request`, :mod:`.messages_response`,
   :mod:`.messages_stream`) for the rest.
+* :mod:`.openai_responses`: the OpenAI Responses API (``POST /v1/responses``),
+  translated to Chat Completions or passed through to targets that speak it.
 
 A new door is a module here with an object satisfying ``FrontDoor``, and a route in
 :func:`interlock.core.app.create_app` pointing at it.

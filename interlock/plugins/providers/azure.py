@@ -4,7 +4,10 @@
 The model a client asks for is mapped to a deployment through the
 ``deployments`` table (default: a deployment named like the model). With
 ``api_version = "v1"`` the newer unversioned ``/openai/v1`` API is used, where
-the deployment goes in the body's ``model``.
+the deployment goes in the body's ``model``. Azure serves the Responses API only on
+that v1 surface (``POST {base_url}/openai/v1/responses``, the deployment in
+``model``), so Responses requests are passed through natively with ``api_version =
+"v1"`` and translated to Chat Completions otherwise.
 """
 
 from __future__ import annotations
@@ -41,7 +44,17 @@ class Azure(OpenAICompatible):
             problems.append(("deployments", "must be a table mapping model names to deployment names"))
         if not isinstance(settings.options.get("api_version", ""), str):
             problems.append(("api_version", "must be a string such as \"2024-10-21\" or \"v1\""))
+        elif settings.options.get("responses") is True and settings.options.get("api_version") != "v1":
+            problems.append(("responses", "Azure serves the Responses API only with api_version = \"v1\""))
         return problems
+
+    def speaks(self, protocol: str, model: str) -> bool:
+        if protocol == "responses":
+            return self.api_version == "v1" and self.settings.options.get("responses", True) is True
+        return super().speaks(protocol, model)
+
+    def prepare_native(self, body: dict[str, Any], model: str) -> None:
+        body["model"] = self.deployment(model)
 
     @property
     def api_version(self) -> str:

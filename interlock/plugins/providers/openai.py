@@ -1,4 +1,9 @@
-"""OpenAI: the reference wire format, passed through as-is."""
+"""OpenAI: the reference wire format, passed through as-is.
+
+OpenAI serves the Responses API too, so requests from the Responses door are passed
+through to ``POST /v1/responses`` untranslated (``responses = false`` in the provider
+table sends them translated to Chat Completions instead).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ class OpenAI(OpenAICompatible):
     env_base_url = "OPENAI_BASE_URL"
     default_base_url = "https://api.openai.com/v1"
     option_keys = frozenset({"organization", "project"})
+    native_protocols = frozenset({"responses"})
 
     def headers(self) -> dict[str, str]:
         headers = super().headers()
