@@ -87,12 +87,12 @@ async def collect(stream: AsyncIterator[Chunk], into: list[Chunk]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def vertex_provider() -> AsyncIterator[tuple[Vertex, FakeVertex]]:
+async def vertex_provider(headers: dict[str, str] | None = None) -> AsyncIterator[tuple[Vertex, FakeVertex]]:
     async with FakeVertex(project=PROJECT, location=LOCATION) as fake:
         pool = HttpPool()
         await pool.start()
         try:
-            settings = ProviderSettings(name="vertex", type="vertex", base_url=fake.url, options={
+            settings = ProviderSettings(name="vertex", type="vertex", base_url=fake.url, headers=headers or {}, options={
                 "project": PROJECT, "location": LOCATION, "credentials_file": fake.credentials_file})
             yield Vertex(settings, pool), fake
         finally:
@@ -131,6 +131,14 @@ async def test_vertex_native_without_betas_sends_no_beta_header() -> None:
     async with vertex_provider() as (vertex, fake):
         await vertex.native(context(stream=False, headers={"anthropic-version": "2023-06-01"}), VERTEX_CLAUDE)
     assert "anthropic-beta" not in fake.requests[-1].headers and "anthropic-version" not in fake.requests[-1].headers
+
+
+async def test_vertex_native_keeps_a_configured_beta_beside_the_client_s() -> None:
+    async with vertex_provider({"anthropic-beta": "output-128k-2025-02-19"}) as (vertex, fake):
+        await vertex.native(context(stream=False), VERTEX_CLAUDE)
+        assert fake.requests[-1].headers["anthropic-beta"] == f"output-128k-2025-02-19,{BETAS}"
+        await vertex.native(context(stream=False, headers={}), VERTEX_CLAUDE)
+        assert fake.requests[-1].headers["anthropic-beta"] == "output-128k-2025-02-19"
 
 
 async def test_vertex_native_error_in_a_200_body_is_a_failure() -> None:
@@ -214,13 +222,13 @@ async def test_vertex_native_stream_broken(fault: Fault) -> None:
 
 
 @contextlib.asynccontextmanager
-async def bedrock_provider() -> AsyncIterator[tuple[Bedrock, FakeBedrock]]:
+async def bedrock_provider(headers: dict[str, str] | None = None) -> AsyncIterator[tuple[Bedrock, FakeBedrock]]:
     async with new_fake((BEDROCK_CLAUDE, BEDROCK_PROFILE, NOVA)) as fake:
         pool = HttpPool()
         await pool.start()
         try:
             settings = ProviderSettings(name="bedrock", type="bedrock", base_url=fake.url, options={"region": REGION},
-                                        environ=ENV)
+                                        headers=headers or {}, environ=ENV)
             yield Bedrock(settings, pool), fake
         finally:
             await pool.close()
@@ -264,6 +272,13 @@ async def test_bedrock_native_keeps_a_beta_list_the_client_put_in_the_body() -> 
         await bedrock.native(ctx, BEDROCK_CLAUDE)
     assert fake.requests[-1].json["anthropic_beta"] == ["token-efficient-tools-2025-02-19"]
     assert fake.requests[-1].path == f"/model/{quote(BEDROCK_CLAUDE, safe=':')}/invoke"
+
+
+async def test_bedrock_native_puts_a_configured_beta_in_the_list_too() -> None:
+    async with bedrock_provider({"anthropic-beta": "output-128k-2025-02-19"}) as (bedrock, fake):
+        await bedrock.native(context(stream=False), BEDROCK_CLAUDE)
+    assert fake.requests[-1].json["anthropic_beta"] == [
+        "output-128k-2025-02-19", "interleaved-thinking-2025-05-14", "context-1m-2025-08-07"]
 
 
 async def test_bedrock_native_http_error_is_classified() -> None:

@@ -320,15 +320,18 @@ class Bedrock(HTTPProvider):
         """Claude model ids take a Messages client's body through InvokeModel, untranslated."""
         return protocol == "messages" and speaks_messages(model)
 
+    def _claude_body(self, native: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        return claude_invoke_body(native, headers, self.settings.headers.get("anthropic-beta"))
+
     async def native(self, ctx: RequestContext, model: str) -> NativeResult:
         assert ctx.native is not None  # the router calls this only for a request that has its own body
-        resp = await self._post_model(model, "invoke", claude_invoke_body(ctx.native, ctx.headers))
+        resp = await self._post_model(model, "invoke", self._claude_body(ctx.native, ctx.headers))
         body = await self.read_object(resp)
         return NativeResult(body, message_usage(body))
 
     async def native_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:
         assert ctx.native is not None
-        payload = claude_invoke_body(ctx.native, ctx.headers)
+        payload = self._claude_body(ctx.native, ctx.headers)
         resp = await self._post_model(model, "invoke-with-response-stream", payload, stream=True)
         reader = EventReader(self.name)
         async with self.reading(resp, lambda: reader.finished, "message_stop"):

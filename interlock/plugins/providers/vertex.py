@@ -265,16 +265,19 @@ class Vertex(HTTPProvider):
         """Claude models take a Messages client's body as it is (``rawPredict`` is the Messages API)."""
         return protocol == "messages" and publisher_of(model) == "anthropic"
 
+    def _betas(self, ctx: RequestContext) -> dict[str, str]:
+        return vertex.beta_headers(ctx.headers, self.settings.headers.get("anthropic-beta"))
+
     async def native(self, ctx: RequestContext, model: str) -> NativeResult:
         assert ctx.native is not None  # the router calls this only for a request that has its own body
         body = vertex.claude_native_body(ctx.native, stream=False)
-        resp = await self._post(model, "rawPredict", body, extra=vertex.beta_headers(ctx.headers))
+        resp = await self._post(model, "rawPredict", body, extra=self._betas(ctx))
         return vertex.claude_native_result(await self.read_object(resp), self.name)
 
     async def native_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:
         assert ctx.native is not None
         body = vertex.claude_native_body(ctx.native, stream=True)
-        resp = await self._post(model, "streamRawPredict", body, stream=True, extra=vertex.beta_headers(ctx.headers))
+        resp = await self._post(model, "streamRawPredict", body, stream=True, extra=self._betas(ctx))
         clean = False
         async with self.reading(resp, lambda: clean):
             async for chunk in native_chunks(iter_sse(resp.content), self.name):

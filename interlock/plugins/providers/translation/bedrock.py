@@ -412,18 +412,22 @@ def speaks_messages(model: str) -> bool:
     return _CLAUDE_ID.match(model) is not None
 
 
-def claude_invoke_body(native: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+def claude_invoke_body(
+    native: dict[str, Any], headers: dict[str, str], configured: str | None = None
+) -> dict[str, Any]:
     """A Messages client's body for ``invoke`` / ``invoke-with-response-stream``; only the top level changes.
 
     ``model`` and ``stream`` go (the URL and the operation say them). Betas: Bedrock reads them
-    from the body's ``anthropic_beta`` list (it takes no ``anthropic-beta`` header); a list the
-    client put in the body itself wins over the header.
+    from the body's ``anthropic_beta`` list, so the client's ``anthropic-beta`` header (after a
+    beta header ``configured`` on the provider) becomes that list; a list the client put in the
+    body itself is sent as it is.
     """
     body = request_body(native, None, stream=False)
     body["anthropic_version"] = ANTHROPIC_BEDROCK_VERSION
-    betas = [b.strip() for b in client_headers(headers).get("anthropic-beta", "").split(",") if b.strip()]
-    if betas and "anthropic_beta" not in body:
-        body["anthropic_beta"] = betas
+    if "anthropic_beta" not in body:
+        header = ",".join(b for b in (configured, client_headers(headers).get("anthropic-beta")) if b)
+        if betas := [b.strip() for b in header.split(",") if b.strip()]:
+            body["anthropic_beta"] = betas
     return body
 
 

@@ -61,13 +61,16 @@ def claude_native_result(out: dict[str, Any], name: str) -> NativeResult:
     return NativeResult(out, message_usage(out))
 
 
-def beta_headers(headers: dict[str, str]) -> dict[str, str]:
-    """The client's ``anthropic-beta`` header, forwarded: Vertex takes betas as a header, not in the body.
+def beta_headers(headers: dict[str, str], configured: str | None = None) -> dict[str, str]:
+    """The ``anthropic-beta`` header for a Messages client's request: Vertex takes betas as a header.
 
     (Anthropic's own Vertex client sends them so; only its Bedrock client moves them into the body.)
-    The client's ``anthropic-version`` stays behind: on Vertex the version is the body's.
+    A beta header configured on the provider (``headers``) is kept beside the client's. The client's
+    ``anthropic-version`` stays behind: on Vertex the version is the body's.
     """
-    return {k: v for k, v in client_headers(headers).items() if k == "anthropic-beta"}
+    client = client_headers(headers).get("anthropic-beta")
+    betas = ",".join(b for b in (configured, client) if b)
+    return {"anthropic-beta": betas} if betas else {}
 
 
 def error_fields(body: Any) -> tuple[str, str | None, str | None]:
