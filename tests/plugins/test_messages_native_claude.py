@@ -158,6 +158,20 @@ async def test_vertex_native_http_error_is_classifiable() -> None:
     assert info.value.kind == "http" and info.value.status == 429 and info.value.headers["retry-after"] == "3"
 
 
+async def test_vertex_counts_tokens_with_claude() -> None:
+    async with vertex_provider() as (vertex, fake):
+        tokens = await vertex.count_tokens(context(stream=False), VERTEX_CLAUDE)
+        short = context(stream=False)
+        assert short.native is not None
+        short.native["messages"] = [{"role": "user", "content": "hi"}]
+        fewer = await vertex.count_tokens(short, VERTEX_CLAUDE)
+    assert tokens > fewer > 0
+    sent = fake.requests[-2]
+    assert sent.path == f"/v1/projects/{PROJECT}/locations/{LOCATION}/publishers/anthropic/models/count-tokens:rawPredict"
+    assert sent.json == {**MESSAGES, "model": VERTEX_CLAUDE, "anthropic_version": "vertex-2023-10-16"}
+    assert sent.headers["anthropic-beta"] == BETAS
+
+
 async def test_vertex_native_stream_hands_each_event_on() -> None:
     async with vertex_provider() as (vertex, fake):
         fake.claude.thinking = "two plus two, then three plus three"
@@ -322,3 +336,4 @@ async def test_bedrock_native_stream_broken(fault: Fault) -> None:
             await collect(bedrock.native_stream(context(stream=True), BEDROCK_CLAUDE), chunks)
     assert info.value.kind == "stream"
     assert not any(c.usage for c in chunks)
+

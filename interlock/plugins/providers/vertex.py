@@ -13,7 +13,8 @@ Every model lives under ``{base}/v1/projects/{project}/locations/{location}``:
 
 A client of the Anthropic Messages door is passed through to Claude untranslated (:meth:`Vertex.speaks`):
 its body goes to the same methods with only ``model`` removed and ``anthropic_version`` set, its
-``anthropic-beta`` header goes along, and Claude's answer (or its events) comes back as sent.
+``anthropic-beta`` header goes along, and Claude's answer (or its events) comes back as sent; its
+``count_tokens`` requests go to ``publishers/anthropic/models/count-tokens:rawPredict``.
 
 Auth is an OAuth2 access token (``Authorization: Bearer``) from a service-account key
 file or application default credentials, fetched with ``google-auth`` (``pip install
@@ -207,12 +208,17 @@ class Vertex(HTTPProvider):
     async def _post(
         self, model: str, method: str, body: Any, *, stream: bool = False, extra: dict[str, str] | None = None
     ) -> aiohttp.ClientResponse:
+        return await self._post_url(self.url(model, method), body, stream=stream, extra=extra)
+
+    async def _post_url(
+        self, url: str, body: Any, *, stream: bool = False, extra: dict[str, str] | None = None
+    ) -> aiohttp.ClientResponse:
         token = await self.tokens.token()
         headers = {**extra, "Authorization": f"Bearer {token}"} if extra else {"Authorization": f"Bearer {token}"}
         if stream:
             headers["Accept"] = "text/event-stream"
         try:
-            return await self.post(self.url(model, method), body, stream=stream, headers=headers)
+            return await self.post(url, body, stream=stream, headers=headers)
         except UpstreamError as err:
             if err.status == 401:  # revoked or expired early: the next request fetches a fresh token
                 self.tokens.invalidate(token)
@@ -283,6 +289,16 @@ class Vertex(HTTPProvider):
             async for chunk in native_chunks(iter_sse(resp.content), self.name):
                 yield chunk
             clean = True  # native_chunks returns only after message_stop
+
+    async def count_tokens(self, ctx: RequestContext, model: str) -> int:
+        """Claude's own count of a Messages client's input tokens (``count-tokens:rawPredict``)."""
+        assert ctx.native is not None
+        url = f"{self.api_root}/publishers/anthropic/models/count-tokens:rawPredict"
+        resp = await self._post_url(url, vertex.claude_count_body(ctx.native, model), extra=self._betas(ctx))
+        tokens = (await self.read_object(resp)).get("input_tokens")
+        if not isinstance(tokens, int) or isinstance(tokens, bool):
+            raise UpstreamError(f"{self.name}: count-tokens answered without input_tokens", kind="stream")
+        return tokens
 
     async def embeddings(self, ctx: RequestContext, model: str) -> EmbeddingsResult:
         if publisher_of(model) != "google":

@@ -7,7 +7,7 @@ in the Anthropic Messages format (:mod:`.anthropic`); only this much is its own:
   ``"anthropic_version": "vertex-2023-10-16"`` in place of the version header;
   :func:`claude_native_body` the same for a Messages client's own body, passed through, and
   :func:`beta_headers` its beta features (an ``anthropic-beta`` header, as on Anthropic's API),
-  :func:`claude_native_result` Claude's answer to it;
+  :func:`claude_native_result` Claude's answer to it, :func:`claude_count_body` its token count request;
 * :func:`error_fields` — errors come in Anthropic's shape from Claude itself and in
   Google's from the platform (auth, quota, 5xx);
 * :func:`embed_batches`, :func:`predict_body`, :func:`predictions` — the text-embedding
@@ -45,6 +45,16 @@ def claude_native_body(native: dict[str, Any], *, stream: bool) -> dict[str, Any
     (``cache_control``, thinking signatures, server tools) goes out as it came.
     """
     body = request_body(native, None, stream=stream)
+    body["anthropic_version"] = ANTHROPIC_VERTEX_VERSION
+    return body
+
+
+def claude_count_body(native: dict[str, Any], model: str) -> dict[str, Any]:
+    """A Messages client's body for Claude's ``count-tokens:rawPredict``: the model named in the body.
+
+    (Counting has one URL for every Claude model, so unlike generation the body says which.)
+    """
+    body = request_body(native, model, stream=False)
     body["anthropic_version"] = ANTHROPIC_VERTEX_VERSION
     return body
 
