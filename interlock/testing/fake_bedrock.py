@@ -11,7 +11,8 @@ InvokeModel answers Titan and Cohere embedding requests and, for Claude model id
 Messages body Bedrock takes there (no ``model``, no ``stream``, ``anthropic_version``
 ``bedrock-2023-05-31``, betas in an ``anthropic_beta`` list); InvokeModelWithResponseStream streams
 Claude's events, each one's JSON base64-encoded in a ``chunk`` frame (``{"bytes": ...}``), and its
-in-band failures as exception frames. Claude's answers come from :attr:`FakeBedrock.claude`, a
+in-band failures as exception frames; CountTokens counts such a body (``input.invokeModel``).
+Claude's answers come from :attr:`FakeBedrock.claude`, a
 :class:`~interlock.testing.fake_anthropic.FakeAnthropic` to steer (``fake.claude.thinking = ...``).
 
 Knobs a test may set on an instance: :attr:`reasoning` (a reasoning block before the answer),
@@ -35,7 +36,7 @@ from aiohttp import web
 from interlock.testing._base import FakeServer, Fault, request_state
 from interlock.testing._bedrock_checks import MALFORMED, check_converse
 from interlock.testing._eventstream import corrupt, event_frame, exception_frame
-from interlock.testing.fake_anthropic import FakeAnthropic
+from interlock.testing.fake_anthropic import FakeAnthropic, _text
 from interlock.testing._replies import Reply, ReplyError, call_id, embed, plan_reply, prompt_tokens, split
 
 if TYPE_CHECKING:
@@ -152,15 +153,16 @@ class FakeBedrock(FakeServer):
         router.add_post("/model/{model_id:.+}/converse-stream", self._converse)
         router.add_post("/model/{model_id:.+}/invoke", self._invoke)
         router.add_post("/model/{model_id:.+}/invoke-with-response-stream", self._invoke_stream)
+        router.add_post("/model/{model_id:.+}/count-tokens", self._count_tokens)
 
     def model_of(self, request: web.Request, body: Any) -> Any:
         return request.match_info.get("model_id")
 
     def is_generation(self, request: web.Request) -> bool:
-        # InvokeModel generates for Claude; for the other models it embeds
-        return request.method == "POST" and (
-            not request.path.endswith("/invoke") or "anthropic.claude" in request.match_info.get("model_id", "")
-        )
+        # InvokeModel generates for Claude; for the other models it embeds; counting generates nothing
+        if request.method != "POST" or request.path.endswith("/count-tokens"):
+            return False
+        return not request.path.endswith("/invoke") or "anthropic.claude" in request.match_info.get("model_id", "")
 
     def authorized(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")
@@ -493,6 +495,27 @@ class FakeBedrock(FakeServer):
         if isinstance(checked, web.Response):
             return self._invalid(_claude_message(checked))  # Bedrock reports Claude's complaint as its own
         return await self.claude.answer(request, {**checked, "stream": True} if stream else checked, model)
+
+    async def _count_tokens(self, request: web.Request) -> web.Response:
+        """CountTokens for a Claude InvokeModel body (``input.invokeModel.body``, base64 as blobs are in JSON)."""
+        model = request.match_info["model_id"]
+        if model not in self.models:
+            return self._invalid(_INVALID_MODEL)
+        state = request_state(request)
+        invoke = ((state.json or {}).get("input") or {}).get("invokeModel") if isinstance(state.json, dict) else None
+        if state.malformed or not isinstance(invoke, dict) or "anthropic.claude" not in model:
+            return self._invalid("The fake counts InvokeModel bodies of Claude models only.")
+        try:
+            body = orjson.loads(base64.b64decode(invoke.get("body") or "", validate=True))
+        except ValueError:
+            return self._invalid(MALFORMED)
+        if not isinstance(body, dict) or body.get("anthropic_version") != ANTHROPIC_VERSION:
+            return self._invalid(MALFORMED)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return self._invalid(MALFORMED)
+        texts = [_text(body.get("system") or "")] + [_text(m.get("content")) for m in messages if isinstance(m, dict)]
+        return self._json({"inputTokens": prompt_tokens(texts)})
 
     def claude_frames(self, sse: bytes) -> bytes:
         """One of Claude's server-sent events as Bedrock streams it: a ``chunk`` frame of its JSON, base64."""

@@ -7,6 +7,7 @@ by the official ``anthropic`` SDK.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 from collections.abc import AsyncIterator
@@ -301,6 +302,21 @@ async def test_bedrock_native_http_error_is_classified() -> None:
         with pytest.raises(UpstreamError) as info:
             await bedrock.native(context(stream=False), BEDROCK_CLAUDE)
     assert info.value.status == 429 and info.value.error_type == "ThrottlingException"
+
+
+async def test_bedrock_counts_tokens_with_count_tokens() -> None:
+    async with bedrock_provider() as (bedrock, fake):
+        tokens = await bedrock.count_tokens(context(stream=False), BEDROCK_CLAUDE)
+        short = context(stream=False)
+        assert short.native is not None
+        short.native["messages"] = [{"role": "user", "content": "hi"}]
+        fewer = await bedrock.count_tokens(short, BEDROCK_CLAUDE)
+    assert tokens > fewer > 0
+    sent = fake.requests[-2]
+    assert sent.path == f"/model/{BEDROCK_CLAUDE}/count-tokens"
+    counted = jsonutil.loads(base64.b64decode(sent.json["input"]["invokeModel"]["body"]))
+    assert counted == {**without(MESSAGES, "model"), "anthropic_version": "bedrock-2023-05-31",
+                       "anthropic_beta": ["interleaved-thinking-2025-05-14", "context-1m-2025-08-07"]}
 
 
 async def test_bedrock_native_stream_hands_each_event_on() -> None:

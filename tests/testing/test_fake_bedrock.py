@@ -538,3 +538,16 @@ def test_invoke_stream_claude_faults(fake: FakeBedrock, client: Any) -> None:
         finally:
             stream.close()
     assert seen == ["message_start", "ping", "content_block_start", "content_block_delta", "content_block_delta"]
+
+
+def test_count_tokens_of_a_claude_body(fake: FakeBedrock, client: Any) -> None:
+    short = client.count_tokens(modelId=CLAUDE, input={"invokeModel": {"body": json.dumps(MESSAGES_BODY)}})
+    longer_body = {**MESSAGES_BODY, "messages": [{"role": "user", "content": "Hello there " * 40}]}
+    longer = client.count_tokens(modelId=CLAUDE, input={"invokeModel": {"body": json.dumps(longer_body)}})
+    assert longer["inputTokens"] > short["inputTokens"] > 0
+    sent = fake.requests[-1]
+    assert sent.path == f"/model/{CLAUDE}/count-tokens"
+    assert json.loads(base64.b64decode(sent.json["input"]["invokeModel"]["body"])) == longer_body
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        client.count_tokens(modelId=CLAUDE, input={"invokeModel": {"body": json.dumps({"messages": []})}})
+    assert info.value.response["Error"]["Code"] == "ValidationException"

@@ -41,6 +41,7 @@ Anthropic Messages clients (the ``/v1/messages`` door) asking for a Claude model
 InvokeModel / InvokeModelWithResponseStream: their body with ``model`` and ``stream`` removed,
 ``anthropic_version`` ``bedrock-2023-05-31`` and their ``anthropic-beta`` header as the body's
 ``anthropic_beta`` list; each streamed Anthropic event is handed on as a server-sent event.
+Their token counts come from CountTokens (``/model/{id}/count-tokens``) on that same body.
 
 Failure classes (:func:`classify_failure`): Bedrock names every error (``x-amzn-ErrorType``
 or an event's ``:exception-type``) and the class follows the name, also for in-stream
@@ -80,6 +81,7 @@ from interlock.plugins.providers.translation.bedrock import (
     COHERE_BATCH,
     StreamTranslator,
     chat_result,
+    claude_count_payload,
     claude_event,
     claude_invoke_body,
     cohere_body,
@@ -346,6 +348,16 @@ class Bedrock(HTTPProvider):
                 yield reader.chunk_of(event, None, data)
                 if reader.finished:
                     break  # nothing follows message_stop; the connection goes back to the pool
+
+    async def count_tokens(self, ctx: RequestContext, model: str) -> int:
+        """Bedrock's count of a Messages client's input tokens (CountTokens on the InvokeModel body)."""
+        assert ctx.native is not None
+        payload = claude_count_payload(self._claude_body(ctx.native, ctx.headers))
+        resp = await self._post_model(model, "count-tokens", payload)
+        tokens = (await self.read_object(resp)).get("inputTokens")
+        if not isinstance(tokens, int) or isinstance(tokens, bool):
+            raise UpstreamError(f"{self.name}: CountTokens answered without inputTokens", kind="stream")
+        return tokens
 
     # -- embeddings ------------------------------------------------------ #
 

@@ -31,7 +31,8 @@ Anthropic Messages clients reach Claude through InvokeModel untranslated (:func:
 :func:`claude_invoke_body` is their body with ``model`` and ``stream`` removed (the URL and the
 operation say them), ``"anthropic_version": "bedrock-2023-05-31"`` and the client's
 ``anthropic-beta`` header as the ``anthropic_beta`` list; :func:`claude_event` unwraps one event
-of InvokeModelWithResponseStream (``{"bytes": <base64 Anthropic event JSON>}``).
+of InvokeModelWithResponseStream (``{"bytes": <base64 Anthropic event JSON>}``);
+:func:`claude_count_payload` wraps that body for CountTokens.
 """
 
 from __future__ import annotations
@@ -429,6 +430,11 @@ def claude_invoke_body(
         if betas := [b.strip() for b in header.split(",") if b.strip()]:
             body["anthropic_beta"] = betas
     return body
+
+
+def claude_count_payload(body: dict[str, Any]) -> dict[str, Any]:
+    """The CountTokens request for an InvokeModel body (a blob in a JSON request: base64)."""
+    return {"input": {"invokeModel": {"body": base64.b64encode(jsonutil.dumps(body)).decode()}}}
 
 
 def claude_event(raw: bytes, name: str) -> tuple[dict[str, Any], bytes]:
