@@ -40,9 +40,9 @@ def claude_body(ctx: RequestContext, model: str, *, stream: bool, max_tokens_def
 def claude_native_body(native: dict[str, Any], *, stream: bool) -> dict[str, Any]:
     """A Messages client's body for ``rawPredict`` / ``streamRawPredict``, everything else kept as sent.
 
-    Only the top level changes (``model`` out, ``anthropic_version`` in, ``stream`` as the method
-    says: rawPredict refuses ``"stream": true``, streamRawPredict needs it), so nested content
-    (``cache_control``, thinking signatures, server tools) goes out as it came.
+    Only the top level changes (``model`` out, ``anthropic_version`` in, ``stream`` true for
+    streamRawPredict and left out for rawPredict, as Anthropic's Vertex client sends them), so nested
+    content (``cache_control``, thinking signatures, server tools) goes out as it came.
     """
     body = request_body(native, None, stream=stream)
     body["anthropic_version"] = ANTHROPIC_VERTEX_VERSION
