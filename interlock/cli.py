@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     costs = sub.add_parser("costs", help="spend from the ledger, grouped (or recent cost alerts)")
     costs.add_argument("--by", default="model", help="comma-separated: model, provider, team, tag, route, user, "
-                       "api_key (default model)")
+                       "api_key, protocol (default model)")
     costs.add_argument("--since", help="window: 30m, 24h, 7d, 2w (default 24h; 7d with --anomalies)")
     costs.add_argument("--json", action="store_true", help="machine-readable output (costs as exact decimal strings)")
     costs.add_argument("--anomalies", action="store_true", help="list recent budget and anomaly alerts instead")

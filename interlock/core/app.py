@@ -24,7 +24,12 @@ from aiohttp import web
 from interlock.accounting import spend
 from interlock.accounting.keys import ApiKey, request_tags
 from interlock.core import admin, stats
+from interlock.core.doors import stored_endpoints
+from interlock.core.doors.anthropic_messages import ANTHROPIC_MESSAGES
+from interlock.core.doors.anthropic_messages import context as messages_context
 from interlock.core.doors.chat_completions import CHAT_COMPLETIONS, EMBEDDINGS
+from interlock.core.doors.messages_count import ESTIMATE_HEADER
+from interlock.core.doors.messages_count import count_tokens as count_message_tokens
 from interlock.core.errors import GatewayError
 from interlock.core.gateway import GATEWAY as GATEWAY  # re-exported: the app's key for its gateway
 from interlock.core.gateway import Gateway
@@ -58,6 +63,11 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_post("/chat/completions", chat_completions)  # clients configured without /v1
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/embeddings", embeddings)
+    app.router.add_get("/v1/responses/{response_id}", retrieve_response)
+    app.router.add_delete("/v1/responses/{response_id}", delete_response)
+    app.router.add_get("/v1/responses/{response_id}/input_items", response_input_items)
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", messages_count_tokens)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/models", models)
     app.router.add_get("/health", health)
@@ -89,8 +99,24 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     return await _serve(request, EMBEDDINGS)
 
 
+async def messages(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, ANTHROPIC_MESSAGES)
+
+
+async def messages_count_tokens(request: web.Request) -> web.StreamResponse:
+    """The Messages door's token count: the first target's own count, else the gateway's estimate."""
+    gateway = request.app[GATEWAY]
+    ctx = messages_context(await read_json(request, gateway.cfg.max_body_bytes), count=True)
+    _attribute(request, ctx)
+    tokens, estimated = await count_message_tokens(gateway.lifecycle.router, ctx)
+    return json_response({"input_tokens": tokens}, headers={ESTIMATE_HEADER: "true"} if estimated else None)
+
+
 #: each door's handler, for the middleware: its errors are written in the door's protocol
-_DOORS: dict[Handler, FrontDoor] = {chat_completions: CHAT_COMPLETIONS, embeddings: EMBEDDINGS}
+_DOORS: dict[Handler, FrontDoor] = {
+    chat_completions: CHAT_COMPLETIONS, embeddings: EMBEDDINGS,
+    messages: ANTHROPIC_MESSAGES, messages_count_tokens: ANTHROPIC_MESSAGES,
+}
 _TRACED_HANDLERS = frozenset(_DOORS)
 
 
@@ -168,6 +194,8 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         ))
     if not resp.prepared:
         resp.headers["x-request-id"] = request_id
+        if request.match_info.handler in _REQUEST_ID_HANDLERS:
+            resp.headers["request-id"] = request_id  # the anthropic SDK's name for it
     return resp
 
 
@@ -196,8 +224,38 @@ async def models(request: web.Request) -> web.Response:
     return json_response({"object": "list", "data": data})
 
 
-#: the endpoints that identify their caller by gateway API key (the doors, and the model list)
-_AUTHENTICATED_HANDLERS: frozenset[Handler] = frozenset({*_DOORS, models})
+# --------------------------------------------------------------------------- #
+# stored responses (the Responses API's GET/DELETE /v1/responses/{id}), scoped to the key's team
+# --------------------------------------------------------------------------- #
+
+
+def _team(request: web.Request) -> str | None:
+    key: ApiKey | None = request.get(API_KEY)
+    return key.team if key is not None else None
+
+
+async def retrieve_response(request: web.Request) -> web.Response:
+    rid, gateway = request.match_info["response_id"], request.app[GATEWAY]
+    return json_response(await stored_endpoints.retrieve(gateway.response_store, rid, _team(request), request.query))
+
+
+async def delete_response(request: web.Request) -> web.Response:
+    rid, gateway = request.match_info["response_id"], request.app[GATEWAY]
+    return json_response(await stored_endpoints.delete(gateway.response_store, rid, _team(request)))
+
+
+async def response_input_items(request: web.Request) -> web.Response:
+    rid, gateway = request.match_info["response_id"], request.app[GATEWAY]
+    return json_response(await stored_endpoints.input_items(gateway.response_store, rid, _team(request), request.query))
+
+
+#: the endpoints whose clients read the request id from ``request-id`` (the anthropic SDK)
+_REQUEST_ID_HANDLERS: frozenset[Handler] = frozenset({messages, messages_count_tokens})
+
+#: the endpoints that identify their caller by gateway API key (the doors, stored responses, the model list)
+_AUTHENTICATED_HANDLERS: frozenset[Handler] = frozenset(
+    {*_DOORS, retrieve_response, delete_response, response_input_items, models}
+)
 
 
 async def health(request: web.Request) -> web.Response:

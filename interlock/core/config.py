@@ -23,6 +23,7 @@ from interlock.accounting.budgets import Budget, parse_budgets
 from interlock.accounting.pricing import Price, parse_prices
 from interlock.core.provider import ProviderSettings, Secret
 from interlock.accounting.keys import KeySpec, parse_keys
+from interlock.accounting.stored_responses import ResponsesSettings
 from interlock.core.rules import Rule, parse_rules
 from interlock.core.telemetry.settings import check_config as check_telemetry
 from interlock.core.errors import ConfigError as ConfigError  # re-exported: what load() and parse() raise
@@ -47,7 +48,7 @@ _PROVIDER_CORE_KEYS = {"type", "base_url", "api_key", "headers", "timeout", "con
 _ROUTE_KEYS = {"chain", "targets", "strategy", "description", *RouteSettings.keys()}
 _TOP_KEYS = {
     "server", "database", "providers", "routes", "rules", "plugins", "logging", "exporters", "breaker", "prices", "keys",
-    "telemetry", "budgets", "anomaly",
+    "telemetry", "budgets", "anomaly", "responses",
 }
 _SERVER_KEYS = {"host", "port", "max_body_bytes", "auto_providers", "admin_key"}
 
@@ -76,6 +77,7 @@ class Config:
     anomaly: AnomalySettings = field(default_factory=AnomalySettings)  # [anomaly] (core.anomaly)
     keys: list[KeySpec] = field(default_factory=list)  # [[keys]]: gateway API keys (hashes only)
     telemetry: dict[str, Any] = field(default_factory=dict)  # [telemetry], see core.telemetry.settings
+    responses: ResponsesSettings = field(default_factory=ResponsesSettings)  # [responses]: stored Responses API responses
 
     def settings_view(self) -> dict[str, Any]:
         """What exporter plugins receive: everything but provider credentials."""
@@ -146,6 +148,7 @@ def parse(data: Mapping[str, Any], *, source: str | None = None, environ: Mappin
     cfg.budgets = parse_budgets(data.get("budgets"), problems)
     cfg.anomaly = AnomalySettings.parse(data.get("anomaly"), problems)
     cfg.keys = parse_keys(data.get("keys"), problems)
+    cfg.responses = ResponsesSettings.parse(data.get("responses"), problems)
 
     plugins = _table(data, "plugins", problems)
     _unknown(plugins, {"disabled"}, "plugins", problems)

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 
 import pluggy
 from aiohttp import web
@@ -22,9 +23,11 @@ from interlock.accounting.budgets import Budgets
 from interlock.accounting.guard import SpendGuard
 from interlock.accounting.keys import KeyStore
 from interlock.accounting.pricing import PriceTable
+from interlock.accounting.stored_responses import SqlResponseStore
 from interlock.core import config as config_mod
 from interlock.core.breaker import Breaker
 from interlock.core.config import Config, ConfigError
+from interlock.core.doors.stored_responses import ResponseStore
 from interlock.core.health import HealthBoard
 from interlock.core.lifecycle import Lifecycle
 from interlock.core.plugins import collect, make_plugin_manager, notify
@@ -51,6 +54,7 @@ class Gateway:
         store: Store | None = None,
         clock: Callable[[], float] | None = None,
         telemetry: Telemetry | None = None,
+        response_store: ResponseStore | None = None,
     ) -> None:
         self.cfg = cfg
         # traces and metrics (core.telemetry); tests pass Telemetry.for_tests(...)
@@ -75,6 +79,14 @@ class Gateway:
         self.lifecycle = Lifecycle(self.router, self.guard, self.record)
         self._ticker: asyncio.Task[None] | None = None
         self.keys = KeyStore(cfg.keys, cfg.database_url)  # gateway API keys: config + stored (api_keys)
+        # stored Responses API responses: one store per process, in the ledger's database, kept across
+        # reloads (its pending records must not be lost); None when [responses] store = false. Tests
+        # may pass their own store (started and closed by them).
+        self._sql_responses = (
+            SqlResponseStore(cfg.database_url, cfg.responses.retention)
+            if response_store is None and cfg.responses.store else None
+        )
+        self.response_store: ResponseStore | None = response_store if response_store is not None else self._sql_responses
         self.reloads = 0
         self.on_reload: list[Callable[[Gateway], None]] = []  # e.g. the log redactor learning new keys
 
@@ -135,6 +147,11 @@ class Gateway:
             notes.append("telemetry changed: takes effect after a restart")
         if (cfg.host, cfg.port) != (self.cfg.host, self.cfg.port):
             notes.append("server host/port changed: takes effect after a restart")
+        if cfg.responses.store != self.cfg.responses.store:
+            notes.append("responses.store changed: takes effect after a restart")
+        cfg.responses = replace(cfg.responses, store=self.cfg.responses.store)
+        if self._sql_responses is not None:  # a new retention applies to responses stored from now on
+            self._sql_responses.retention = cfg.responses.retention
         cfg.host, cfg.port, cfg.database_url = self.cfg.host, self.cfg.port, self.cfg.database_url
         self.cfg, self.providers, self.prices, self.resolver, self.router = cfg, providers, prices, resolver, router
         self.keys.configure(cfg.keys)
@@ -167,6 +184,8 @@ class Gateway:
         await self.telemetry.start(self.exporters)
         self._ticker = asyncio.create_task(self._tick(), name="interlock-anomaly-tick")
         await self.keys.start()  # after the ledger exporter, which creates the database
+        if self._sql_responses is not None:
+            await self._sql_responses.start()
 
     async def close(self) -> None:
         ticker, self._ticker = self._ticker, None
@@ -174,6 +193,11 @@ class Gateway:
             ticker.cancel()
             await asyncio.wait([ticker])
         await self.keys.close()
+        if self._sql_responses is not None:
+            try:
+                await self._sql_responses.close()  # writes the responses still pending
+            except Exception:  # must not keep the exporters from flushing theirs
+                log.exception("the response store failed to close")
         await self.store.close()
         for exporter in self.exporters:
             try:

@@ -109,7 +109,7 @@ async def test_requests_and_attempts_rows(fake: FakeOpenAI, make_gateway: Gatewa
     assert set(rows) == {"req-ok", "req-fallback", "req-stream", "req-404"}
 
     r = rows["req-ok"]
-    assert r["endpoint"] == "chat" and r["requested_model"] == "gpt-4o" and r["route"] is None
+    assert r["endpoint"] == "chat" and r["protocol"] == "chat_completions" and r["requested_model"] == "gpt-4o" and r["route"] is None
     assert (r["provider"], r["model"], r["strategy"]) == ("openai", "gpt-4o", "ordered")
     assert (r["status"], r["stream"], r["attempts"], r["fallback_used"]) == (200, 0, 1, 0)
     assert r["tags"] == '["a","b"]' and r["user"] == "alice"

@@ -9,6 +9,10 @@ ledger) is the lifecycle's, so every door gets all of it.
 * :mod:`.chat_completions`: OpenAI Chat Completions (``POST /v1/chat/completions``)
   and Embeddings (``POST /v1/embeddings``), the internal shape itself, so nothing
   is translated.
+* :mod:`.anthropic_messages`: Anthropic Messages (``POST /v1/messages``, and
+  :mod:`.messages_count` for ``count_tokens``), passed through to targets that speak
+  it and translated (:mod:`.messages_request`, :mod:`.messages_response`,
+  :mod:`.messages_stream`) for the rest.
 
 A new door is a module here with an object satisfying ``FrontDoor``, and a route in
 :func:`interlock.core.app.create_app` pointing at it.

@@ -17,6 +17,12 @@ Config keys (besides the common ``base_url``, ``api_key``, ``headers``, ``timeou
 * ``max_tokens_default`` — ``max_tokens`` sent when the client gives none (Anthropic
   requires it); default 4096.
 
+Clients of the gateway's own Messages door (``POST /v1/messages``) are passed through:
+their body goes to Anthropic as they sent it, with the target's model, their
+``anthropic-version`` and ``anthropic-beta`` headers and this instance's key, and the
+answer (message or event stream) goes back untouched (:meth:`Anthropic.native`,
+:meth:`Anthropic.native_stream`, :meth:`Anthropic.count_tokens`).
+
 Beta features are enabled with the ``anthropic-beta`` header through ``headers``::
 
     [providers.anthropic]
@@ -32,6 +38,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 
+from interlock.plugins.providers.translation.anthropic_events import (
+    client_headers,
+    message_usage,
+    native_chunks,
+    request_body,
+)
 from interlock.plugins.providers.translation.anthropic import (
     ANTHROPIC_VERSION,
     DEFAULT_MAX_TOKENS,
@@ -45,6 +57,7 @@ from interlock.provider_api import (
     ChatResult,
     Chunk,
     HTTPProvider,
+    NativeResult,
     ProviderSettings,
     RequestContext,
     UpstreamError,
@@ -62,6 +75,7 @@ class Anthropic(HTTPProvider):
     env_base_url = "ANTHROPIC_BASE_URL"
     default_base_url = "https://api.anthropic.com"
     supports_embeddings = False
+    native_protocols = frozenset({"messages"})
     option_keys = frozenset({"max_tokens_default"})
 
     @classmethod
@@ -80,6 +94,10 @@ class Anthropic(HTTPProvider):
     def messages_url(self) -> str:
         # the SDK's base URL is the API root; accept one ending in /v1 too
         return self.base_url.removesuffix("/v1") + "/v1/messages"
+
+    @property
+    def count_tokens_url(self) -> str:
+        return self.messages_url + "/count_tokens"
 
     def headers(self) -> dict[str, str]:
         """``x-api-key`` auth (never ``Authorization``) and the API version, then configured extras."""
@@ -119,6 +137,54 @@ class Anthropic(HTTPProvider):
             async for chunk in chunks:
                 yield chunk
             done = True  # stream_chunks only returns after message_stop
+
+    # -- Messages clients, passed through -------------------------------- #
+
+    def _native_headers(self, ctx: RequestContext, stream: bool) -> dict[str, str]:
+        """The client's API version and betas; a configured ``anthropic-beta`` is kept beside the client's."""
+        headers = client_headers(ctx.headers)
+        configured = self.settings.headers.get("anthropic-beta")
+        if configured and "anthropic-beta" in headers:
+            headers["anthropic-beta"] = f"{configured},{headers['anthropic-beta']}"
+        if stream:
+            headers["Accept"] = "text/event-stream"
+        return headers
+
+    async def native(self, ctx: RequestContext, model: str) -> NativeResult:
+        """The client's Messages body sent as it is (model replaced); the ``message`` returned untouched."""
+        assert ctx.native is not None  # the router only passes through requests that have one
+        body = request_body(ctx.native, model, stream=False)
+        resp = await self.post(self.messages_url, body, headers=self._native_headers(ctx, False))
+        out = await self.read_object(resp)
+        if out.get("type") == "error":  # an error body with HTTP 200 (a misbehaving proxy)
+            message, code, etype = error_fields(out)
+            raise UpstreamError(
+                f"{self.name} returned an error: {message}", kind="http", status=502, body=out, code=code,
+                error_type=etype,
+            )
+        return NativeResult(out, message_usage(out))
+
+    async def native_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:
+        """The client's Messages body streamed; every upstream event handed on as a native chunk."""
+        assert ctx.native is not None
+        body = request_body(ctx.native, model, stream=True)
+        resp = await self.post(self.messages_url, body, stream=True, headers=self._native_headers(ctx, True))
+        done = False
+        async with self.reading(resp, lambda: done):
+            async for chunk in native_chunks(iter_sse(resp.content), self.name):
+                yield chunk
+            done = True  # native_chunks only returns after message_stop
+
+    async def count_tokens(self, ctx: RequestContext, model: str) -> int:
+        """``POST /v1/messages/count_tokens`` for the client's Messages body (``ctx.native``) on ``model``."""
+        assert ctx.native is not None
+        body = request_body(ctx.native, model, stream=False)
+        resp = await self.post(self.count_tokens_url, body, headers=self._native_headers(ctx, False))
+        out = await self.read_object(resp)
+        tokens = out.get("input_tokens")
+        if not isinstance(tokens, int) or isinstance(tokens, bool):
+            raise UpstreamError(f"{self.name}: count_tokens answered without input_tokens", kind="stream")
+        return tokens
 
 
 @hookimpl

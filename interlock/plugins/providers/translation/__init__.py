@@ -5,7 +5,8 @@ The naming scheme: ``<provider>.py`` holds everything that provider's format nee
 that owns it (``anthropic``, ``bedrock``, ``cohere``, ``gemini``, ``ollama``,
 ``replicate``, ``vertex``). A second module, ``<provider>_<aspect>.py``, exists only
 where one provider has a second, separable concept (``gemini_schema``: JSON Schema
-rewritten into Gemini's OpenAPI subset). Vertex AI reuses ``anthropic`` and ``gemini``
+rewritten into Gemini's OpenAPI subset; ``anthropic_events``: Messages answers passed
+through to a Messages client untranslated, read for accounting). Vertex AI reuses ``anthropic`` and ``gemini``
 and keeps only its own differences in ``vertex``.
 
 These are helpers, not plugins: the provider plugins import them (and so may the
