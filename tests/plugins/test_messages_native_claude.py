@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
+import anthropic
 import pytest
 
 from interlock.core import jsonutil
@@ -22,6 +23,7 @@ from interlock.core.types import Chunk, RequestContext, UpstreamError
 from interlock.plugins.providers.bedrock import Bedrock
 from interlock.plugins.providers.vertex import Vertex
 from interlock.testing import FakeBedrock, FakeVertex, Fault
+from interlock.testing.gateway import RunningGateway, provider_table, running_gateway
 from tests.plugins._bedrock import ENV, REGION, new_fake
 
 PROJECT, LOCATION = "acme-prod", "europe-west4"
@@ -353,3 +355,119 @@ async def test_bedrock_native_stream_broken(fault: Fault) -> None:
     assert info.value.kind == "stream"
     assert not any(c.usage for c in chunks)
 
+
+# -- end to end: the official anthropic SDK on the gateway's /v1/messages -------------------------
+
+
+@contextlib.asynccontextmanager
+async def claude_gateway() -> AsyncIterator[tuple[RunningGateway, anthropic.AsyncAnthropic, FakeVertex, FakeBedrock]]:
+    """A gateway with Claude on a fake Vertex AI and a fake Bedrock; ``claude`` falls back from one to the other."""
+    async with FakeVertex(project=PROJECT, location=LOCATION) as vfake, new_fake((BEDROCK_CLAUDE, NOVA)) as bfake:
+        toml = (
+            provider_table("vertex", type="vertex", base_url=vfake.url, project=PROJECT, location=LOCATION,
+                           credentials_file=vfake.credentials_file)
+            + provider_table("bedrock", type="bedrock", base_url=bfake.url, region=REGION)
+            + f'[routes.claude]\nchain = "vertex/{VERTEX_CLAUDE} > bedrock/{BEDROCK_CLAUDE}"\n'
+            + "[exporters.ledger]\nenabled = false\n"
+        )
+        async with running_gateway(toml, environ=ENV) as gw:
+            client = anthropic.AsyncAnthropic(base_url=gw.root, api_key="x", max_retries=0)
+            try:
+                yield gw, client, vfake, bfake
+            finally:
+                await client.close()
+
+
+def sdk_request(**overrides: Any) -> dict[str, Any]:
+    """The test body as keyword arguments of ``messages.create`` / ``messages.stream``.
+
+    Without ``top_k``: the SDK's API version has no sampling parameters any more.
+    """
+    return {**without(copy.deepcopy(MESSAGES), "model", "top_k"), **overrides}
+
+
+@pytest.mark.parametrize("host", ["vertex", "bedrock"])
+async def test_sdk_message_through_the_gateway(host: str) -> None:
+    model = f"vertex/{VERTEX_CLAUDE}" if host == "vertex" else f"bedrock/{BEDROCK_CLAUDE}"
+    async with claude_gateway() as (gw, client, vfake, bfake):
+        fake = vfake if host == "vertex" else bfake
+        fake.claude.cache_read_tokens, fake.claude.cache_creation_tokens = 40, 12
+        message = await client.beta.messages.create(
+            model=model, betas=["interleaved-thinking-2025-05-14"], **sdk_request())
+        sent = fake.requests[-1].json
+    assert message.content[0].type == "text" and message.content[0].text == REPLY
+    assert message.stop_reason == "end_turn"
+    assert message.usage.cache_read_input_tokens == 40 and message.usage.cache_creation_input_tokens == 12
+    # what reached Claude: the client's blocks as written
+    assert sent["system"] == MESSAGES["system"] and sent["messages"] == MESSAGES["messages"]
+    assert sent["tools"] == MESSAGES["tools"] and sent["thinking"] == MESSAGES["thinking"] and "model" not in sent
+    if host == "vertex":
+        assert vfake.requests[-1].headers["anthropic-beta"] == "interleaved-thinking-2025-05-14"
+    else:
+        assert sent["anthropic_beta"] == ["interleaved-thinking-2025-05-14"]
+    decision = gw.log.last
+    assert decision.protocol == "messages" and decision.provider == host and decision.usage is not None
+    assert (decision.usage.cached_tokens, decision.usage.cache_write_tokens) == (40, 12)
+
+
+@pytest.mark.parametrize("host", ["vertex", "bedrock"])
+async def test_sdk_stream_through_the_gateway(host: str) -> None:
+    model = f"vertex/{VERTEX_CLAUDE}" if host == "vertex" else f"bedrock/{BEDROCK_CLAUDE}"
+    async with claude_gateway() as (gw, client, vfake, bfake):
+        fake = vfake if host == "vertex" else bfake
+        fake.claude.thinking = "three plus three is six"
+        fake.claude.cache_read_tokens = 40
+        async with client.messages.stream(model=model, **sdk_request()) as stream:
+            message = await stream.get_final_message()
+    thinking, text = message.content
+    assert thinking.type == "thinking" and thinking.thinking == "three plus three is six"
+    assert thinking.signature == "c2lnbmF0dXJl"  # the signature the client must send back, intact
+    assert text.type == "text" and text.text == REPLY and message.stop_reason == "end_turn"
+    assert message.usage.cache_read_input_tokens == 40 and message.usage.output_tokens > 1
+    decision = gw.log.last
+    assert decision.stream and decision.protocol == "messages" and decision.provider == host
+    assert decision.usage is not None and decision.usage.cached_tokens == 40
+
+
+async def test_sdk_failure_before_content_falls_back() -> None:
+    async with claude_gateway() as (gw, client, vfake, bfake):
+        vfake.add_fault(Fault(status=529))
+        message = await client.messages.create(model="claude", **sdk_request())
+        assert message.content[0].type == "text" and message.content[0].text == REPLY
+        assert gw.log.last.provider == "bedrock" and gw.log.last.fallback_used
+        vfake.add_fault(Fault(error_event_at=0))  # Claude's overloaded event before any content
+        async with client.messages.stream(model="claude", **sdk_request()) as stream:
+            streamed = await stream.get_final_message()
+        assert streamed.content[0].type == "text" and streamed.content[0].text == REPLY
+        assert gw.log.last.provider == "bedrock" and gw.log.last.fallback_used
+    assert bfake.requests[-1].path.endswith("/invoke-with-response-stream")
+
+
+@pytest.mark.parametrize("host", ["vertex", "bedrock"])
+async def test_sdk_error_after_content_ends_with_an_error_event(host: str) -> None:
+    model = f"vertex/{VERTEX_CLAUDE}" if host == "vertex" else f"bedrock/{BEDROCK_CLAUDE}"
+    async with claude_gateway() as (gw, client, vfake, bfake):
+        (vfake if host == "vertex" else bfake).add_fault(Fault(error_event_at=2))
+        texts: list[str] = []
+        with pytest.raises(anthropic.APIStatusError) as info:
+            async with client.messages.stream(model=model, **sdk_request()) as stream:
+                async for text in stream.text_stream:
+                    texts.append(text)
+    assert "".join(texts) and REPLY.startswith("".join(texts)) and "".join(texts) != REPLY
+    body = info.value.body
+    assert isinstance(body, dict) and body["type"] == "error" and body["error"]["message"]
+    assert gw.log.last.status == 502
+
+
+@pytest.mark.parametrize("host", ["vertex", "bedrock"])
+async def test_sdk_count_tokens_is_claude_s_own_count(host: str) -> None:
+    model = f"vertex/{VERTEX_CLAUDE}" if host == "vertex" else f"bedrock/{BEDROCK_CLAUDE}"
+    request = without(sdk_request(), "max_tokens", "tool_choice")
+    async with claude_gateway() as (gw, client, vfake, bfake):
+        raw = await client.messages.with_raw_response.count_tokens(model=model, **request)
+        fake = vfake if host == "vertex" else bfake
+        sent = fake.requests[-1]
+    counted = await raw.parse()
+    assert counted.input_tokens > 0
+    assert "x-interlock-estimate" not in raw.headers  # counted upstream, not estimated
+    assert sent.path.endswith("count-tokens:rawPredict" if host == "vertex" else f"/model/{BEDROCK_CLAUDE}/count-tokens")
