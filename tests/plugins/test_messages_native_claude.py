@@ -368,6 +368,7 @@ async def claude_gateway() -> AsyncIterator[tuple[RunningGateway, anthropic.Asyn
                            credentials_file=vfake.credentials_file)
             + provider_table("bedrock", type="bedrock", base_url=bfake.url, region=REGION)
             + f'[routes.claude]\nchain = "vertex/{VERTEX_CLAUDE} > bedrock/{BEDROCK_CLAUDE}"\n'
+            + f'[routes.claude-b]\nchain = "bedrock/{BEDROCK_CLAUDE} > vertex/{VERTEX_CLAUDE}"\n'
             + "[exporters.ledger]\nenabled = false\n"
         )
         async with running_gateway(toml, environ=ENV) as gw:
@@ -441,6 +442,17 @@ async def test_sdk_failure_before_content_falls_back() -> None:
         assert streamed.content[0].type == "text" and streamed.content[0].text == REPLY
         assert gw.log.last.provider == "bedrock" and gw.log.last.fallback_used
     assert bfake.requests[-1].path.endswith("/invoke-with-response-stream")
+
+
+async def test_sdk_bedrock_exception_before_content_falls_back() -> None:
+    async with claude_gateway() as (gw, client, vfake, bfake):
+        bfake.add_fault(Fault(error_event_at=0))  # modelStreamErrorException, after message_start
+        async with client.messages.stream(model="claude-b", **sdk_request()) as stream:
+            message = await stream.get_final_message()
+        decision = gw.log.last
+    assert message.content[0].type == "text" and message.content[0].text == REPLY
+    assert decision.provider == "vertex" and decision.fallback_used
+    assert decision.attempts[0].outcome == "stream_error"
 
 
 @pytest.mark.parametrize("host", ["vertex", "bedrock"])
