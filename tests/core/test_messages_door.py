@@ -287,7 +287,7 @@ async def test_thinking_maps_to_reasoning_effort(sdk: anthropic.AsyncAnthropic, 
                               thinking={"type": "enabled", "budget_tokens": 17000})
     sent = gpt.requests[-1].json
     assert sent["reasoning_effort"] == "high"
-    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 17000}
+    assert "thinking" not in sent  # an Anthropic-only field is not forwarded to a chat upstream
 
 
 async def test_thinking_history_and_top_k_are_dropped_for_a_chat_target(sdk: anthropic.AsyncAnthropic, gpt: FakeOpenAI) -> None:

@@ -332,9 +332,8 @@ def _thinking(body: dict[str, Any], out: dict[str, Any]) -> None:
         out["reasoning_effort"] = reasoning_effort(thinking.get("budget_tokens"))
     elif thinking.get("type") == "adaptive":
         out["reasoning_effort"] = "medium"
-    else:
-        return
-    out["thinking"] = thinking  # the Anthropic chat translation passes it on as it is
+    # ``thinking`` itself stays out of the chat body: every Claude host takes a Messages request
+    # natively, and an OpenAI-compatible upstream would receive (and may refuse) a field it does not know
 
 
 def _output_config(body: dict[str, Any], out: dict[str, Any], tr: Translation) -> None:
