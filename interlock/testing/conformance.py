@@ -34,8 +34,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 import openai
@@ -46,13 +45,15 @@ from openai.types.chat import (
     ChatCompletionMessageParam,
 )
 
-from interlock.testing._base import FakeServer, Fault
+from interlock.testing._base import Fault
+# re-exported: plugin authors and the fakes' ready-made cases import them from here
+from interlock.testing._conformance_env import FEATURES as FEATURES
+from interlock.testing._conformance_env import ConformanceEnv as ConformanceEnv
+from interlock.testing._conformance_env import ProviderCase as ProviderCase
 from interlock.testing.conformance_doors import DoorConformance
 from interlock.testing.fake_openai import FakeOpenAI
-from interlock.testing.gateway import RunningGateway, provider_table, running_gateway
+from interlock.testing.gateway import provider_table, running_gateway
 
-#: what a provider can be asked to do; a case lists the ones its API offers
-FEATURES = frozenset({"system", "images", "tools", "json", "stream_usage", "embeddings"})
 
 #: attempt timeout the suite configures, and the latency that must exceed it
 TIMEOUT = 0.5
@@ -76,29 +77,6 @@ WEATHER_TOOL: ChatCompletionFunctionToolParam = {
 }
 
 
-@dataclass(frozen=True)
-class ProviderCase:
-    """How to run the suite against one provider."""
-
-    #: id used in test names
-    name: str
-    #: a fresh, unstarted fake of the provider's wire protocol
-    fake: Callable[[], FakeServer]
-    #: the ``[providers.NAME]`` table(s) pointing at the started fake, with this attempt timeout
-    provider_toml: Callable[[FakeServer, float], str]
-    #: the model the client asks for (usually ``instance/model``)
-    model: str
-    embeddings_model: str | None = None
-    features: frozenset[str] = FEATURES
-    #: native error bodies: failure class -> (status, body); "context_length" is required,
-    #: "content_policy" where the provider reports it as an HTTP error; any class's status
-    #: (e.g. Anthropic's 529 for "overloaded") can be overridden here
-    errors: Mapping[str, tuple[int, Any]] = field(default_factory=dict)
-    #: environment the gateway sees (keys, credentials); the real environment never leaks in
-    environ: Mapping[str, str] = field(default_factory=dict)
-    extra_plugins: tuple[tuple[str, object], ...] = ()
-
-
 # failure class -> (default status, fallback expected); a non-fallback class must fail fast
 HTTP_FAILURES: dict[str, tuple[int, bool]] = {
     "rate_limited": (429, True),
@@ -117,20 +95,6 @@ STREAM_FAULTS: dict[str, Fault] = {
     "malformed": Fault(malformed_at=0),
     "error_event": Fault(error_event_at=0),
 }
-
-
-@dataclass
-class ConformanceEnv:
-    """A started fake, a healthy backup, and a gateway routing ``conformance`` to both."""
-
-    case: ProviderCase
-    fake: FakeServer
-    backup: FakeOpenAI
-    gw: RunningGateway
-
-    @property
-    def client(self) -> openai.AsyncOpenAI:
-        return self.gw.client
 
 
 class ProviderConformance(DoorConformance):

@@ -18,16 +18,14 @@ class's ``env`` fixture.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anthropic
 import openai
 import pytest
 
 from interlock.testing._base import Fault
-
-if TYPE_CHECKING:
-    from interlock.testing.conformance import ConformanceEnv
+from interlock.testing._conformance_env import ConformanceEnv
 
 #: the weather tool in each door's own shape (the fakes answer a tool request with {"city": "text"})
 _WEATHER_SCHEMA: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""A fake AWS Bedrock runtime: Converse, ConverseStream (binary event stream) and InvokeModel embeddings.
+"""A fake AWS Bedrock runtime: Converse, ConverseStream (binary event stream), InvokeModel and its stream.
 
 ``FakeBedrock`` answers through the shared reply planner like every fake, speaks Bedrock's
 REST-JSON wire format (errors carry ``x-amzn-ErrorType`` and ``{"message"}``), and streams
@@ -6,6 +6,14 @@ real AWS event-stream frames with CRCs, so the official ``boto3`` client accepts
 ``tests/testing/test_fake_bedrock.py``). With ``access_key_id`` and ``secret_access_key`` set
 it verifies each request's SigV4 signature (through botocore); with ``api_key`` it accepts a
 Bedrock API key as ``Authorization: Bearer``. Point a client at :attr:`url`.
+
+InvokeModel answers Titan and Cohere embedding requests and, for Claude model ids, the Anthropic
+Messages body Bedrock takes there (no ``model``, no ``stream``, ``anthropic_version``
+``bedrock-2023-05-31``, betas in an ``anthropic_beta`` list); InvokeModelWithResponseStream streams
+Claude's events, each one's JSON base64-encoded in a ``chunk`` frame (``{"bytes": ...}``), and its
+in-band failures as exception frames; CountTokens counts such a body (``input.invokeModel``).
+Claude's answers come from :attr:`FakeBedrock.claude`, a
+:class:`~interlock.testing.fake_anthropic.FakeAnthropic` to steer (``fake.claude.thinking = ...``).
 
 Knobs a test may set on an instance: :attr:`reasoning` (a reasoning block before the answer),
 :attr:`cache_read_tokens` / :attr:`cache_write_tokens` (reported in usage), :attr:`stop_reason`
@@ -15,10 +23,11 @@ Knobs a test may set on an instance: :attr:`reasoning` (a reasoning block before
 
 from __future__ import annotations
 
+import base64
 import hmac
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -27,6 +36,7 @@ from aiohttp import web
 from interlock.testing._base import FakeServer, Fault, request_state
 from interlock.testing._bedrock_checks import MALFORMED, check_converse
 from interlock.testing._eventstream import corrupt, event_frame, exception_frame
+from interlock.testing.fake_anthropic import FakeAnthropic, _text
 from interlock.testing._replies import Reply, ReplyError, call_id, embed, plan_reply, prompt_tokens, split
 
 if TYPE_CHECKING:
@@ -72,6 +82,10 @@ STREAM_EXCEPTIONS: dict[str, dict[str, Any]] = {
     "validationException": {"message": "Input is too long for requested model."},
 }
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+#: the ``anthropic_version`` Claude's InvokeModel body must carry
+ANTHROPIC_VERSION = "bedrock-2023-05-31"
+_DATED_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_PAD = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0"
 
 
 def _type_header(name: str) -> str:
@@ -129,6 +143,7 @@ class FakeBedrock(FakeServer):
         self.cache_write_tokens = 0
         self.stop_reason: str | None = None
         self.stream_exception = "modelStreamErrorException"
+        self.claude = _InvokeClaude(self, chunks)
         super().__init__(api_key=api_key, seed=seed, failure_rate=failure_rate, record_limit=record_limit)
 
     # -- FakeServer hooks -------------------------------------------------------------------------
@@ -137,12 +152,17 @@ class FakeBedrock(FakeServer):
         router.add_post("/model/{model_id:.+}/converse", self._converse)
         router.add_post("/model/{model_id:.+}/converse-stream", self._converse)
         router.add_post("/model/{model_id:.+}/invoke", self._invoke)
+        router.add_post("/model/{model_id:.+}/invoke-with-response-stream", self._invoke_stream)
+        router.add_post("/model/{model_id:.+}/count-tokens", self._count_tokens)
 
     def model_of(self, request: web.Request, body: Any) -> Any:
         return request.match_info.get("model_id")
 
     def is_generation(self, request: web.Request) -> bool:
-        return request.method == "POST" and not request.path.endswith("/invoke")
+        # InvokeModel generates for Claude; for the other models it embeds; counting generates nothing
+        if request.method != "POST" or request.path.endswith("/count-tokens"):
+            return False
+        return not request.path.endswith("/invoke") or "anthropic.claude" in request.match_info.get("model_id", "")
 
     def authorized(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")
@@ -395,7 +415,7 @@ class FakeBedrock(FakeServer):
 
     # -- InvokeModel (embeddings) -----------------------------------------------------------------
 
-    async def _invoke(self, request: web.Request) -> web.Response:
+    async def _invoke(self, request: web.Request) -> web.StreamResponse:
         model = request.match_info["model_id"]
         if model not in self.models:
             return self._invalid(_INVALID_MODEL)
@@ -403,6 +423,8 @@ class FakeBedrock(FakeServer):
         body = state.json
         if state.malformed or not isinstance(body, dict):
             return self._invalid(MALFORMED)
+        if "anthropic.claude" in model:
+            return await self._claude(request, body, model, stream=False)
         if "titan-embed" in model:
             extra = sorted(set(body) - {"inputText", "dimensions", "normalize", "embeddingTypes"})
             if extra:
@@ -437,7 +459,112 @@ class FakeBedrock(FakeServer):
                 "texts": texts,
             }
             return self._json(data, headers={"X-Amzn-Bedrock-Input-Token-Count": str(tokens)})
-        return self._invalid("The fake serves InvokeModel for Titan and Cohere embedding models only.")
+        return self._invalid("The fake serves InvokeModel for Claude and for Titan and Cohere embedding models only.")
+
+    # -- InvokeModel / InvokeModelWithResponseStream for Claude ------------------------------------
+
+    async def _invoke_stream(self, request: web.Request) -> web.StreamResponse:
+        model = request.match_info["model_id"]
+        if model not in self.models:
+            return self._invalid(_INVALID_MODEL)
+        state = request_state(request)
+        if state.malformed or not isinstance(state.json, dict):
+            return self._invalid(MALFORMED)
+        if "anthropic.claude" not in model:
+            return self._invalid("The fake streams InvokeModel for Claude models only.")
+        return await self._claude(request, state.json, model, stream=True)
+
+    async def _claude(
+        self, request: web.Request, body: dict[str, Any], model: str, *, stream: bool
+    ) -> web.StreamResponse:
+        """Claude's Messages body as InvokeModel takes it: the model in the path, the version in the body."""
+        version = body.get("anthropic_version")
+        if version != ANTHROPIC_VERSION and not (isinstance(version, str) and _DATED_VERSION.match(version)):
+            # Bedrock's own version, or a dated Messages API version (what anthropic's Bedrock client sends)
+            return self._invalid(f"Malformed input request: anthropic_version: must be {ANTHROPIC_VERSION}")
+        for key in ("model", "stream"):  # the path and the operation say these
+            if key in body:
+                return self._invalid(
+                    f"Malformed input request: extraneous key [{key}] is not permitted, "
+                    "please reformat your input and try again."
+                )
+        betas = body.get("anthropic_beta")
+        if betas is not None and not (isinstance(betas, list) and all(isinstance(b, str) for b in betas)):
+            return self._invalid("Malformed input request: anthropic_beta: expected a list of strings")
+        checked = self.claude.validate(request, require_model=False)
+        if isinstance(checked, web.Response):
+            return self._invalid(_claude_message(checked))  # Bedrock reports Claude's complaint as its own
+        return await self.claude.answer(request, {**checked, "stream": True} if stream else checked, model)
+
+    async def _count_tokens(self, request: web.Request) -> web.Response:
+        """CountTokens for a Claude InvokeModel body (``input.invokeModel.body``, base64 as blobs are in JSON)."""
+        model = request.match_info["model_id"]
+        if model not in self.models:
+            return self._invalid(_INVALID_MODEL)
+        state = request_state(request)
+        invoke = ((state.json or {}).get("input") or {}).get("invokeModel") if isinstance(state.json, dict) else None
+        if state.malformed or not isinstance(invoke, dict) or "anthropic.claude" not in model:
+            return self._invalid("The fake counts InvokeModel bodies of Claude models only.")
+        try:
+            body = orjson.loads(base64.b64decode(invoke.get("body") or "", validate=True))
+        except ValueError:
+            return self._invalid(MALFORMED)
+        if not isinstance(body, dict) or body.get("anthropic_version") != ANTHROPIC_VERSION:
+            return self._invalid(MALFORMED)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return self._invalid(MALFORMED)
+        texts = [_text(body.get("system") or "")] + [_text(m.get("content")) for m in messages if isinstance(m, dict)]
+        return self._json({"inputTokens": prompt_tokens(texts)})
+
+    def claude_frames(self, sse: bytes) -> bytes:
+        """One of Claude's server-sent events as Bedrock streams it: a ``chunk`` frame of its JSON, base64."""
+        data = next(line[6:] for line in sse.split(b"\n") if line.startswith(b"data: "))
+        payload = {"bytes": base64.b64encode(data).decode()}
+        # padding of random length against length side channels, as on every Bedrock stream event
+        return event_frame("chunk", {**payload, "p": _PAD[: 1 + len(data) % len(_PAD)]})
+
+
+def _claude_message(response: web.Response) -> str:
+    """The message of an Anthropic error response (FakeAnthropic's validation)."""
+    assert isinstance(response.body, bytes)
+    return str(orjson.loads(response.body)["error"]["message"])
+
+
+class _InvokeClaude(FakeAnthropic):
+    """FakeAnthropic's answers, streamed in Bedrock's framing instead of server-sent events."""
+
+    def __init__(self, bedrock: FakeBedrock, chunks: int) -> None:
+        self.bedrock = bedrock
+        super().__init__(models=(), chunks=chunks)
+
+    async def play(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        *,
+        head: Sequence[bytes],
+        events: Sequence[bytes],
+        tail: Sequence[bytes],
+        error_event: bytes,
+        malformed: bytes,
+    ) -> web.StreamResponse:
+        bedrock = self.bedrock
+        frame = bedrock.claude_frames
+        response.headers["Content-Type"] = EVENT_STREAM
+        response.headers["X-Amzn-Bedrock-Content-Type"] = "application/json"
+        response.headers.update(bedrock._headers())
+        response.headers.pop("Cache-Control", None)
+        payload = STREAM_EXCEPTIONS.get(bedrock.stream_exception, {"message": "stream failed"})
+        return await super().play(
+            request,
+            response,
+            head=[frame(e) for e in head],
+            events=[frame(e) for e in events],
+            tail=[frame(e) for e in tail],
+            error_event=exception_frame(bedrock.stream_exception, payload),
+            malformed=corrupt(frame(events[0] if events else tail[0])),
+        )
 
 
 def conformance_case() -> ProviderCase:

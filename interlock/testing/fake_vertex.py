@@ -8,6 +8,8 @@
 * ``publishers/anthropic/models/{model}:rawPredict`` and ``:streamRawPredict`` (the Messages
   format without ``model``, with ``anthropic_version``, answered by
   :class:`~interlock.testing.fake_anthropic.FakeAnthropic`'s logic);
+* ``publishers/anthropic/models/count-tokens:rawPredict`` (Claude's token counting: the Messages
+  body with ``model`` and ``anthropic_version``, answered ``{"input_tokens"}``);
 
 and ``POST /token``, an OAuth2 token endpoint for service-account JWT-bearer grants: it checks
 the assertion's RS256 signature, issuer, audience, scope and lifetime, and issues opaque access
@@ -40,8 +42,8 @@ import orjson
 from aiohttp import web
 
 from interlock.testing._base import FakeServer, request_state
-from interlock.testing._replies import ReplyError, embed
-from interlock.testing.fake_anthropic import FakeAnthropic
+from interlock.testing._replies import ReplyError, embed, prompt_tokens
+from interlock.testing.fake_anthropic import FakeAnthropic, _text
 from interlock.testing.fake_gemini import FakeGemini, _Invalid, norm
 
 if TYPE_CHECKING:
@@ -52,6 +54,8 @@ __all__ = ["FakeVertex", "conformance_cases", "google_error"]
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ANTHROPIC_VERSION = "vertex-2023-10-16"
+#: the model segment of Claude's token counting endpoint (``.../models/count-tokens:rawPredict``)
+COUNT_TOKENS = "count-tokens"
 #: the ``aud`` a service-account assertion must name: Google's token endpoint, whatever ``token_uri`` is
 AUDIENCES = ("https://oauth2.googleapis.com/token", "https://www.googleapis.com/oauth2/v4/token")
 _MODEL_PATH = re.compile(
@@ -306,6 +310,8 @@ class FakeVertex(FakeServer):
                 403, f"Permission 'aiplatform.endpoints.predict' denied on resource "
                      f"'//aiplatform.googleapis.com/{resource}' (or it may not exist)."
             )
+        if publisher == "anthropic" and model == COUNT_TOKENS and method == "rawPredict":
+            return self._claude_count(request)
         known = {"google": ("generateContent", "streamGenerateContent", "predict"),
                  "anthropic": ("rawPredict", "streamRawPredict")}
         if method not in known.get(publisher, ()) or (self.models is not None and model not in self.models):
@@ -347,6 +353,27 @@ class FakeVertex(FakeServer):
         if isinstance(checked, web.Response):
             return checked
         return await self.claude.answer(request, checked, model)
+
+    def _claude_count(self, request: web.Request) -> web.Response:
+        """Claude's token counting: one URL for every model, so the body names the model."""
+        state = request_state(request)
+        body = state.json
+        if state.malformed or not isinstance(body, dict):
+            return self.error_response(400, "Invalid JSON payload received.")
+        version = body.get("anthropic_version")
+        if version != ANTHROPIC_VERSION and not (isinstance(version, str) and _DATED_VERSION.match(version)):
+            return self.claude.error_response(400, f"anthropic_version: Input should be '{ANTHROPIC_VERSION}'")
+        model = body.get("model")
+        if not isinstance(model, str):
+            return self.claude.error_response(400, "model: Field required")
+        if self.models is not None and model not in self.models:
+            return self.error_response(404, f"Publisher Model `{model}` was not found or your project does not "
+                                            "have access to it.")
+        checked = self.claude.validate(request, require_model=False, require_max_tokens=False)
+        if isinstance(checked, web.Response):
+            return checked
+        texts = [_text(checked.get("system") or "")] + [_text(m.get("content")) for m in checked["messages"]]
+        return _json({"input_tokens": prompt_tokens(texts)})
 
     def _predict(self, body: dict[str, Any], model: str) -> web.Response:
         """Text embeddings: one prediction per instance, with the token count Vertex reports."""

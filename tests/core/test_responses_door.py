@@ -233,6 +233,8 @@ async def test_previous_response_id_chains_turns(
     async with gw.client.responses.stream(model=target, input="What is my name?", previous_response_id=first.id) as stream:
         second = await stream.get_final_response()
     assert second.output_text == "Fake reply to: What is my name?"
+    # the client sees its own chain whichever way the turn went (a native upstream echoes null/false)
+    assert second.previous_response_id == first.id and second.store is True
     sent = upstream(target, oai, claude).json
     if target == NATIVE:
         assert "previous_response_id" not in sent and sent["store"] is False
@@ -246,6 +248,7 @@ async def test_previous_response_id_chains_turns(
     assert len(store_of(gw).responses[second.id].input) == 3
     third = await gw.client.responses.create(model=target, input="Bye", previous_response_id=second.id, store=False)
     assert third.output_text == "Fake reply to: Bye" and third.id not in store_of(gw).responses
+    assert third.previous_response_id == second.id and third.store is False
     sent = upstream(target, oai, claude).json
     history = sent["input"] if target == NATIVE else sent["messages"]
     assert len(history) == 5

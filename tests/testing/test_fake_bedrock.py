@@ -454,3 +454,100 @@ def test_image_bytes_are_validated(client: Any, fake: FakeBedrock) -> None:
     assert result["output"]["message"]["content"][0]["text"] == "Fake reply to:  (1 image)"
     sent = fake.requests[-1].json["messages"][0]["content"][0]["image"]["source"]["bytes"]
     assert base64.b64decode(sent) == PNG  # boto3 base64-encodes blob members in JSON
+
+
+# -- InvokeModel / InvokeModelWithResponseStream: Claude's Messages body -----------------------------
+
+MESSAGES_BODY: Any = {
+    "anthropic_version": "bedrock-2023-05-31",
+    "anthropic_beta": ["interleaved-thinking-2025-05-14"],
+    "max_tokens": 100,
+    "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+    "messages": [{"role": "user", "content": "Hello there"}],
+}
+
+
+def claude_events(client: Any, body: Any, model: str = CLAUDE) -> list[dict[str, Any]]:
+    """Every Anthropic event of one InvokeModelWithResponseStream, decoded as the SDK hands them over."""
+    stream = client.invoke_model_with_response_stream(modelId=model, body=json.dumps(body))["body"]
+    try:
+        return [json.loads(event["chunk"]["bytes"]) for event in stream]
+    finally:
+        stream.close()
+
+
+def test_invoke_claude_messages(fake: FakeBedrock, client: Any) -> None:
+    fake.claude.cache_read_tokens = 7
+    result = client.invoke_model(modelId=CLAUDE, body=json.dumps(MESSAGES_BODY))
+    answer = json.loads(result["body"].read())
+    assert answer["type"] == "message" and answer["role"] == "assistant" and answer["model"] == CLAUDE
+    assert answer["content"] == [{"type": "text", "text": "Fake reply to: Hello there"}]
+    assert answer["stop_reason"] == "end_turn"
+    assert answer["usage"]["cache_read_input_tokens"] == 7 and answer["usage"]["output_tokens"] > 0
+    assert result["contentType"] == "application/json"
+    sent = fake.requests[-1]
+    assert sent.path == f"/model/{CLAUDE}/invoke" and sent.json == MESSAGES_BODY
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"anthropic_version": "vertex-2023-10-16"}, "anthropic_version"),
+        ({"model": CLAUDE}, "extraneous key [model]"),
+        ({"stream": True}, "extraneous key [stream]"),
+        ({"anthropic_beta": "context-1m-2025-08-07"}, "anthropic_beta"),
+        ({"max_tokens": None}, "max_tokens"),
+    ],
+)
+def test_invoke_claude_refuses_what_bedrock_refuses(client: Any, change: dict[str, Any], message: str) -> None:
+    body = {k: v for k, v in {**MESSAGES_BODY, **change}.items() if v is not None}
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        client.invoke_model(modelId=CLAUDE, body=json.dumps(body))
+    assert info.value.response["Error"]["Code"] == "ValidationException"
+    assert message in info.value.response["Error"]["Message"]
+
+
+def test_invoke_stream_claude_event_sequence(fake: FakeBedrock, client: Any) -> None:
+    fake.claude.thinking = "first this then that"
+    events = claude_events(client, MESSAGES_BODY)
+    types = [e["type"] for e in events]
+    assert types[:2] == ["message_start", "ping"] and types[-2:] == ["message_delta", "message_stop"]
+    deltas = [e["delta"] for e in events if e["type"] == "content_block_delta"]
+    assert {"type": "signature_delta", "signature": "c2lnbmF0dXJl"} in deltas
+    assert "".join(d.get("text", "") for d in deltas) == "Fake reply to: Hello there"
+    assert events[0]["message"]["model"] == CLAUDE
+    assert fake.requests[-1].path == f"/model/{CLAUDE}/invoke-with-response-stream"
+
+
+def test_invoke_stream_claude_faults(fake: FakeBedrock, client: Any) -> None:
+    fake.stream_exception = "throttlingException"
+    fake.add_fault(Fault(error_event_at=1))
+    with pytest.raises(botocore.exceptions.EventStreamError) as info:
+        claude_events(client, MESSAGES_BODY)
+    assert info.value.response["Error"]["Code"] == "throttlingException"
+    fake.add_fault(Fault(malformed_at=0))
+    with pytest.raises(ChecksumMismatch):
+        claude_events(client, MESSAGES_BODY)
+    fake.add_fault(Fault(cut_after=2))
+    seen: list[str] = []
+    stream = client.invoke_model_with_response_stream(modelId=CLAUDE, body=json.dumps(MESSAGES_BODY))["body"]
+    with pytest.raises((urllib3.exceptions.ProtocolError, botocore.exceptions.ResponseStreamingError)):
+        try:
+            for event in stream:
+                seen.append(json.loads(event["chunk"]["bytes"])["type"])
+        finally:
+            stream.close()
+    assert seen == ["message_start", "ping", "content_block_start", "content_block_delta", "content_block_delta"]
+
+
+def test_count_tokens_of_a_claude_body(fake: FakeBedrock, client: Any) -> None:
+    short = client.count_tokens(modelId=CLAUDE, input={"invokeModel": {"body": json.dumps(MESSAGES_BODY)}})
+    longer_body = {**MESSAGES_BODY, "messages": [{"role": "user", "content": "Hello there " * 40}]}
+    longer = client.count_tokens(modelId=CLAUDE, input={"invokeModel": {"body": json.dumps(longer_body)}})
+    assert longer["inputTokens"] > short["inputTokens"] > 0
+    sent = fake.requests[-1]
+    assert sent.path == f"/model/{CLAUDE}/count-tokens"
+    assert json.loads(base64.b64decode(sent.json["input"]["invokeModel"]["body"])) == longer_body
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        client.count_tokens(modelId=CLAUDE, input={"invokeModel": {"body": json.dumps({"messages": []})}})
+    assert info.value.response["Error"]["Code"] == "ValidationException"

@@ -360,3 +360,19 @@ async def test_claude_stream_faults(fake: FakeVertex, claude: anthropic.AsyncAnt
     fake.add_fault(Fault(error_event_at=1))
     with pytest.raises(anthropic.APIStatusError, match="Overloaded"):
         await _drain_claude(claude)
+
+
+async def test_claude_count_tokens(fake: FakeVertex, claude: anthropic.AsyncAnthropicVertex) -> None:
+    counted = await claude.messages.count_tokens(
+        model=CLAUDE, system="Be brief.", messages=[{"role": "user", "content": "one two three four"}]
+    )
+    assert counted.input_tokens > 0
+    longer = await claude.messages.count_tokens(
+        model=CLAUDE, system="Be brief.", messages=[{"role": "user", "content": "one two three four " * 50}]
+    )
+    assert longer.input_tokens > counted.input_tokens
+    sent = fake.requests[-1]
+    # one URL for every Claude model: the body names it
+    assert sent.path == f"{ROOT}/anthropic/models/count-tokens:rawPredict" and sent.json["model"] == CLAUDE
+    with pytest.raises(anthropic.BadRequestError):
+        await claude.messages.count_tokens(model=CLAUDE, messages=[])

@@ -52,6 +52,10 @@ class ResponsesContext(RequestContext):
     response_id: str = ""
     created_at: float = 0.0
     store: bool = True
+    #: fields a native target's answer echoes differently from what the client sent, because the
+    #: gateway rewrote them (a chained request goes upstream expanded, without previous_response_id
+    #: and with store false): set back on the response objects the client receives
+    echoed: dict[str, Any] = field(default_factory=dict)
 
 
 class ResponsesDoor:
@@ -92,6 +96,8 @@ class ResponsesDoor:
             native["input"] = kept
         if native.pop("previous_response_id", None) is not None:
             native["store"] = False  # the gateway keeps the chain; the upstream never saw its ids
+            # what the upstream's answer echoes back is set to what the client sent (see echoed)
+            ctx.echoed = {"previous_response_id": ctx.request["previous_response_id"], "store": ctx.store}
         ctx.native = native
 
     async def prepare(self, ctx: RequestContext) -> None:
@@ -140,8 +146,9 @@ class ResponsesDoor:
     def respond(self, ctx: RequestContext, result: Any, headers: dict[str, str]) -> web.StreamResponse:
         assert isinstance(ctx, ResponsesContext)
         if isinstance(result, NativeResult):
-            self._keep(ctx, result.body)
-            return json_response(result.body, headers=headers)
+            body = {**result.body, **ctx.echoed} if ctx.echoed else result.body
+            self._keep(ctx, body)
+            return json_response(body, headers=headers)
         assert isinstance(result, ChatResult)
         body = result.body
         choice = (body.get("choices") or [{}])[0]
@@ -159,7 +166,8 @@ class ResponsesDoor:
     def stream_writer(self, ctx: RequestContext) -> StreamWriter:
         assert isinstance(ctx, ResponsesContext)
         return ResponsesStream(
-            ctx.request, ctx.response_id, ctx.created_at, str(ctx.request["model"]), lambda r: self._keep(ctx, r)
+            ctx.request, ctx.response_id, ctx.created_at, str(ctx.request["model"]), lambda r: self._keep(ctx, r),
+            echoed=ctx.echoed,
         )
 
     def error_response(self, err: GatewayError) -> web.Response:

@@ -31,6 +31,13 @@ from interlock.core.types import Chunk, Decision, Usage
 OnDone = Callable[[dict[str, Any]], None]
 
 
+#: the events whose data carries the whole ``response`` object (checked on the encoded event's first line)
+_LIFECYCLE_EVENTS = tuple(
+    f"event: response.{name}\n".encode()
+    for name in ("created", "in_progress", "completed", "incomplete", "failed", "queued")
+)
+
+
 def _data(payload: bytes) -> Any:
     """The JSON of one encoded event (``event: …`` then ``data: …``)."""
     _, _, rest = payload.partition(b"data:")
@@ -42,8 +49,13 @@ class ResponsesStream:
 
     content_type = "text/event-stream"
 
-    def __init__(self, request: dict[str, Any], response_id: str, created_at: float, model: str, on_done: OnDone) -> None:
+    def __init__(
+        self, request: dict[str, Any], response_id: str, created_at: float, model: str, on_done: OnDone,
+        echoed: dict[str, Any] | None = None,
+    ) -> None:
         self.request = request
+        #: fields set back on a native target's response objects (see ResponsesContext.echoed)
+        self.echoed = echoed or {}
         self.response_id = response_id
         self.created_at = created_at
         self.model = model
@@ -139,7 +151,24 @@ class ResponsesStream:
             self._native_created = self._lifecycle(chunk.payload)
         elif chunk.finish_reason is not None:
             self._native_final = self._lifecycle(chunk.payload)
+        if self.echoed and chunk.payload.startswith(_LIFECYCLE_EVENTS):
+            return self._echo(chunk.payload)
         return chunk.payload
+
+    def _echo(self, payload: bytes) -> bytes:
+        """A response lifecycle event re-encoded with the client's own ``echoed`` fields (chained requests only)."""
+        try:
+            event = _data(payload)
+            response = event["response"]
+        except (jsonutil.JSONDecodeError, KeyError, TypeError):
+            return payload
+        if not isinstance(response, dict):
+            return payload
+        response.update(self.echoed)
+        for kept in (self._native_created, self._native_final):
+            if kept is not None:
+                kept.update(self.echoed)
+        return encode_event(str(event.get("type") or ""), jsonutil.dumps(event))
 
     @staticmethod
     def _lifecycle(payload: bytes) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""AWS Bedrock: the Converse API for every model family, InvokeModel for embeddings.
+"""AWS Bedrock: the Converse API for every model family, InvokeModel for embeddings and Messages clients.
 
 Requests are signed with SigV4 through botocore (the optional extra:
 ``pip install 'interlock[bedrock]'``) using credentials from the standard AWS
@@ -36,6 +36,13 @@ family on Converse follows; ``seed``, ``n`` and penalties are ignored. A client'
 concurrently) and Cohere (``cohere.embed-english-v3``, batches of 96, ``input_type``
 ``search_document`` unless the client sends one).
 
+Anthropic Messages clients (the ``/v1/messages`` door) asking for a Claude model id
+(``anthropic.claude-...``, ``us.anthropic.claude-...``) are passed through untranslated with
+InvokeModel / InvokeModelWithResponseStream: their body with ``model`` and ``stream`` removed,
+``anthropic_version`` ``bedrock-2023-05-31`` and their ``anthropic-beta`` header as the body's
+``anthropic_beta`` list; each streamed Anthropic event is handed on as a server-sent event.
+Their token counts come from CountTokens (``/model/{id}/count-tokens``) on that same body.
+
 Failure classes (:func:`classify_failure`): Bedrock names every error (``x-amzn-ErrorType``
 or an event's ``:exception-type``) and the class follows the name, also for in-stream
 exceptions: ``ThrottlingException`` -> rate_limited; ``ModelNotReadyException`` (HTTP 429,
@@ -69,15 +76,20 @@ from interlock.plugins.providers._aws import (
     preload,
     sign,
 )
+from interlock.plugins.providers.translation.anthropic_events import EventReader, message_usage
 from interlock.plugins.providers.translation.bedrock import (
     COHERE_BATCH,
     StreamTranslator,
     chat_result,
+    claude_count_payload,
+    claude_event,
+    claude_invoke_body,
     cohere_body,
     cohere_vectors,
     converse_body,
     embedding_family,
     embedding_inputs,
+    speaks_messages,
     titan_body,
 )
 from interlock.provider_api import (
@@ -90,6 +102,7 @@ from interlock.provider_api import (
     FailureClass,
     HttpPool,
     HTTPProvider,
+    NativeResult,
     ProviderSettings,
     RequestContext,
     UpstreamError,
@@ -302,6 +315,49 @@ class Bedrock(HTTPProvider):
             code="context_length_exceeded" if _CONTEXT.search(message) else name,
             error_type=name,
         )
+
+    # -- Anthropic Messages clients, passed through to Claude ------------- #
+
+    def speaks(self, protocol: str, model: str) -> bool:
+        """Claude model ids take a Messages client's body through InvokeModel, untranslated."""
+        return protocol == "messages" and speaks_messages(model)
+
+    def _claude_body(self, native: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        return claude_invoke_body(native, headers, self.settings.headers.get("anthropic-beta"))
+
+    async def native(self, ctx: RequestContext, model: str) -> NativeResult:
+        assert ctx.native is not None  # the router calls this only for a request that has its own body
+        resp = await self._post_model(model, "invoke", self._claude_body(ctx.native, ctx.headers))
+        body = await self.read_object(resp)
+        return NativeResult(body, message_usage(body))
+
+    async def native_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:
+        assert ctx.native is not None
+        payload = self._claude_body(ctx.native, ctx.headers)
+        resp = await self._post_model(model, "invoke-with-response-stream", payload, stream=True)
+        reader = EventReader(self.name)
+        async with self.reading(resp, lambda: reader.finished, "message_stop"):
+            async for headers, raw in iter_frames(resp.content, self.name):
+                message_type = headers.get(":message-type")
+                if message_type in ("exception", "error"):
+                    raise self._stream_exception(headers, raw)
+                if message_type != "event" or headers.get(":event-type") != "chunk":
+                    continue  # a frame type added after this was written carries no Anthropic event
+                # the event's own "type" names it: the client gets it as the server-sent event Anthropic sends
+                event, data = claude_event(raw, self.name)
+                yield reader.chunk_of(event, None, data)
+                if reader.finished:
+                    break  # nothing follows message_stop; the connection goes back to the pool
+
+    async def count_tokens(self, ctx: RequestContext, model: str) -> int:
+        """Bedrock's count of a Messages client's input tokens (CountTokens on the InvokeModel body)."""
+        assert ctx.native is not None
+        payload = claude_count_payload(self._claude_body(ctx.native, ctx.headers))
+        resp = await self._post_model(model, "count-tokens", payload)
+        tokens = (await self.read_object(resp)).get("inputTokens")
+        if not isinstance(tokens, int) or isinstance(tokens, bool):
+            raise UpstreamError(f"{self.name}: CountTokens answered without inputTokens", kind="stream")
+        return tokens
 
     # -- embeddings ------------------------------------------------------ #
 

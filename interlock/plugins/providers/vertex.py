@@ -11,6 +11,11 @@ Every model lives under ``{base}/v1/projects/{project}/locations/{location}``:
   ``"anthropic_version": "vertex-2023-10-16"`` (:mod:`~interlock.plugins.providers.translation.vertex`);
 * embeddings (``text-embedding-005``, ``gemini-embedding-001`` ...): ``publishers/google/models/{model}:predict``.
 
+A client of the Anthropic Messages door is passed through to Claude untranslated (:meth:`Vertex.speaks`):
+its body goes to the same methods with only ``model`` removed and ``anthropic_version`` set, its
+``anthropic-beta`` header goes along, and Claude's answer (or its events) comes back as sent; its
+``count_tokens`` requests go to ``publishers/anthropic/models/count-tokens:rawPredict``.
+
 Auth is an OAuth2 access token (``Authorization: Bearer``) from a service-account key
 file or application default credentials, fetched with ``google-auth`` (``pip install
 'interlock[vertex]'``), cached, and refreshed five minutes before it expires; see
@@ -48,12 +53,14 @@ import aiohttp
 from interlock.plugins.providers._vertex_auth import AccessTokens, google_auth_missing
 from interlock.plugins.providers.translation import anthropic as claude
 from interlock.plugins.providers.translation import gemini, vertex
+from interlock.plugins.providers.translation.anthropic_events import native_chunks
 from interlock.provider_api import (
     ChatResult,
     Chunk,
     EmbeddingsResult,
     HttpPool,
     HTTPProvider,
+    NativeResult,
     ProviderSettings,
     RequestContext,
     UpstreamError,
@@ -198,13 +205,20 @@ class Vertex(HTTPProvider):
         """JSON and configured extras; the access token is added per request (it is fetched asynchronously)."""
         return {"Content-Type": "application/json", **self.settings.headers}
 
-    async def _post(self, model: str, method: str, body: Any, *, stream: bool = False) -> aiohttp.ClientResponse:
+    async def _post(
+        self, model: str, method: str, body: Any, *, stream: bool = False, extra: dict[str, str] | None = None
+    ) -> aiohttp.ClientResponse:
+        return await self._post_url(self.url(model, method), body, stream=stream, extra=extra)
+
+    async def _post_url(
+        self, url: str, body: Any, *, stream: bool = False, extra: dict[str, str] | None = None
+    ) -> aiohttp.ClientResponse:
         token = await self.tokens.token()
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = {**extra, "Authorization": f"Bearer {token}"} if extra else {"Authorization": f"Bearer {token}"}
         if stream:
             headers["Accept"] = "text/event-stream"
         try:
-            return await self.post(self.url(model, method), body, stream=stream, headers=headers)
+            return await self.post(url, body, stream=stream, headers=headers)
         except UpstreamError as err:
             if err.status == 401:  # revoked or expired early: the next request fetches a fresh token
                 self.tokens.invalidate(token)
@@ -250,6 +264,41 @@ class Vertex(HTTPProvider):
             async for chunk in chunks:
                 yield chunk
             clean = True  # both translators return only after the stream's end marker
+
+    # -- Anthropic Messages clients, passed through to Claude --------------- #
+
+    def speaks(self, protocol: str, model: str) -> bool:
+        """Claude models take a Messages client's body as it is (``rawPredict`` is the Messages API)."""
+        return protocol == "messages" and publisher_of(model) == "anthropic"
+
+    def _betas(self, ctx: RequestContext) -> dict[str, str]:
+        return vertex.beta_headers(ctx.headers, self.settings.headers.get("anthropic-beta"))
+
+    async def native(self, ctx: RequestContext, model: str) -> NativeResult:
+        assert ctx.native is not None  # the router calls this only for a request that has its own body
+        body = vertex.claude_native_body(ctx.native, stream=False)
+        resp = await self._post(model, "rawPredict", body, extra=self._betas(ctx))
+        return vertex.claude_native_result(await self.read_object(resp), self.name)
+
+    async def native_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:
+        assert ctx.native is not None
+        body = vertex.claude_native_body(ctx.native, stream=True)
+        resp = await self._post(model, "streamRawPredict", body, stream=True, extra=self._betas(ctx))
+        clean = False
+        async with self.reading(resp, lambda: clean):
+            async for chunk in native_chunks(iter_sse(resp.content), self.name):
+                yield chunk
+            clean = True  # native_chunks returns only after message_stop
+
+    async def count_tokens(self, ctx: RequestContext, model: str) -> int:
+        """Claude's own count of a Messages client's input tokens (``count-tokens:rawPredict``)."""
+        assert ctx.native is not None
+        url = f"{self.api_root}/publishers/anthropic/models/count-tokens:rawPredict"
+        resp = await self._post_url(url, vertex.claude_count_body(ctx.native, model), extra=self._betas(ctx))
+        tokens = (await self.read_object(resp)).get("input_tokens")
+        if not isinstance(tokens, int) or isinstance(tokens, bool):
+            raise UpstreamError(f"{self.name}: count-tokens answered without input_tokens", kind="stream")
+        return tokens
 
     async def embeddings(self, ctx: RequestContext, model: str) -> EmbeddingsResult:
         if publisher_of(model) != "google":

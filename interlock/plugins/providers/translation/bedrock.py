@@ -1,4 +1,4 @@
-"""OpenAI <-> Bedrock Converse translation, both ways, plus the InvokeModel embedding bodies.
+"""OpenAI <-> Bedrock Converse translation, both ways, plus the InvokeModel bodies (embeddings, Claude).
 
 Request (OpenAI -> Converse):
 
@@ -26,6 +26,13 @@ Response (Converse -> OpenAI): text blocks -> ``content``, ``toolUse`` -> ``tool
 (arguments re-encoded as JSON text), ``reasoningContent`` -> ``reasoning_content``;
 ``stopReason`` -> :data:`FINISH_REASONS` (kept as ``native_finish_reason``); usage per
 :func:`usage_of`.
+
+Anthropic Messages clients reach Claude through InvokeModel untranslated (:func:`speaks_messages`):
+:func:`claude_invoke_body` is their body with ``model`` and ``stream`` removed (the URL and the
+operation say them), ``"anthropic_version": "bedrock-2023-05-31"`` and the client's
+``anthropic-beta`` header as the ``anthropic_beta`` list; :func:`claude_event` unwraps one event
+of InvokeModelWithResponseStream (``{"bytes": <base64 Anthropic event JSON>}``);
+:func:`claude_count_payload` wraps that body for CountTokens.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from typing import Any
 
 import aiohttp
 
+from interlock.plugins.providers.translation.anthropic_events import client_headers, request_body
 from interlock.provider_api import (
     ChatResult,
     Chunk,
@@ -384,3 +392,58 @@ def cohere_vectors(data: dict[str, Any]) -> list[list[float]]:
     if not isinstance(embeddings, list):
         raise UpstreamError("Cohere embedding response has no 'embeddings'", kind="stream")
     return embeddings
+
+
+# --------------------------------------------------------------------------- #
+# Claude through InvokeModel: the Anthropic Messages body, passed through
+# --------------------------------------------------------------------------- #
+
+#: ``anthropic_version`` Claude on Bedrock's InvokeModel takes in the body
+ANTHROPIC_BEDROCK_VERSION = "bedrock-2023-05-31"
+# base model ids (anthropic.claude-...) and cross-region inference profiles (us., eu., apac., global. ...)
+_CLAUDE_ID = re.compile(r"^(?:[a-z]+\.)?anthropic\.claude-")
+
+
+def speaks_messages(model: str) -> bool:
+    """Whether ``model`` is a Claude model id InvokeModel answers in the Messages format.
+
+    ARNs (provisioned throughput, application inference profiles) do not say what they serve:
+    those stay on the Converse translation.
+    """
+    return _CLAUDE_ID.match(model) is not None
+
+
+def claude_invoke_body(
+    native: dict[str, Any], headers: dict[str, str], configured: str | None = None
+) -> dict[str, Any]:
+    """A Messages client's body for ``invoke`` / ``invoke-with-response-stream``; only the top level changes.
+
+    ``model`` and ``stream`` go (the URL and the operation say them). Betas: Bedrock reads them
+    from the body's ``anthropic_beta`` list, so the client's ``anthropic-beta`` header (after a
+    beta header ``configured`` on the provider) becomes that list; a list the client put in the
+    body itself is sent as it is.
+    """
+    body = request_body(native, None, stream=False)
+    body["anthropic_version"] = ANTHROPIC_BEDROCK_VERSION
+    if "anthropic_beta" not in body:
+        header = ",".join(b for b in (configured, client_headers(headers).get("anthropic-beta")) if b)
+        if betas := [b.strip() for b in header.split(",") if b.strip()]:
+            body["anthropic_beta"] = betas
+    return body
+
+
+def claude_count_payload(body: dict[str, Any]) -> dict[str, Any]:
+    """The CountTokens request for an InvokeModel body (a blob in a JSON request: base64)."""
+    return {"input": {"invokeModel": {"body": base64.b64encode(jsonutil.dumps(body)).decode()}}}
+
+
+def claude_event(raw: bytes, name: str) -> tuple[dict[str, Any], bytes]:
+    """The Anthropic event one ``chunk`` frame carries: parsed, and its JSON as sent."""
+    try:
+        data = base64.b64decode(jsonutil.loads(raw)["bytes"], validate=True)
+        event = jsonutil.loads(data)
+    except (TypeError, KeyError, ValueError):  # ValueError covers bad JSON and bad base64 alike
+        raise UpstreamError(f"{name}: malformed stream chunk", kind="stream") from None
+    if not isinstance(event, dict):
+        raise UpstreamError(f"{name}: stream event is not a JSON object", kind="stream")
+    return event, data
