@@ -127,18 +127,10 @@ async def test_chat_completions_with_the_node_openai_sdk(
     assert setup.upstream_paths(model) == {upstream_path}
 
 
-#: a door bug, reported: on a passed-through target the client gets the upstream's response as it is,
-#: and the upstream was sent the expanded conversation without previous_response_id, so the answer
-#: says previous_response_id null (the translated path echoes it, as OpenAI does)
-PASS_THROUGH_LOSES_PREVIOUS_ID = pytest.mark.xfail(
-    strict=True, reason="Responses door: a passed-through answer carries previous_response_id null, not the id sent"
-)
-
-
 @pytest.mark.parametrize(
     ("model", "upstream_path"),
     [
-        pytest.param(OPENAI_MODEL, "/v1/responses", id="openai-passed-through", marks=PASS_THROUGH_LOSES_PREVIOUS_ID),
+        pytest.param(OPENAI_MODEL, "/v1/responses", id="openai-passed-through"),
         pytest.param(ANTHROPIC_MODEL, "/v1/messages", id="anthropic-translated"),
     ],
 )
