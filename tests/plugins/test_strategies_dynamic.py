@@ -402,11 +402,16 @@ async def test_least_busy_prefers_the_idle_target_while_the_other_serves_a_slow_
 
         task = asyncio.create_task(slow_stream())
         try:
-            for _ in range(500):  # until the stream's attempt is in flight
-                if await stats.inflight(gw.gateway.store, "openai/gpt-4o") == 1:
+            def stream_arrived() -> bool:
+                return any(r.json is not None and r.json.get("model") == "gpt-4o" for r in fake.requests)
+
+            for _ in range(500):  # until the stream's attempt is in flight and the fake has its request
+                if await stats.inflight(gw.gateway.store, "openai/gpt-4o") == 1 and stream_arrived():
                     break
                 await asyncio.sleep(0.01)
             assert await stats.inflight(gw.gateway.store, "openai/gpt-4o") == 1
+            # counted from here, after the stream's own request: it must not land among the 15 below
+            assert stream_arrived()
             start = len(fake.requests)
             await ask(gw, 15)
             assert chat_models(fake, start) == ["gpt-4o-mini"] * 15  # the busy target got none of them
