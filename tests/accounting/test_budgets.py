@@ -245,3 +245,34 @@ def test_budget_config_is_validated(tmp_path: Path) -> None:
         "budgets[0].scope", "budgets[1]", "budgets[2].daily_usd", "budgets[2].soft", "budgets[2].action",
         "budgets[2].bogus", "anomaly.sensitivity", "anomaly.bucket_minutes",
     } <= paths
+
+
+async def test_a_budget_holds_on_every_door(fake: FakeOpenAI, make_gateway: GatewayFactory) -> None:
+    """One global budget counts Chat Completions, Responses and Messages spend alike and refuses each in its own shape."""
+    import anthropic
+
+    gw = await make_gateway(budget_config(fake.base_url, '[[budgets]]\nscope = "global"\ndaily_usd = 60\n'))
+    sdk = anthropic.AsyncAnthropic(base_url=gw.root, api_key="k", max_retries=0)
+    try:
+        await gw.client.chat.completions.create(model="openai/gpt-4o", messages=HELLO, max_tokens=5)
+        await gw.client.responses.create(model="openai/gpt-4o", input="hello there", max_output_tokens=16, store=False)
+        await sdk.messages.create(model="openai/gpt-4o", max_tokens=5, messages=[{"role": "user", "content": "hello there"}])
+        spent = await gw.gateway.budgets.spent("global")
+        assert spent == sum(d.cost_usd for d in gw.log.decisions if d.cost_usd is not None) and spent > 0
+        assert {d.protocol for d in gw.log.decisions} == {"chat_completions", "responses", "messages"}
+        # a request whose worst case no longer fits is refused before any upstream call, on every door
+        upstream_calls = len(fake.requests)
+        with pytest.raises(openai.RateLimitError) as chat_err:
+            await gw.client.chat.completions.create(model="openai/gpt-4o", messages=HELLO, max_tokens=60)
+        assert chat_err.value.code == "budget_exceeded"
+        with pytest.raises(openai.RateLimitError) as responses_err:
+            await gw.client.responses.create(model="openai/gpt-4o", input="hello there", max_output_tokens=60, store=False)
+        assert responses_err.value.code == "budget_exceeded"
+        with pytest.raises(anthropic.RateLimitError) as messages_err:
+            await sdk.messages.create(model="openai/gpt-4o", max_tokens=60, messages=[{"role": "user", "content": "hi"}])
+        body = messages_err.value.body
+        assert isinstance(body, dict) and body["type"] == "error" and body["error"]["type"] == "rate_limit_error"
+        assert len(fake.requests) == upstream_calls
+        assert await gw.gateway.budgets.spent("global") == spent
+    finally:
+        await sdk.close()
