@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -59,6 +59,10 @@ class StreamWriter(Protocol):
 
     #: the response's Content-Type
     content_type: str
+    @property
+    def extra_headers(self) -> Mapping[str, str]:
+        """Headers this protocol's clients read besides the routing ones (the anthropic SDK's ``request-id``)."""
+        ...
 
     def start(self) -> bytes:
         """What the client gets before the first chunk (may be empty)."""
@@ -237,6 +241,7 @@ class Lifecycle:
                 "Cache-Control": "no-cache",
                 "X-Accel-Buffering": "no",
                 "x-request-id": ctx.request_id,
+                **writer.extra_headers,
                 **headers,
             }
         )

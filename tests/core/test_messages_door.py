@@ -94,6 +94,8 @@ async def stream_and_create(sdk: anthropic.AsyncAnthropic, **params: Any) -> tup
     """The same request streamed (rebuilt by the SDK's accumulator) and not."""
     async with sdk.messages.stream(**params) as stream:
         streamed = await stream.get_final_message()
+        # streams carry the request id where the SDK reads it, like JSON answers
+        assert stream.response.headers["request-id"] == stream.response.headers["x-request-id"]
     created = await sdk.messages.create(**params)
     return streamed, created
 

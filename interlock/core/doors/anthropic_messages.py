@@ -98,7 +98,7 @@ class AnthropicMessages:
         return web.Response(body=body, status=err.status, content_type="application/json", headers=err.headers)
 
     def stream_writer(self, ctx: RequestContext) -> StreamWriter:
-        return MessagesStream()
+        return MessagesStream(ctx.request_id)
 
     needs_prepare = False
 

@@ -18,6 +18,8 @@ event in OpenAI's error shape.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from aiohttp import web
@@ -83,6 +85,7 @@ class _ChatStream:
 
     __slots__ = ("drop_usage",)
     content_type = "text/event-stream"
+    extra_headers: Mapping[str, str] = MappingProxyType({})  # none beyond the routing headers
 
     def __init__(self, drop_usage: bool) -> None:
         self.drop_usage = drop_usage

@@ -46,10 +46,12 @@ def event(name: str, data: dict[str, Any]) -> bytes:
 class MessagesStream:
     """Writes one streamed answer in the Messages protocol; see the module docstring."""
 
-    __slots__ = ("_started", "_native", "_open", "_next", "_tools", "_stop", "_usage")
+    __slots__ = ("extra_headers", "_started", "_native", "_open", "_next", "_tools", "_stop", "_usage")
     content_type = "text/event-stream"
 
-    def __init__(self) -> None:
+    def __init__(self, request_id: str = "") -> None:
+        #: the anthropic SDK reads a response's request id from ``request-id``
+        self.extra_headers = {"request-id": request_id} if request_id else {}
         self._started = False  # message_start written (translated chunks only)
         self._native = False  # the answer came from a Messages target: its events are the stream
         self._open: tuple[str, int | None] | None = None  # the open block: its kind and, for a tool, the call index

@@ -17,7 +17,8 @@ id, the next sequence number) and a finished response can be stored.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from interlock.core import jsonutil
@@ -48,6 +49,7 @@ class ResponsesStream:
     """One streamed Responses answer (a :class:`~interlock.core.lifecycle.StreamWriter`)."""
 
     content_type = "text/event-stream"
+    extra_headers: Mapping[str, str] = MappingProxyType({})  # none beyond the routing headers
 
     def __init__(
         self, request: dict[str, Any], response_id: str, created_at: float, model: str, on_done: OnDone,
