@@ -76,7 +76,7 @@ from interlock.core.openai_shapes import (
     usage_dict,
 )
 from interlock.core.provider import HttpPool, Provider, ProviderSettings, Secret
-from interlock.core.sse import iter_lines, iter_sse, iter_sse_data
+from interlock.core.sse import encode_named_event, iter_lines, iter_sse, iter_sse_data
 from interlock.core.types import (
     Action,
     ChatResult,
@@ -137,7 +137,8 @@ __all__ = [
     "embeddings_body",
     "embedding_base64",
     "new_id",
-    # reading upstream bodies
+    # reading upstream bodies (and writing a pass-through stream's events: native chunks' payloads)
+    "encode_named_event",
     "iter_sse",
     "iter_sse_data",
     "iter_lines",

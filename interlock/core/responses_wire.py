@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from interlock.core import jsonutil
+from interlock.core.sse import encode_named_event
 from interlock.core.types import Chunk, UpstreamError, Usage
 
 #: events that carry generated output: the first of them is the stream's commit point
@@ -67,11 +68,6 @@ def finish_reason(response: dict[str, Any]) -> str:
     return "stop"
 
 
-def encode_event(event: str, data: bytes) -> bytes:
-    """One named server-sent event, as the Responses API writes them."""
-    return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
-
-
 def sequence_number(payload: bytes) -> int | None:
     """The ``sequence_number`` of an encoded event, found without parsing the JSON (None when absent)."""
     match = _SEQUENCE.search(payload)
@@ -102,7 +98,7 @@ def native_chunk(name: str, event: str, data: bytes) -> Chunk | None:
         message = str(err.get("message") or "the upstream response failed")
         code = err.get("code")
         raise UpstreamError(f"{name} stream error: {message}", kind="stream", body=obj, code=str(code) if code else None)
-    chunk = Chunk(payload=encode_event(event, data), native=True)
+    chunk = Chunk(payload=encode_named_event(event, data), native=True)
     if event.startswith(_CONTENT_PREFIXES) and event.endswith(_CONTENT_SUFFIXES):
         chunk.content = True
     elif event in _LIFECYCLE:

@@ -95,4 +95,9 @@ def encode_event(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
+def encode_named_event(event: str, data: bytes) -> bytes:
+    """One named event (``event:`` then ``data:``), as the Responses and Messages protocols write them."""
+    return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
+
+
 DONE = b"data: [DONE]\n\n"

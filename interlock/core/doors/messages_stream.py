@@ -35,12 +35,13 @@ from interlock.core.doors.messages_response import (
 from interlock.core.errors import GatewayError
 from interlock.core.openai_shapes import new_id
 from interlock.core.routing_headers import usd
+from interlock.core.sse import encode_named_event
 from interlock.core.types import Chunk, Decision, Usage
 
 
 def event(name: str, data: dict[str, Any]) -> bytes:
     """One Messages server-sent event."""
-    return b"event: " + name.encode() + b"\ndata: " + jsonutil.dumps(data) + b"\n\n"
+    return encode_named_event(name, jsonutil.dumps(data))
 
 
 class MessagesStream:

@@ -24,8 +24,9 @@ from typing import Any
 from interlock.core import jsonutil
 from interlock.core.doors.responses_output import OutputBuilder, response_object, status_of
 from interlock.core.errors import GatewayError
-from interlock.core.responses_wire import encode_event, sequence_number
+from interlock.core.responses_wire import sequence_number
 from interlock.core.routing_headers import usd
+from interlock.core.sse import encode_named_event
 from interlock.core.types import Chunk, Decision, Usage
 
 #: called with the finished response object (to store it)
@@ -76,7 +77,7 @@ class ResponsesStream:
     def _emit(self, kind: str, fields: dict[str, Any]) -> None:
         self._seq += 1
         event = {"type": kind, **fields, "sequence_number": self._seq}
-        self._out.append(encode_event(kind, jsonutil.dumps(event)))
+        self._out.append(encode_named_event(kind, jsonutil.dumps(event)))
 
     def _flush(self) -> bytes:
         out, self._out = b"".join(self._out), []
@@ -170,7 +171,7 @@ class ResponsesStream:
         for kept in (self._native_created, self._native_final):
             if kept is not None:
                 kept.update(self.echoed)
-        return encode_event(str(event.get("type") or ""), jsonutil.dumps(event))
+        return encode_named_event(str(event.get("type") or ""), jsonutil.dumps(event))
 
     @staticmethod
     def _lifecycle(payload: bytes) -> dict[str, Any] | None:

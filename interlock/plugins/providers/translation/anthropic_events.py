@@ -33,13 +33,12 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from interlock.plugins.providers.translation.anthropic import error_fields, finish_reason, usage_of
-from interlock.provider_api import Chunk, UpstreamError, Usage, jsonutil
+from interlock.provider_api import Chunk, UpstreamError, Usage, encode_named_event, jsonutil
 
 __all__ = [
     "FORWARDED_HEADERS",
     "EventReader",
     "client_headers",
-    "encode_event",
     "message_usage",
     "native_chunks",
     "request_body",
@@ -79,11 +78,6 @@ def message_usage(body: Mapping[str, Any]) -> Usage | None:
     """A Messages ``message``'s ``usage`` in OpenAI semantics (None when it has none)."""
     usage = body.get("usage")
     return usage_of(usage) if isinstance(usage, dict) else None
-
-
-def encode_event(event: str, data: bytes) -> bytes:
-    """One server-sent event as the client gets it."""
-    return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
 
 
 class EventReader:
@@ -129,7 +123,7 @@ class EventReader:
             raise UpstreamError(
                 f"{self.name} stream error: {message}", kind="stream", body=obj, code=code, error_type=etype
             )
-        payload = encode_event(name, data if data is not None else jsonutil.dumps(obj))
+        payload = encode_named_event(name, data if data is not None else jsonutil.dumps(obj))
         if kind == "content_block_delta":
             return Chunk(payload, content=_object(obj.get("delta")).get("type") in _CONTENT_DELTAS, native=True)
         if kind == "message_start":
