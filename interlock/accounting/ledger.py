@@ -284,6 +284,17 @@ api_keys, alerts = _v2_tables(metadata)
 # --------------------------------------------------------------------------- #
 
 
+def _add_columns(conn: Connection, table: str, columns: list[Column[Any]]) -> None:
+    """``ALTER TABLE table ADD COLUMN`` for each of ``columns`` it does not have yet."""
+    preparer = conn.dialect.identifier_preparer
+    existing = {c["name"] for c in inspect(conn).get_columns(table)}
+    for column in columns:
+        if column.name in existing:
+            continue  # a half-applied run on non-transactional DDL
+        ddl = column.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE {preparer.quote(table)} ADD COLUMN {preparer.quote(column.name)} {ddl}"))
+
+
 def _migration_1(conn: Connection) -> None:
     """Create ``requests`` and ``attempts`` with their indexes."""
     for table in _v1_tables(MetaData()):
@@ -292,27 +303,15 @@ def _migration_1(conn: Connection) -> None:
 
 def _migration_2(conn: Connection) -> None:
     """Cost delta and decision details on requests and attempts; api_keys and alerts tables."""
-    preparer = conn.dialect.identifier_preparer
-    existing = {t: {c["name"] for c in inspect(conn).get_columns(t)} for t in ("requests", "attempts")}
     for table, columns in zip(("requests", "attempts"), _v2_columns(), strict=True):
-        for column in columns:
-            if column.name in existing[table]:
-                continue  # a half-applied run on non-transactional DDL
-            ddl = column.type.compile(dialect=conn.dialect)
-            conn.execute(text(f"ALTER TABLE {preparer.quote(table)} ADD COLUMN {preparer.quote(column.name)} {ddl}"))
+        _add_columns(conn, table, columns)
     for new_table in _v2_tables(MetaData()):
         new_table.create(conn, checkfirst=True)
 
 
 def _migration_3(conn: Connection) -> None:
     """The client's protocol on requests; the stored_responses table."""
-    preparer = conn.dialect.identifier_preparer
-    existing = {c["name"] for c in inspect(conn).get_columns("requests")}
-    for column in _v3_columns():
-        if column.name in existing:
-            continue  # a half-applied run on non-transactional DDL
-        ddl = column.type.compile(dialect=conn.dialect)
-        conn.execute(text(f"ALTER TABLE requests ADD COLUMN {preparer.quote(column.name)} {ddl}"))
+    _add_columns(conn, "requests", _v3_columns())
     for new_table in _v3_tables(MetaData()):
         new_table.create(conn, checkfirst=True)
 
