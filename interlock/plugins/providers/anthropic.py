@@ -40,6 +40,7 @@ from typing import Any
 
 from interlock.plugins.providers.translation.anthropic_events import (
     client_headers,
+    counted_tokens,
     message_usage,
     native_chunks,
     request_body,
@@ -180,11 +181,7 @@ class Anthropic(HTTPProvider):
         assert ctx.native is not None
         body = request_body(ctx.native, model, stream=False)
         resp = await self.post(self.count_tokens_url, body, headers=self._native_headers(ctx, False))
-        out = await self.read_object(resp)
-        tokens = out.get("input_tokens")
-        if not isinstance(tokens, int) or isinstance(tokens, bool):
-            raise UpstreamError(f"{self.name}: count_tokens answered without input_tokens", kind="stream")
-        return tokens
+        return counted_tokens(await self.read_object(resp), "input_tokens", f"{self.name}: count_tokens")
 
 
 @hookimpl

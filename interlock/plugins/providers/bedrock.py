@@ -76,7 +76,7 @@ from interlock.plugins.providers._aws import (
     preload,
     sign,
 )
-from interlock.plugins.providers.translation.anthropic_events import EventReader, message_usage
+from interlock.plugins.providers.translation.anthropic_events import EventReader, counted_tokens, message_usage
 from interlock.plugins.providers.translation.bedrock import (
     COHERE_BATCH,
     StreamTranslator,
@@ -354,10 +354,7 @@ class Bedrock(HTTPProvider):
         assert ctx.native is not None
         payload = claude_count_payload(self._claude_body(ctx.native, ctx.headers))
         resp = await self._post_model(model, "count-tokens", payload)
-        tokens = (await self.read_object(resp)).get("inputTokens")
-        if not isinstance(tokens, int) or isinstance(tokens, bool):
-            raise UpstreamError(f"{self.name}: CountTokens answered without inputTokens", kind="stream")
-        return tokens
+        return counted_tokens(await self.read_object(resp), "inputTokens", f"{self.name}: CountTokens")
 
     # -- embeddings ------------------------------------------------------ #
 

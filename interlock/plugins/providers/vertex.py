@@ -53,7 +53,7 @@ import aiohttp
 from interlock.plugins.providers._vertex_auth import AccessTokens, google_auth_missing
 from interlock.plugins.providers.translation import anthropic as claude
 from interlock.plugins.providers.translation import gemini, vertex
-from interlock.plugins.providers.translation.anthropic_events import native_chunks
+from interlock.plugins.providers.translation.anthropic_events import counted_tokens, native_chunks
 from interlock.provider_api import (
     ChatResult,
     Chunk,
@@ -295,10 +295,7 @@ class Vertex(HTTPProvider):
         assert ctx.native is not None
         url = f"{self.api_root}/publishers/anthropic/models/count-tokens:rawPredict"
         resp = await self._post_url(url, vertex.claude_count_body(ctx.native, model), extra=self._betas(ctx))
-        tokens = (await self.read_object(resp)).get("input_tokens")
-        if not isinstance(tokens, int) or isinstance(tokens, bool):
-            raise UpstreamError(f"{self.name}: count-tokens answered without input_tokens", kind="stream")
-        return tokens
+        return counted_tokens(await self.read_object(resp), "input_tokens", f"{self.name}: count-tokens")
 
     async def embeddings(self, ctx: RequestContext, model: str) -> EmbeddingsResult:
         if publisher_of(model) != "google":

@@ -39,6 +39,7 @@ __all__ = [
     "FORWARDED_HEADERS",
     "EventReader",
     "client_headers",
+    "counted_tokens",
     "message_usage",
     "native_chunks",
     "request_body",
@@ -78,6 +79,14 @@ def message_usage(body: Mapping[str, Any]) -> Usage | None:
     """A Messages ``message``'s ``usage`` in OpenAI semantics (None when it has none)."""
     usage = body.get("usage")
     return usage_of(usage) if isinstance(usage, dict) else None
+
+
+def counted_tokens(answer: Mapping[str, Any], key: str, source: str) -> int:
+    """The token count ``answer[key]`` of a count endpoint (``source`` names it in the error when missing)."""
+    tokens = answer.get(key)
+    if not isinstance(tokens, int) or isinstance(tokens, bool):
+        raise UpstreamError(f"{source} answered without {key}", kind="stream")
+    return tokens
 
 
 class EventReader:
