@@ -25,6 +25,7 @@ from interlock.core.provider import ProviderSettings, Secret
 from interlock.accounting.keys import KeySpec, parse_keys
 from interlock.accounting.stored_responses import ResponsesSettings
 from interlock.core.rules import Rule, parse_rules
+from interlock.core.store import StoreSettings
 from interlock.core.telemetry.settings import check_config as check_telemetry
 from interlock.core.errors import ConfigError as ConfigError  # re-exported: what load() and parse() raise
 from interlock.core.route_settings import (
@@ -48,7 +49,7 @@ _PROVIDER_CORE_KEYS = {"type", "base_url", "api_key", "headers", "timeout", "con
 _ROUTE_KEYS = {"chain", "targets", "strategy", "description", *RouteSettings.keys()}
 _TOP_KEYS = {
     "server", "database", "providers", "routes", "rules", "plugins", "logging", "exporters", "breaker", "prices", "keys",
-    "telemetry", "budgets", "anomaly", "responses",
+    "telemetry", "budgets", "anomaly", "responses", "store",
 }
 _SERVER_KEYS = {"host", "port", "max_body_bytes", "auto_providers", "admin_key"}
 
@@ -78,6 +79,7 @@ class Config:
     keys: list[KeySpec] = field(default_factory=list)  # [[keys]]: gateway API keys (hashes only)
     telemetry: dict[str, Any] = field(default_factory=dict)  # [telemetry], see core.telemetry.settings
     responses: ResponsesSettings = field(default_factory=ResponsesSettings)  # [responses]: stored Responses API responses
+    store: StoreSettings = field(default_factory=StoreSettings)  # [store]: shared routing state (in-memory when absent)
 
     def settings_view(self) -> dict[str, Any]:
         """What exporter plugins receive: everything but provider credentials."""
@@ -149,6 +151,7 @@ def parse(data: Mapping[str, Any], *, source: str | None = None, environ: Mappin
     cfg.anomaly = AnomalySettings.parse(data.get("anomaly"), problems)
     cfg.keys = parse_keys(data.get("keys"), problems)
     cfg.responses = ResponsesSettings.parse(data.get("responses"), problems)
+    cfg.store = StoreSettings.parse(data.get("store"), problems)
 
     plugins = _table(data, "plugins", problems)
     _unknown(plugins, {"disabled"}, "plugins", problems)

@@ -35,7 +35,7 @@ from interlock.core.plugins import collect, make_plugin_manager, notify
 from interlock.core.provider import HttpPool, Provider
 from interlock.core.resolve import Resolver, build_providers
 from interlock.core.router import Router
-from interlock.core.store import MemoryStore, Store
+from interlock.core.store import Store, open_store
 from interlock.core.telemetry.runtime import Telemetry
 from interlock.core.telemetry.settings import TelemetrySettings
 from interlock.core.types import Alert, Decision
@@ -68,7 +68,8 @@ class Gateway:
         self.http = HttpPool()
         self.health = HealthBoard()
         # shared routing state outlives reloads: breakers and latencies are about targets, not configs
-        self.store: Store = store if store is not None else MemoryStore()  # several gateways may share one
+        # [store]: in-memory for one process, Redis when several processes share state; tests may pass one
+        self.store: Store = store if store is not None else open_store(cfg.store)
         self.clock = clock or time.time  # budgets' periods and anomaly buckets (tests inject one)
         self.providers, self.prices, self.resolver, self.router = self._build(cfg)
         self.exporters = self.registry.exporters
@@ -149,6 +150,9 @@ class Gateway:
             notes.append("telemetry changed: takes effect after a restart")
         if (cfg.host, cfg.port) != (self.cfg.host, self.cfg.port):
             notes.append("server host/port changed: takes effect after a restart")
+        if cfg.store != self.cfg.store:
+            notes.append("store changed: takes effect after a restart")
+        cfg.store = self.cfg.store
         if cfg.responses.store != self.cfg.responses.store:
             notes.append("responses.store changed: takes effect after a restart")
         cfg.responses = replace(cfg.responses, store=self.cfg.responses.store)
@@ -181,6 +185,7 @@ class Gateway:
         ] + admin
 
     async def start(self) -> None:
+        await self.store.start()  # a shared store connects in the background: never blocks startup
         await self.http.start()
         for exporter in self.exporters:
             await exporter.start()
