@@ -36,6 +36,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/-/keys", list_keys)
     app.router.add_delete("/-/keys/{id}", revoke_key)
     app.router.add_get("/spend", spend_report)
+    app.router.add_get("/-/budgets", list_budgets)
+    app.router.add_post("/-/budgets/reset", reset_budget)
 
 
 def require_admin(request: web.Request) -> None:
@@ -111,6 +113,33 @@ async def revoke_key(request: web.Request) -> web.Response:
     """``DELETE /-/keys/{id}``: revoke a stored key; every gateway sharing the database follows."""
     require_admin(request)
     return json_response(await request.app[GATEWAY].keys.revoke(request.match_info["id"]))
+
+
+# --------------------------------------------------------------------------- #
+# budgets
+# --------------------------------------------------------------------------- #
+
+
+async def list_budgets(request: web.Request) -> web.Response:
+    """``GET /-/budgets``: every budget's limit and counter (spend plus in-flight reservations) for this period."""
+    require_admin(request)
+    return json_response({"object": "list", "data": await request.app[GATEWAY].budgets.status()})
+
+
+async def reset_budget(request: web.Request) -> web.Response:
+    """``POST /-/budgets/reset`` ``{"scope": "team:search"}``: the scope's current periods start again at $0.
+
+    Takes effect on every gateway process sharing the store at once (the counters
+    live there); the reset is recorded as a ``budget_reset`` alert in the ledger, so a
+    restart re-seeds only the spend after it.
+    """
+    require_admin(request)
+    body = await read_json(request, request.app[GATEWAY].cfg.max_body_bytes)
+    scope = body.get("scope")
+    if not isinstance(scope, str) or set(body) != {"scope"}:
+        raise GatewayError(400, 'send {"scope": "<a [[budgets]] scope>"}, e.g. {"scope": "team:search"}',
+                           param="scope", code="invalid_value")
+    return json_response(await request.app[GATEWAY].budgets.reset(scope))
 
 
 # --------------------------------------------------------------------------- #

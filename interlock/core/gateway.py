@@ -23,6 +23,7 @@ from interlock.accounting.budgets import Budgets
 from interlock.accounting.guard import SpendGuard
 from interlock.accounting.keys import KeyStore
 from interlock.accounting.pricing import PriceTable
+from interlock.accounting.spend import LedgerHistory
 from interlock.accounting.stored_responses import SqlResponseStore
 from interlock.core import config as config_mod
 from interlock.core.breaker import Breaker
@@ -72,6 +73,8 @@ class Gateway:
         self.store: Store = store if store is not None else open_store(cfg.store)
         self.clock = clock or time.time  # budgets' periods and anomaly buckets (tests inject one)
         self.providers, self.prices, self.resolver, self.router = self._build(cfg)
+        # budget counters a store forgot (restart, emptied Redis) are re-seeded from the ledger
+        self.spend_history = LedgerHistory(cfg.database_url)
         self.exporters = self.registry.exporters
         for exporter in self.exporters:  # an exporter may also implement hooks (alert exporters)
             if any(hasattr(getattr(exporter, h, None), "interlock_impl") for h in ("alert", "record_decision")):
@@ -113,7 +116,7 @@ class Gateway:
 
     def _spend_guards(self, cfg: Config) -> tuple[Budgets, AnomalyDetector, SpendGuard]:
         """Budgets and the anomaly detector for ``cfg`` (counters in the shared store), and their guard."""
-        budgets = Budgets(cfg.budgets, self.store, self.raise_alert, self.clock)
+        budgets = Budgets(cfg.budgets, self.store, self.raise_alert, self.clock, history=self.spend_history)
         anomaly = AnomalyDetector(cfg.anomaly, self.store, self.raise_alert, self.clock)
         return budgets, anomaly, SpendGuard(budgets, anomaly)
 
@@ -186,6 +189,7 @@ class Gateway:
 
     async def start(self) -> None:
         await self.store.start()  # a shared store connects in the background: never blocks startup
+        self.store.on_reconnect(self._store_back)
         await self.http.start()
         for exporter in self.exporters:
             await exporter.start()
@@ -194,6 +198,10 @@ class Gateway:
         await self.keys.start()  # after the ledger exporter, which creates the database
         if self._sql_responses is not None:
             await self._sql_responses.start()
+
+    async def _store_back(self) -> None:
+        """The shared store answers again (maybe emptied): budgets re-seed their counters before next use."""
+        self.budgets.forget_seeds()
 
     async def close(self) -> None:
         ticker, self._ticker = self._ticker, None
@@ -207,6 +215,7 @@ class Gateway:
             except Exception:  # must not keep the exporters from flushing theirs
                 log.exception("the response store failed to close")
         await self.store.close()
+        await self.spend_history.close()
         for exporter in self.exporters:
             try:
                 await exporter.close()
