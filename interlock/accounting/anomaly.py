@@ -127,6 +127,7 @@ class AnomalyDetector:
         self.store = store
         self.emit = emit
         self.clock = clock
+        self._known: set[str] = set()  # keys whose history this process knows to exist in the store
 
     def bucket(self, ts: float) -> int:
         return int(ts // self.settings.bucket_seconds)
@@ -161,11 +162,12 @@ class AnomalyDetector:
         ttl = self.settings.bucket_seconds * (MAX_CATCHUP + 2)
         for key in keys:
             spend_key = f"anomaly:spend:{key}:{bucket}"
-            if await self.store.incr(spend_key, micros) == micros:
-                await self.store.update(spend_key, lambda v: v if v is not None else 0, ttl=ttl)
-            # a key seen for the first time starts its history at this bucket
-            if await self.store.get(f"anomaly:state:{key}") is None:
-                await self.store.update(f"anomaly:state:{key}", lambda v: v or {"bucket": bucket - 1, "first": bucket})
+            await self.store.incr(spend_key, micros, ttl=ttl)
+            # a key seen for the first time starts its history at this bucket (once per process is enough
+            # to ask: setdefault never replaces the history another process started)
+            if key not in self._known:
+                await self.store.setdefault(f"anomaly:state:{key}", {"bucket": bucket - 1, "first": bucket})
+                self._known.add(key)
 
     async def tick(self) -> list[Alert]:
         """Check every known key (the gateway's background task calls this once per bucket)."""
