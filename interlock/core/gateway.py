@@ -71,6 +71,7 @@ class Gateway:
         # shared routing state outlives reloads: breakers and latencies are about targets, not configs
         # [store]: in-memory for one process, Redis when several processes share state; tests may pass one
         self.store: Store = store if store is not None else open_store(cfg.store)
+        self.telemetry.store_status = self.store.status  # the interlock.store.* metrics
         self.clock = clock or time.time  # budgets' periods and anomaly buckets (tests inject one)
         self.providers, self.prices, self.resolver, self.router = self._build(cfg)
         # budget counters a store forgot (restart, emptied Redis) are re-seeded from the ledger
