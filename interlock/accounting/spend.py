@@ -290,6 +290,48 @@ async def last_reset(engine: AsyncEngine, scope: str, period: str, since: dateti
     return None
 
 
+async def bucket_spend(engine: AsyncEngine, since: datetime, until: datetime,
+                       bucket_seconds: float) -> dict[str, dict[int, Decimal]]:
+    """Spend per anomaly key (``team:<t>``, ``model:<m>``, ``tag:<t>``) per time bucket in ``[since, until)``.
+
+    Buckets are ``floor(unix time / bucket_seconds)``, as the anomaly detector numbers
+    them; summed in the database, one grouped query per dimension.
+    """
+    from sqlalchemy import Float, and_, cast, func, select, true
+    from sqlalchemy import exc as sa_exc
+
+    from interlock.accounting.ledger import requests
+
+    _require_file(engine)
+    r = requests.c
+    if engine.dialect.name == "sqlite":
+        epoch: Any = cast(func.strftime("%s", r.ts), Float) + cast(func.strftime("%f", r.ts), Float) % 1
+    else:
+        epoch = func.extract("epoch", r.ts)
+    bucket = func.floor(epoch / bucket_seconds).label("bucket")
+    window = and_(r.ts >= since.astimezone(UTC), r.ts < until.astimezone(UTC), r.cost_usd.is_not(None))
+    tags = _tag_source(engine.dialect.name)
+    queries = {
+        "team": select(r.team, bucket, func.sum(r.cost_usd)).where(window, r.team.is_not(None)).group_by(r.team, bucket),
+        "model": select(func.coalesce(r.model, r.requested_model), bucket, func.sum(r.cost_usd)).where(window)
+        .group_by(func.coalesce(r.model, r.requested_model), bucket),
+        "tag": select(tags.c.value, bucket, func.sum(r.cost_usd)).select_from(requests.join(tags, true()))
+        .where(window).group_by(tags.c.value, bucket),
+    }
+    out: dict[str, dict[int, Decimal]] = {}
+    try:
+        async with engine.connect() as conn:
+            for dimension, query in queries.items():
+                for name, number, cost in (await conn.execute(query)).all():
+                    if name is not None and cost is not None:
+                        out.setdefault(f"{dimension}:{name}", {})[int(number)] = Decimal(cost)
+    except sa_exc.DBAPIError:
+        if not await _has_table(engine, requests.name):
+            return {}
+        raise
+    return out
+
+
 class LedgerHistory:
     """Budgets' :class:`~interlock.accounting.budgets.SpendHistory` over the ledger (read-only).
 
@@ -306,6 +348,12 @@ class LedgerHistory:
         engine = self.reader.engine()
         reset = await last_reset(engine, scope, period, start)
         return await scope_spend(engine, scope, max(start, reset) if reset else start, until)
+
+    async def buckets(self, since: datetime, until: datetime, bucket_seconds: float) -> dict[str, dict[int, Decimal]]:
+        """Spend per anomaly key and bucket (:func:`bucket_spend`); empty for a SQLite ledger not created yet."""
+        if sqlite_path(self.reader.url) not in (None, ":memory:") and not os.path.exists(str(sqlite_path(self.reader.url))):
+            return {}
+        return await bucket_spend(self.reader.engine(), since, until, bucket_seconds)
 
     async def close(self) -> None:
         await self.reader.close()
@@ -483,7 +531,7 @@ class LedgerReader:
 
 
 __all__ = [
-    "DIMENSIONS", "METRICS", "LedgerHistory", "LedgerReader", "SpendReport", "alerts_json", "anomalies", "format_alerts",
+    "DIMENSIONS", "METRICS", "LedgerHistory", "bucket_spend", "LedgerReader", "SpendReport", "alerts_json", "anomalies", "format_alerts",
     "format_report", "last_reset", "open_read_only", "parse_by", "parse_duration", "read_only_url", "scope_spend", "spend",
     "sqlite_path", "usd",
 ]

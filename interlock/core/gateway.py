@@ -195,6 +195,11 @@ class Gateway:
         for exporter in self.exporters:
             await exporter.start()
         await self.telemetry.start(self.exporters)
+        try:  # baselines a restart (or an emptied shared store) forgot come back from the ledger
+            await self.anomaly.restore(self.spend_history)
+        except Exception as exc:
+            log.warning("anomaly: cannot rebuild baselines from the ledger (%s: %s); they start afresh",
+                        type(exc).__name__, exc)
         self._ticker = asyncio.create_task(self._tick(), name="interlock-anomaly-tick")
         await self.keys.start()  # after the ledger exporter, which creates the database
         if self._sql_responses is not None:

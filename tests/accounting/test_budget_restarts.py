@@ -97,3 +97,26 @@ async def test_an_admin_reset_holds_across_a_restart(fake: FakeOpenAI, tmp_path:
             model="openai/gpt-4o", messages=HELLO, max_tokens=10, extra_headers=TAGGED
         )
         assert await second.gateway.budgets.spent("tag:batch") == after * 2
+
+
+async def test_the_ledger_answers_spend_per_anomaly_key_and_bucket(fake: FakeOpenAI, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    toml = budget_config(fake.base_url, TEAM)
+    async with running_gateway(toml, workdir=tmp_path) as gw:
+        total = Decimal(0)
+        for _ in range(3):
+            raw = await gw.client.chat.completions.with_raw_response.create(
+                model="openai/gpt-4o", messages=HELLO, max_tokens=10, extra_headers=TAGGED
+            )
+            total += Decimal(raw.headers["x-interlock-cost-usd"])
+        await flush_ledger(gw.gateway)
+    history = LedgerHistory(f"sqlite+aiosqlite:///{tmp_path / 'interlock.db'}")
+    try:
+        now = datetime.now(UTC)
+        spends = await history.buckets(now - timedelta(hours=1), now + timedelta(minutes=1), 86400.0)
+    finally:
+        await history.close()
+    day = int(now.timestamp() // 86400)
+    for key in ("model:gpt-4o", "tag:batch"):  # (a request just before midnight UTC lands in the day before)
+        assert set(spends[key]) <= {day - 1, day} and sum(spends[key].values()) == total
