@@ -50,6 +50,9 @@ log = logging.getLogger("interlock.keys")
 
 #: seconds between background reloads of the stored keys
 REFRESH_INTERVAL = 30.0
+#: until the stored keys are read once, retry after RETRY_MIN seconds, doubling up to RETRY_MAX
+RETRY_MIN = 0.5
+RETRY_MAX = 5.0
 MAX_TAGS = 32
 MAX_TAG_CHARS = 64
 #: shortest key accepted in ``[[keys]] key`` (generated keys are 46 characters)
@@ -351,12 +354,31 @@ class KeyStore:
             await engine.dispose()
 
     async def _run(self) -> None:
+        delay: float | None = None
         while True:
-            await asyncio.sleep(self.refresh_interval)
+            delay = self._next_delay(delay)
+            await asyncio.sleep(delay)
             try:
                 await self.refresh()
             except Exception as exc:
                 self._failed(exc)
+
+    def _next_delay(self, previous: float | None) -> float:
+        """Seconds until the next read of the stored keys (database outages: see below).
+
+        Until the stored keys have been read once, every request without a config key is
+        refused with 503 ``key_store_unavailable``: the gateway cannot tell whether the
+        database holds keys, and it must not open up because it could not read them. So
+        it retries soon, ``RETRY_MIN`` seconds doubling to ``RETRY_MAX``, and requests
+        resume within seconds of the database answering (not a whole ``refresh_interval``
+        later). Once read, the keys in memory keep serving through any later outage, and
+        the regular ``refresh_interval`` applies.
+        """
+        if self.loaded:
+            return self.refresh_interval
+        if previous is None:
+            return min(RETRY_MIN, self.refresh_interval)
+        return min(previous * 2, RETRY_MAX, self.refresh_interval)
 
     def _failed(self, exc: Exception) -> None:
         from interlock.accounting.ledger import safe_url
