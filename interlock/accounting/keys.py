@@ -18,7 +18,11 @@ When no key is configured or stored, the gateway is open (it binds loopback by
 default) and requests carry no key id and no team. If stored keys cannot be read
 (database unreachable at startup), keys from the config file still work and
 every other request is refused with 503 until the database answers: a gateway
-never opens up because it could not read its keys.
+never opens up because it could not read its keys. That holds without ``[[keys]]``
+too: an empty config says nothing about the ``api_keys`` table. What keeps such a
+gateway from being blocked long is the retry (:meth:`KeyStore._next_delay`: 0.5 s
+doubling to 5 s until the first read); after a first read, later outages block
+nothing (the keys in memory, none or some, keep serving).
 
 Tags of a request, in this order, de-duplicated: the key's default tags, the
 ``x-interlock-tags`` header (comma separated), then OpenAI ``metadata`` entries as
