@@ -159,3 +159,47 @@ async def test_migrations_upgrade_a_version_1_database(database_url: str) -> Non
     assert row["id"] == "old" and row["protocol"] is None and row["cost_delta_usd"] is None
     await write(database_url, [decisions()[0]])  # the upgraded schema takes new rows
     assert len(await rows(database_url, ledger.requests)) == 2
+
+
+async def test_a_server_that_cannot_take_rows_now_is_not_refusing_them(database_url: str) -> None:
+    """A real asyncpg error for a database that is not there (SQLSTATE 3D000; likewise 57P03
+    'starting up', 53300 'too many connections') arrives as a plain DBAPIError with no invalidated
+    connection. It had read as the rows being refused, so a write failing that way (after the
+    schema check passed) dropped the whole batch one decision at a time; now the rows are kept."""
+    from sqlalchemy.engine import make_url
+
+    from interlock.accounting import stored_responses
+    from interlock.plugins.exporters import ledger as ledger_exporter
+
+    if not database_url.startswith("postgresql"):
+        return  # SQLite errors come from sqlite3 and are classified by their class
+    gone = make_url(database_url).set(database="interlock_not_there").render_as_string(hide_password=False)
+    engine = await ledger.open_engine(gone)
+    try:
+        async with engine.connect():
+            raise AssertionError("connected to a database that does not exist")
+    except Exception as exc:
+        error = exc
+    finally:
+        await engine.dispose()
+    assert getattr(getattr(error, "orig", None), "sqlstate", None) == "3D000", repr(error)
+    assert ledger_exporter._transient(error)
+    assert stored_responses._transient(error)
+
+
+def test_retryable_sqlstates() -> None:
+    from interlock.accounting.database import retryable_sqlstate
+
+    class Driver(Exception):
+        def __init__(self, sqlstate: str) -> None:
+            self.sqlstate = sqlstate
+
+    class Wrapped(Exception):
+        def __init__(self, orig: Exception) -> None:
+            self.orig = orig
+
+    for code in ("57P03", "53300", "08006", "40001", "3D000"):  # starting up, too many connections, ...
+        assert retryable_sqlstate(Wrapped(Driver(code))), code
+    for code in ("23505", "22001", "23502"):  # unique, string too long, not null: the rows themselves
+        assert not retryable_sqlstate(Wrapped(Driver(code))), code
+    assert not retryable_sqlstate(ValueError("x"))
