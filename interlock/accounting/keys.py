@@ -18,7 +18,11 @@ When no key is configured or stored, the gateway is open (it binds loopback by
 default) and requests carry no key id and no team. If stored keys cannot be read
 (database unreachable at startup), keys from the config file still work and
 every other request is refused with 503 until the database answers: a gateway
-never opens up because it could not read its keys.
+never opens up because it could not read its keys. That holds without ``[[keys]]``
+too: an empty config says nothing about the ``api_keys`` table. What keeps such a
+gateway from being blocked long is the retry (:meth:`KeyStore._next_delay`: 0.5 s
+doubling to 5 s until the first read); after a first read, later outages block
+nothing (the keys in memory, none or some, keep serving).
 
 Tags of a request, in this order, de-duplicated: the key's default tags, the
 ``x-interlock-tags`` header (comma separated), then OpenAI ``metadata`` entries as
@@ -50,6 +54,9 @@ log = logging.getLogger("interlock.keys")
 
 #: seconds between background reloads of the stored keys
 REFRESH_INTERVAL = 30.0
+#: until the stored keys are read once, retry after RETRY_MIN seconds, doubling up to RETRY_MAX
+RETRY_MIN = 0.5
+RETRY_MAX = 5.0
 MAX_TAGS = 32
 MAX_TAG_CHARS = 64
 #: shortest key accepted in ``[[keys]] key`` (generated keys are 46 characters)
@@ -351,12 +358,31 @@ class KeyStore:
             await engine.dispose()
 
     async def _run(self) -> None:
+        delay: float | None = None
         while True:
-            await asyncio.sleep(self.refresh_interval)
+            delay = self._next_delay(delay)
+            await asyncio.sleep(delay)
             try:
                 await self.refresh()
             except Exception as exc:
                 self._failed(exc)
+
+    def _next_delay(self, previous: float | None) -> float:
+        """Seconds until the next read of the stored keys (database outages: see below).
+
+        Until the stored keys have been read once, every request without a config key is
+        refused with 503 ``key_store_unavailable``: the gateway cannot tell whether the
+        database holds keys, and it must not open up because it could not read them. So
+        it retries soon, ``RETRY_MIN`` seconds doubling to ``RETRY_MAX``, and requests
+        resume within seconds of the database answering (not a whole ``refresh_interval``
+        later). Once read, the keys in memory keep serving through any later outage, and
+        the regular ``refresh_interval`` applies.
+        """
+        if self.loaded:
+            return self.refresh_interval
+        if previous is None:
+            return min(RETRY_MIN, self.refresh_interval)
+        return min(previous * 2, RETRY_MAX, self.refresh_interval)
 
     def _failed(self, exc: Exception) -> None:
         from interlock.accounting.ledger import safe_url
