@@ -18,6 +18,11 @@ from interlock.testing.gateway import running_gateway
 from tests.accounting.test_budgets import HELLO, budget_config, flush_ledger
 
 TEAM = '[[budgets]]\nscope = "tag:batch"\ndaily_usd = 100\n'
+
+
+def with_database(toml: str, url: str) -> str:
+    """The config on ``url``'s ledger (a SQLite file or a PostgreSQL database: tests/conftest.py)."""
+    return f'[database]\nurl = "{url}"\n' + toml
 TAGGED = {"x-interlock-tags": "batch"}
 
 
@@ -34,8 +39,8 @@ async def spend_until_rejected(client: openai.AsyncOpenAI) -> Decimal:
     raise AssertionError("the budget never rejected")
 
 
-async def test_a_restart_does_not_forget_the_spend(fake: FakeOpenAI, tmp_path: Path) -> None:
-    toml = budget_config(fake.base_url, TEAM)
+async def test_a_restart_does_not_forget_the_spend(fake: FakeOpenAI, tmp_path: Path, database_url: str) -> None:
+    toml = with_database(budget_config(fake.base_url, TEAM), database_url)
     async with running_gateway(toml, workdir=tmp_path) as first:
         spent = await spend_until_rejected(first.client)
         assert spent > 50
@@ -51,8 +56,8 @@ async def test_a_restart_does_not_forget_the_spend(fake: FakeOpenAI, tmp_path: P
         await second.client.chat.completions.create(model="openai/gpt-4o", messages=HELLO, max_tokens=10)
 
 
-async def test_many_processes_starting_at_once_seed_once(fake: FakeOpenAI, tmp_path: Path) -> None:
-    toml = budget_config(fake.base_url, TEAM)
+async def test_many_processes_starting_at_once_seed_once(fake: FakeOpenAI, tmp_path: Path, database_url: str) -> None:
+    toml = with_database(budget_config(fake.base_url, TEAM), database_url)
     async with running_gateway(toml, workdir=tmp_path) as first:
         for _ in range(3):
             await first.client.chat.completions.create(
@@ -62,7 +67,7 @@ async def test_many_processes_starting_at_once_seed_once(fake: FakeOpenAI, tmp_p
         await flush_ledger(first.gateway)
     # five "replicas" sharing one (emptied) store start together and all seed the same counter
     store = MemoryStore()
-    history = LedgerHistory(f"sqlite+aiosqlite:///{tmp_path / 'interlock.db'}")
+    history = LedgerHistory(database_url)
     budgets = [Budgets(parse_budgets([{"scope": "tag:batch", "daily_usd": 100}], []), store, lambda a: None,
                        history=history) for _ in range(5)]
     try:
@@ -73,8 +78,8 @@ async def test_many_processes_starting_at_once_seed_once(fake: FakeOpenAI, tmp_p
         await history.close()
 
 
-async def test_an_admin_reset_holds_across_a_restart(fake: FakeOpenAI, tmp_path: Path) -> None:
-    toml = budget_config(fake.base_url, TEAM)
+async def test_an_admin_reset_holds_across_a_restart(fake: FakeOpenAI, tmp_path: Path, database_url: str) -> None:
+    toml = with_database(budget_config(fake.base_url, TEAM), database_url)
     async with running_gateway(toml, workdir=tmp_path) as first:
         await spend_until_rejected(first.client)
         async with aiohttp.ClientSession() as http:
@@ -99,10 +104,12 @@ async def test_an_admin_reset_holds_across_a_restart(fake: FakeOpenAI, tmp_path:
         assert await second.gateway.budgets.spent("tag:batch") == after * 2
 
 
-async def test_the_ledger_answers_spend_per_anomaly_key_and_bucket(fake: FakeOpenAI, tmp_path: Path) -> None:
+async def test_the_ledger_answers_spend_per_anomaly_key_and_bucket(
+    fake: FakeOpenAI, tmp_path: Path, database_url: str
+) -> None:
     from datetime import UTC, datetime, timedelta
 
-    toml = budget_config(fake.base_url, TEAM)
+    toml = with_database(budget_config(fake.base_url, TEAM), database_url)
     async with running_gateway(toml, workdir=tmp_path) as gw:
         total = Decimal(0)
         for _ in range(3):
@@ -111,7 +118,7 @@ async def test_the_ledger_answers_spend_per_anomaly_key_and_bucket(fake: FakeOpe
             )
             total += Decimal(raw.headers["x-interlock-cost-usd"])
         await flush_ledger(gw.gateway)
-    history = LedgerHistory(f"sqlite+aiosqlite:///{tmp_path / 'interlock.db'}")
+    history = LedgerHistory(database_url)
     try:
         now = datetime.now(UTC)
         spends = await history.buckets(now - timedelta(hours=1), now + timedelta(minutes=1), 86400.0)
