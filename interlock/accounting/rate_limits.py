@@ -189,7 +189,8 @@ def _named_tables(value: Any, section: str, known: set[str], problems: list[tupl
                 problems.append((f"{path}.{key}", f"unknown key (known: {', '.join(sorted(known))})"))
         limits = parse_limits(table, f"{path}.", problems, models=models)
         if limits.empty:
-            problems.append((path, f"sets no limit (use {', '.join(sorted(known))})"))
+            if not any(key in table for key in known):
+                problems.append((path, f"sets no limit (use {', '.join(sorted(known))})"))
             continue
         out[name] = limits
     return out
