@@ -273,8 +273,8 @@ async def test_migrations_are_idempotent(tmp_path: Path) -> None:
 
     engine = await ledger.open_engine(sqlite_url(db))
     try:
-        assert await ledger.migrate(engine) == ledger.SCHEMA_VERSION == 3
-        assert await ledger.migrate(engine) == 3
+        assert await ledger.migrate(engine) == ledger.SCHEMA_VERSION == 4
+        assert await ledger.migrate(engine) == 4
     finally:
         await engine.dispose()
     assert count(db, "schema_version") == ledger.SCHEMA_VERSION
