@@ -40,7 +40,8 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -48,7 +49,9 @@ from typing import Any
 from interlock.core import jsonutil
 from interlock.core.errors import GatewayError
 from interlock.core.provider import Secret
+from interlock.core.store import Store
 from interlock.accounting.database import file_url
+from interlock.accounting.rate_limits import NO_LIMITS, Limits, format_expiry, parse_expiry, parse_limits
 
 log = logging.getLogger("interlock.keys")
 
@@ -67,7 +70,9 @@ PREFIX_CHARS = 10
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-_KEY_FIELDS = {"key", "key_sha256", "name", "team", "tags"}
+_KEY_FIELDS = {"key", "key_sha256", "name", "team", "tags", "rpm", "tpm", "max_concurrent", "models", "expires_at"}
+#: the store channel on which every admin change is announced to the gateways sharing the database
+CHANNEL = "keys"
 
 
 def hash_key(key: str) -> str:
@@ -91,10 +96,13 @@ class ApiKey:
     prefix: str
     source: str  # "config" or "admin"
     revoked: bool = False
+    limits: Limits = NO_LIMITS  # rpm, tpm, max_concurrent, models (interlock.accounting.rate_limits)
+    expires_at: float | None = None  # Unix seconds; afterwards the key is refused (401 "expired")
 
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "team": self.team, "tags": list(self.tags),
-                "prefix": self.prefix or None, "source": self.source}
+                "prefix": self.prefix or None, "source": self.source, **self.limits.public(),
+                "expires_at": format_expiry(self.expires_at)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +189,8 @@ def parse_keys(value: Any, problems: list[tuple[str, str]]) -> list[KeySpec]:
             name = None
         team = _optional_str(table, "team", path, problems)
         tags = check_tags(table.get("tags"), f"{path}.tags", problems)
+        limits = parse_limits(table, f"{path}.", problems)
+        expires_at = parse_expiry(table.get("expires_at"), f"{path}.expires_at", problems)
         if key_hash is None:
             continue
         if key_hash in hashes:
@@ -192,7 +202,8 @@ def parse_keys(value: Any, problems: list[tuple[str, str]]) -> list[KeySpec]:
             continue
         ids.add(key_id)
         hashes.add(key_hash)
-        specs.append(KeySpec(key_hash, ApiKey(key_id, name, team, tags, "", "config"), secret))
+        specs.append(KeySpec(key_hash, ApiKey(key_id, name, team, tags, "", "config", limits=limits,
+                                              expires_at=expires_at), secret))
     return specs
 
 
@@ -246,8 +257,17 @@ def _unauthorized(message: str) -> GatewayError:
 class KeyStore:
     """Config keys plus stored keys, looked up in memory by hash; see the module docstring."""
 
-    def __init__(self, specs: Iterable[KeySpec], database_url: str, *, refresh_interval: float | None = None) -> None:
+    def __init__(self, specs: Iterable[KeySpec], database_url: str, *, refresh_interval: float | None = None,
+                 store: Store | None = None, clock: Callable[[], float] = time.time) -> None:
         self.database_url = database_url
+        # changes made through any gateway's admin API are announced on the store's CHANNEL;
+        # every KeyStore refreshes on the announcement (the periodic refresh stays as a safety net)
+        self.store = store
+        self.clock = clock  # for expires_at
+        self._by_id: dict[str, ApiKey] = {}
+        self._announced: asyncio.Task[None] | None = None  # a refresh asked for by an announcement
+        self._again = False  # another announcement arrived while that refresh ran
+        self._closed = False
         self.refresh_interval = REFRESH_INTERVAL if refresh_interval is None else refresh_interval
         self._config: dict[str, ApiKey] = {}
         self._stored: dict[str, ApiKey] = {}
@@ -268,6 +288,12 @@ class KeyStore:
 
     def _rebuild(self) -> None:
         self._map = {**self._stored, **self._config}  # a key in both: the config file's entry wins
+        self._by_id = {k.id: k for k in self._map.values()}
+
+    def limits_of(self, key_id: str) -> Limits | None:
+        """The rate limits and model allowlist of a key, by id (memory only)."""
+        record = self._by_id.get(key_id)
+        return record.limits if record is not None else None
 
     @property
     def config_keys(self) -> list[ApiKey]:
@@ -287,6 +313,9 @@ class KeyStore:
         key = presented_key(headers)
         record = self._map.get(hash_key(key)) if key else None
         if record is not None and not record.revoked:
+            if record.expires_at is not None and record.expires_at <= self.clock():
+                raise GatewayError(401, f"this API key expired at {format_expiry(record.expires_at)}",
+                                   type="invalid_request_error", code="expired", headers={"WWW-Authenticate": "Bearer"})
             return record
         if record is not None:
             raise _unauthorized("this API key was revoked")
@@ -346,8 +375,45 @@ class KeyStore:
         except Exception as exc:
             self._failed(exc)
         self._task = asyncio.create_task(self._run(), name="interlock-keys-refresh")
+        if self.store is not None:
+            self.store.subscribe(CHANNEL, self._announcement)
+
+    def _announcement(self, message: str) -> None:
+        """A gateway changed the stored keys: refresh soon (coalesced: one refresh at a time, one more after)."""
+        if self._closed:
+            return
+        if self._announced is not None and not self._announced.done():
+            self._again = True
+            return
+        self._announced = asyncio.get_running_loop().create_task(self._refresh_announced(), name="interlock-keys-announced")
+
+    async def _refresh_announced(self) -> None:
+        while True:
+            self._again = False
+            try:
+                await self.refresh()
+            except Exception as exc:
+                self._failed(exc)
+            if not self._again or self._closed:
+                return
+
+    async def _announce(self) -> None:
+        """Tell every gateway sharing the store (this one too) that the stored keys changed."""
+        if self.store is None:
+            return
+        try:
+            await self.store.publish(CHANNEL, "changed")
+        except Exception as exc:  # the others still pick the change up on their periodic refresh
+            log.warning("keys: cannot announce a key change on the store (%s: %s); other gateways see it within %gs",
+                        type(exc).__name__, exc, self.refresh_interval)
 
     async def close(self) -> None:
+        self._closed = True
+        announced, self._announced = self._announced, None
+        if announced is not None:
+            async with self._lock:
+                announced.cancel()
+                await asyncio.wait([announced])
         task, self._task = self._task, None
         if task is not None:
             async with self._lock:  # never cut a query: the driver's thread would outlive the loop
@@ -409,7 +475,7 @@ class KeyStore:
                 t = api_keys.c
                 async with engine.connect() as conn:
                     rows = (await conn.execute(
-                        select(t.id, t.name, t.key_hash, t.prefix, t.team, t.tags, t.revoked_at)
+                        select(t.id, t.name, t.key_hash, t.prefix, t.team, t.tags, t.revoked_at, *_limit_columns(t))
                     )).all()
                 stored = {row.key_hash: _record(row) for row in rows}
         self._stored = stored
@@ -421,7 +487,8 @@ class KeyStore:
 
     # -- the admin API ------------------------------------------------------ #
 
-    async def create(self, name: str | None, team: str | None, tags: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+    async def create(self, name: str | None, team: str | None, tags: tuple[str, ...], limits: Limits = NO_LIMITS,
+                     expires_at: float | None = None) -> tuple[str, dict[str, Any]]:
         """Store a new key; returns the key (shown once) and its public record."""
         from sqlalchemy import insert
 
@@ -431,11 +498,50 @@ class KeyStore:
         key = new_key()
         row = {"id": f"key_{secrets.token_hex(8)}", "name": name, "key_hash": hash_key(key),
                "prefix": key[:PREFIX_CHARS], "team": team, "tags": jsonutil.dumps_str(list(tags)),
-               "created_at": datetime.now(UTC), "revoked_at": None}
+               "created_at": datetime.now(UTC), "revoked_at": None, **_limit_values(limits, expires_at)}
         async with engine.begin() as conn:
             await conn.execute(insert(api_keys).values(**row))
         await self.refresh()
+        await self._announce()
         return key, _public_row(row)
+
+    async def update(self, key_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change a stored key's ``rpm``, ``tpm``, ``max_concurrent``, ``models`` or ``expires_at`` (None clears).
+
+        ``changes`` holds validated values (``models`` a tuple, ``expires_at`` Unix seconds);
+        404 for an unknown id, 400 for a config key.
+        """
+        from sqlalchemy import select, update
+
+        from interlock.accounting.ledger import api_keys
+
+        self._stored_only(key_id)
+        values: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name == "models":
+                values[name] = jsonutil.dumps_str(list(value)) if value is not None else None
+            elif name == "expires_at":
+                values[name] = datetime.fromtimestamp(value, UTC) if value is not None else None
+            else:
+                values[name] = value
+        engine = await self._open()
+        t = api_keys.c
+        async with engine.begin() as conn:
+            if values:
+                await conn.execute(update(api_keys).where(t.id == key_id).values(**values))
+            row = (await conn.execute(select(*_public_columns(t)).where(t.id == key_id))).mappings().first()
+        if row is None:
+            raise GatewayError(404, f"no API key with id {key_id!r}", code="key_not_found", param="id")
+        await self.refresh()
+        await self._announce()
+        return _public_row(dict(row))
+
+    def _stored_only(self, key_id: str) -> None:
+        if any(k.id == key_id for k in self._config.values()):
+            raise GatewayError(400, f"{key_id} is configured in the config file: change it there and reload",
+                               code="config_key")
+        if self._engine is None and self._no_database_yet():
+            raise GatewayError(404, f"no API key with id {key_id!r}", code="key_not_found", param="id")
 
     async def list(self) -> list[dict[str, Any]]:
         """Config keys and stored keys (revoked ones too): never a key or its hash."""
@@ -450,7 +556,7 @@ class KeyStore:
         t = api_keys.c
         async with engine.connect() as conn:
             rows = (await conn.execute(
-                select(t.id, t.name, t.prefix, t.team, t.tags, t.created_at, t.revoked_at).order_by(t.created_at)
+                select(*_public_columns(t)).order_by(t.created_at)
             )).mappings().all()
         return out + [_public_row(dict(r)) for r in rows]
 
@@ -460,11 +566,7 @@ class KeyStore:
 
         from interlock.accounting.ledger import api_keys
 
-        if any(k.id == key_id for k in self._config.values()):
-            raise GatewayError(400, f"{key_id} is configured in the config file: remove it there and reload",
-                               code="config_key")
-        if self._engine is None and self._no_database_yet():
-            raise GatewayError(404, f"no API key with id {key_id!r}", code="key_not_found", param="id")
+        self._stored_only(key_id)
         engine = await self._open()
         t = api_keys.c
         async with engine.begin() as conn:
@@ -472,11 +574,12 @@ class KeyStore:
                 update(api_keys).where(t.id == key_id, t.revoked_at.is_(None)).values(revoked_at=datetime.now(UTC))
             )
             row = (await conn.execute(
-                select(t.id, t.name, t.prefix, t.team, t.tags, t.created_at, t.revoked_at).where(t.id == key_id)
+                select(*_public_columns(t)).where(t.id == key_id)
             )).mappings().first()
         if row is None:
             raise GatewayError(404, f"no API key with id {key_id!r}", code="key_not_found", param="id")
         await self.refresh()
+        await self._announce()
         return _public_row(dict(row))
 
 
@@ -517,8 +620,41 @@ def _tags(text: str | None) -> tuple[str, ...]:
     return tuple(t for t in value if isinstance(t, str)) if isinstance(value, list) else ()
 
 
+def _limit_columns(t: Any) -> list[Any]:
+    """The api_keys columns of migration 4 (rate limits, allowlist, expiry)."""
+    return [t.rpm, t.tpm, t.max_concurrent, t.models, t.expires_at]
+
+
+def _public_columns(t: Any) -> list[Any]:
+    """What listings show: never the key or its hash."""
+    return [t.id, t.name, t.prefix, t.team, t.tags, t.created_at, t.revoked_at, *_limit_columns(t)]
+
+
+def _limit_values(limits: Limits, expires_at: float | None) -> dict[str, Any]:
+    """A key's limits as api_keys column values."""
+    return {"rpm": limits.rpm, "tpm": limits.tpm, "max_concurrent": limits.max_concurrent,
+            "models": jsonutil.dumps_str(list(limits.models)) if limits.models is not None else None,
+            "expires_at": datetime.fromtimestamp(expires_at, UTC) if expires_at is not None else None}
+
+
+def _row_limits(row: Mapping[str, Any]) -> tuple[Limits, float | None]:
+    models = None
+    if row["models"] is not None:
+        try:
+            value = jsonutil.loads(row["models"])
+        except ValueError:
+            value = []  # unreadable: allow nothing rather than everything
+        models = tuple(m for m in value if isinstance(m, str)) if isinstance(value, list) else ()
+    expires = row["expires_at"]
+    if expires is not None and expires.tzinfo is None:  # SQLite hands back naive UTC
+        expires = expires.replace(tzinfo=UTC)
+    return Limits(row["rpm"], row["tpm"], row["max_concurrent"], models), expires.timestamp() if expires else None
+
+
 def _record(row: Any) -> ApiKey:
-    return ApiKey(row.id, row.name, row.team, _tags(row.tags), row.prefix, "admin", revoked=row.revoked_at is not None)
+    limits, expires_at = _row_limits(row._mapping)
+    return ApiKey(row.id, row.name, row.team, _tags(row.tags), row.prefix, "admin", revoked=row.revoked_at is not None,
+                  limits=limits, expires_at=expires_at)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -530,6 +666,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _public_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    limits, expires_at = _row_limits(row)
     return {"id": row["id"], "name": row["name"], "team": row["team"], "tags": list(_tags(row["tags"])),
-            "prefix": row["prefix"], "source": "admin", "created_at": _iso(row["created_at"]),
-            "revoked_at": _iso(row["revoked_at"])}
+            "prefix": row["prefix"], "source": "admin", **limits.public(), "expires_at": format_expiry(expires_at),
+            "created_at": _iso(row["created_at"]), "revoked_at": _iso(row["revoked_at"])}

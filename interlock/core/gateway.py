@@ -23,6 +23,7 @@ from interlock.accounting.budgets import Budgets
 from interlock.accounting.guard import SpendGuard
 from interlock.accounting.keys import KeyStore
 from interlock.accounting.pricing import PriceTable
+from interlock.accounting.rate_limits import RateLimiter
 from interlock.accounting.spend import LedgerHistory
 from interlock.accounting.stored_responses import SqlResponseStore
 from interlock.core import config as config_mod
@@ -81,10 +82,13 @@ class Gateway:
             if any(hasattr(getattr(exporter, h, None), "interlock_impl") for h in ("alert", "record_decision")):
                 self.pm.register(exporter, name=f"exporter:{exporter.name or type(exporter).__name__}:{id(exporter):x}")
         self.budgets, self.anomaly, self.guard = self._spend_guards(cfg)
+        # gateway API keys: config + stored (api_keys); admin changes are announced on the store
+        self.keys = KeyStore(cfg.keys, cfg.database_url, store=self.store, clock=self.clock)
+        # rate limits per key, team and model (counters in the store); kept across reloads, reconfigured
+        self.limits = RateLimiter(self.store, self.keys.limits_of, cfg.teams, cfg.rate_limits, self.clock)
         #: runs every request on this configuration (rebuilt with the router on reload)
-        self.lifecycle = Lifecycle(self.router, self.guard, self.record)
+        self.lifecycle = Lifecycle(self.router, self.guard, self.record, self.limits)
         self._ticker: asyncio.Task[None] | None = None
-        self.keys = KeyStore(cfg.keys, cfg.database_url)  # gateway API keys: config + stored (api_keys)
         # stored Responses API responses: one store per process, in the ledger's database, kept across
         # reloads (its pending records must not be lost); None when [responses] store = false. Tests
         # may pass their own store (started and closed by them).
@@ -166,7 +170,8 @@ class Gateway:
         self.cfg, self.providers, self.prices, self.resolver, self.router = cfg, providers, prices, resolver, router
         self.keys.configure(cfg.keys)
         self.budgets, self.anomaly, self.guard = self._spend_guards(cfg)  # in-flight reservations settle on their own keys
-        self.lifecycle = Lifecycle(self.router, self.guard, self.record)
+        self.limits.configure(cfg.teams, cfg.rate_limits)
+        self.lifecycle = Lifecycle(self.router, self.guard, self.record, self.limits)
         self.responses_door = ResponsesDoor(self.response_store)
         self.reloads += 1
         log.info("configuration reloaded from %s (%d routes, %d providers)", cfg.source, len(resolver.routes), len(providers))
@@ -201,6 +206,7 @@ class Gateway:
             log.warning("anomaly: cannot rebuild baselines from the ledger (%s: %s); they start afresh",
                         type(exc).__name__, exc)
         self._ticker = asyncio.create_task(self._tick(), name="interlock-anomaly-tick")
+        self.limits.start()
         await self.keys.start()  # after the ledger exporter, which creates the database
         if self._sql_responses is not None:
             await self._sql_responses.start()
@@ -214,6 +220,7 @@ class Gateway:
         if ticker is not None:
             ticker.cancel()
             await asyncio.wait([ticker])
+        await self.limits.close()
         await self.keys.close()
         if self._sql_responses is not None:
             try:
