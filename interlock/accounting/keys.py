@@ -55,6 +55,8 @@ from interlock.accounting.rate_limits import NO_LIMITS, Limits, format_expiry, p
 
 log = logging.getLogger("interlock.keys")
 
+#: the store key holding how many stored keys the database had when last read (see KeyStore._known_empty)
+STORED_COUNT = "keys:stored"
 #: seconds between background reloads of the stored keys
 REFRESH_INTERVAL = 30.0
 #: until the stored keys are read once, retry after RETRY_MIN seconds, doubling up to RETRY_MAX
@@ -374,6 +376,7 @@ class KeyStore:
             await self.refresh()
         except Exception as exc:
             self._failed(exc)
+            await self._known_empty()
         self._task = asyncio.create_task(self._run(), name="interlock-keys-refresh")
         if self.store is not None:
             self.store.subscribe(CHANNEL, self._announcement)
@@ -433,6 +436,31 @@ class KeyStore:
             except Exception as exc:
                 self._failed(exc)
 
+    async def _known_empty(self) -> None:
+        """The database cannot be read at start: if the store knows it holds no stored keys, act on that.
+
+        Every successful read notes how many stored keys there are in the store
+        (``keys:stored``). A gateway starting while the database is down, on a store that
+        outlived it (Redis), learns there that the database held no keys when last read:
+        it serves as a gateway without stored keys (open, or config keys only) instead of
+        refusing every request until the database answers. A key created meanwhile is
+        announced and read as soon as the database answers. If the store knows of stored
+        keys, or knows nothing (an in-memory store just started), requests without a
+        config key keep getting 503 until the keys can be read.
+        """
+        if self.store is None or self.loaded:
+            return
+        try:
+            count = await self.store.get(STORED_COUNT)
+        except Exception:
+            return
+        if count == 0:
+            self._stored = {}
+            self.loaded = True
+            self._rebuild()
+            log.warning("keys: the database is unreachable, but it held no stored API keys when last read (the "
+                        "store says so): serving as a gateway without stored keys until it answers")
+
     def _next_delay(self, previous: float | None) -> float:
         """Seconds until the next read of the stored keys (database outages: see below).
 
@@ -480,6 +508,11 @@ class KeyStore:
                 stored = {row.key_hash: _record(row) for row in rows}
         self._stored = stored
         self.loaded = True
+        if self.store is not None:
+            try:  # what a gateway starting during a database outage may rely on (see _known_empty)
+                await self.store.set(STORED_COUNT, len(stored))
+            except Exception as exc:
+                log.debug("keys: cannot note the stored key count in the store (%s)", exc)
         if self._failing:
             log.info("keys: API keys read again from the database")
         self._failing = False

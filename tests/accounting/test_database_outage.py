@@ -160,3 +160,24 @@ def test_the_retry_backs_off_from_half_a_second_to_five_until_the_keys_are_read(
     assert delays == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
     store.loaded = True
     assert store._next_delay(5.0) == keys_mod.REFRESH_INTERVAL
+
+
+async def test_a_gateway_that_had_no_stored_keys_is_not_blocked_by_an_outage(fake: FakeOpenAI, pg: PostgresServer) -> None:
+    """The store (Redis in production: it outlives the gateway processes) remembers that the database
+    held no stored keys; a gateway started while PostgreSQL is down serves instead of answering 503."""
+    from interlock.core.store import MemoryStore
+
+    store = MemoryStore()  # shared by both gateways, as one Redis is by replicas
+    pg.start()
+    async with running_gateway(config(fake, pg.url), store=store) as first:
+        assert (await chat(first))[0] == 200
+    assert await store.get(keys_mod.STORED_COUNT) == 0
+    pg.stop()
+    async with running_gateway(config(fake, pg.url), store=store) as second:
+        status, body = await chat(second)
+        assert status == 200, body
+    # and a store that knows of stored keys does not open up
+    await store.set(keys_mod.STORED_COUNT, 2)
+    async with running_gateway(config(fake, pg.url), store=store) as third:
+        status, body = await chat(third)
+        assert status == 503 and body["error"]["code"] == "key_store_unavailable"
