@@ -362,8 +362,32 @@ async def migrate(engine: AsyncEngine) -> int:
     """
     if problem := sqlite_path_problem(engine.url):
         raise OSError(f"cannot open the SQLite database: {problem}")
+    if engine.dialect.name == "sqlite":
+        async with engine.connect() as conn:
+            return await conn.run_sync(_migrate_sqlite)
     async with engine.begin() as conn:
         return await conn.run_sync(_migrate)
+
+
+def _migrate_sqlite(conn: Connection) -> int:
+    """:func:`_migrate` holding SQLite's write lock from the first read of ``schema_version`` to the commit.
+
+    Python's sqlite3 runs DDL outside any transaction unless one was begun
+    explicitly, so without this several processes migrating a new file at once
+    (``serve --workers N``) each find it empty and collide ("table ... already
+    exists", a duplicate ``schema_version``). ``BEGIN IMMEDIATE`` takes the
+    write lock first (waiting up to the connection's busy timeout for another
+    process's migration or write); whoever comes second finds the schema
+    current and changes nothing.
+    """
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    try:
+        version = _migrate(conn)
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+    return version
 
 
 # --------------------------------------------------------------------------- #
