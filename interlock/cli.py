@@ -49,6 +49,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # a SIGHUP forwarded while this worker starts must not kill it (the default action);
         # _reload_on_sighup takes the signal over once the loop runs
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        from interlock.core import threads
+
+        threads.no_idle_threads()  # the workers share the SQLite ledger's write lock (see no_idle_threads)
     cfg = _load(args.config)
     fakes: list[Any] = []  # (fake server, port) pairs for --demo
     if args.demo:

@@ -395,6 +395,11 @@ def _migrate_sqlite(conn: Connection) -> int:
 # --------------------------------------------------------------------------- #
 
 
+#: SQLite: seconds a statement waits for another connection's write lock before "database is locked"
+#: (sqlite3's default is 5; the ledger exporter's writer uses the same figure)
+SQLITE_BUSY_TIMEOUT = 30.0
+
+
 def safe_url(url: str) -> str:
     """``url`` with any password masked, for logs and messages."""
     try:
@@ -421,6 +426,9 @@ async def open_engine(url: str, **kwargs: Any) -> AsyncEngine:
     (unparseable, unknown dialect, a synchronous or missing driver).
     """
     try:
+        if make_url(url).get_backend_name() == "sqlite" and "timeout" not in make_url(url).query:
+            # several processes may write one file (serve --workers): wait for their write lock
+            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT, **kwargs.get("connect_args", {})}
         engine = create_async_engine(url, **kwargs)
     except Exception as exc:
         raise ValueError(
