@@ -64,6 +64,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         cfg.port = args.port
     gateway = _gateway(cfg)
+    if link is not None:
+        gateway.reload_peers = link.reload_all
     redactor = logs.setup(cfg.log_level, gateway.secrets())
     gateway.on_reload.append(lambda gw: redactor.update(gw.secrets()))
     providers = ", ".join(f"{n} ({p.type_name})" for n, p in gateway.providers.items()) or "none"

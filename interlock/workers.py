@@ -95,6 +95,12 @@ class WorkerLink:
     def __init__(self, fd: int) -> None:
         self.sock = socket.socket(fileno=fd)
         self.sock.setblocking(False)
+        self.supervisor = os.getppid()
+
+    def reload_all(self) -> None:
+        """``POST /-/reload`` reached this worker: the supervisor forwards SIGHUP to every worker."""
+        if os.getppid() == self.supervisor:  # not re-parented: the supervisor is still there
+            os.kill(self.supervisor, signal.SIGHUP)
 
     def ready(self) -> None:
         """Tell the supervisor this worker accepts connections (called once its sockets listen)."""

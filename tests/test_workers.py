@@ -322,3 +322,20 @@ def test_a_killed_worker_is_restarted(serve: Serve, workers_config: Path) -> Non
     assert f"worker {pids[0]} exited unexpectedly" in sp.output()
     assert pids_seen(sp, {new, pids[1]}) == {new, pids[1]}  # the new worker serves beside the old one
     assert stop(sp, signal.SIGINT) == 0
+
+
+def test_post_reload_reaches_every_worker(serve: Serve, workers_config: Path) -> None:
+    sp = serve("--config", str(workers_config), "--workers", "2")
+    serving_pids(sp)
+    workers_config.write_text(workers_config.read_text() + '\n[routes.fresh]\nchain = "openai/gpt-4o-mini"\n')
+    request = urllib.request.Request(sp.base_url.removesuffix("/v1") + "/-/reload", method="POST", data=b"")
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert "fresh" in json.load(resp)["routes"]  # the worker that answered reloaded at once
+    # ... and asked the supervisor to reload every worker (itself again too: harmless)
+    wait_for("every worker to reload", lambda: "SIGHUP: reloading the configuration in 2 workers" in sp.output()
+             and sp.output().count("configuration reloaded from") >= 3, sp)
+    for _ in range(40):
+        with fresh_client(sp) as client:
+            raw = client.chat.completions.with_raw_response.create(model="fresh", messages=HELLO)
+        assert raw.headers["x-interlock-model"] == "gpt-4o-mini"
+    assert stop(sp) == 0
