@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 from typing import Any
 
@@ -34,6 +35,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from interlock.core import logs
     from interlock.core.app import create_app
 
+    from interlock import workers as workers_mod
+
+    try:
+        workers = workers_mod.parse_workers(args.workers)
+    except ValueError as exc:
+        print(f"interlock: {exc}", file=sys.stderr)
+        return 2
+    if workers > 1 and args.worker_fd is None:
+        return _serve_workers(args, workers)
+    link = workers_mod.WorkerLink(args.worker_fd) if args.worker_fd is not None else None
+    if link is not None:
+        # a SIGHUP forwarded while this worker starts must not kill it (the default action);
+        # _reload_on_sighup takes the signal over once the loop runs
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        from interlock.core import threads
+
+        threads.no_idle_threads()  # the workers share the SQLite ledger's write lock (see no_idle_threads)
     cfg = _load(args.config)
     fakes: list[Any] = []  # (fake server, port) pairs for --demo
     if args.demo:
@@ -46,17 +64,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         cfg.port = args.port
     gateway = _gateway(cfg)
+    if link is not None:
+        gateway.reload_peers = link.reload_all
     redactor = logs.setup(cfg.log_level, gateway.secrets())
     gateway.on_reload.append(lambda gw: redactor.update(gw.secrets()))
     providers = ", ".join(f"{n} ({p.type_name})" for n, p in gateway.providers.items()) or "none"
     routes = ", ".join(gateway.resolver.routes) or "none"
-    source = cfg.source or "embedded defaults"
-    print(f"interlock: config {source}", flush=True)
-    print(f"interlock: providers {providers}", flush=True)
-    print(f"interlock: routes {routes}", flush=True)
-    if not gateway.providers:
-        print("interlock: no provider is configured; set e.g. OPENAI_API_KEY or pass --config FILE", flush=True)
-    print(f"interlock: listening on http://{cfg.host}:{cfg.port}", flush=True)
+    if link is None:  # a worker's supervisor printed these once for all workers
+        _print_banner(cfg, gateway, providers, routes)
+        print(f"interlock: listening on http://{cfg.host}:{cfg.port}", flush=True)
     app = create_app(gateway)
     if fakes:
         from interlock.testing import demo
@@ -65,12 +81,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print('interlock: try: curl -s localhost:%d/v1/chat/completions -H "content-type: application/json" '
               '-d \'{"model": "smart", "messages": [{"role": "user", "content": "hi"}]}\' -i' % cfg.port, flush=True)
     app.on_startup.append(_reload_on_sighup)
+    if link is not None:
+        app.on_startup.append(link.watch)  # the supervisor gone (even killed): this worker stops
     app.on_startup.append(_freeze_startup_objects)
     # span export and ledger writes run on threads; when one of them holds the GIL the event loop
     # waits up to the switch interval for it (5 ms by default), which is what a request's p99 sees
     sys.setswitchinterval(SWITCH_INTERVAL)
-    web.run_app(app, host=cfg.host, port=cfg.port, print=None, access_log=None, loop=_event_loop())
+    # a worker shares host:port with the others (SO_REUSEPORT: the kernel spreads connections); run_app
+    # calls `print` once every socket listens, which is when the worker reports itself ready
+    web.run_app(
+        app, host=cfg.host, port=cfg.port, access_log=None, loop=_event_loop(),
+        print=None if link is None else (lambda _banner: link.ready()), reuse_port=True if link is not None else None,
+    )
     return 0
+
+
+def _print_banner(cfg: Config, gateway: Any, providers: str, routes: str) -> None:
+    print(f"interlock: config {cfg.source or 'embedded defaults'}", flush=True)
+    print(f"interlock: providers {providers}", flush=True)
+    print(f"interlock: routes {routes}", flush=True)
+    if not gateway.providers:
+        print("interlock: no provider is configured; set e.g. OPENAI_API_KEY or pass --config FILE", flush=True)
+
+
+def _serve_workers(args: argparse.Namespace, workers: int) -> int:
+    """``serve --workers N`` (N > 1): validate once, then supervise N worker processes (interlock.workers)."""
+    from interlock import workers as workers_mod
+    from interlock.core import logs
+
+    cfg = _load(args.config)
+    if args.host:
+        cfg.host = args.host
+    if args.port is not None:
+        cfg.port = args.port
+    if problem := workers_mod.workers_problem(cfg, workers, demo=args.demo):
+        print(f"interlock: {problem}", file=sys.stderr)
+        return 2
+    gateway = _gateway(cfg)  # validates providers, routes and plugins as a single process would
+    logs.setup(cfg.log_level, gateway.secrets())
+    providers = ", ".join(f"{n} ({p.type_name})" for n, p in gateway.providers.items()) or "none"
+    _print_banner(cfg, gateway, providers, ", ".join(gateway.resolver.routes) or "none")
+    del gateway
+    supervisor = workers_mod.Supervisor(
+        workers_mod.worker_argv(args, cfg), workers,
+        listening=f"interlock: listening on http://{cfg.host}:{cfg.port}",
+    )
+    return asyncio.run(supervisor.run())
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:
@@ -288,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 4000)")
     serve.add_argument("--demo", action="store_true", help="simulated local providers (one flaky), no keys needed")
+    serve.add_argument("--workers", default="1", metavar="N|auto",
+                       help="worker processes sharing the port (default 1; auto = one per CPU; more than one "
+                            "needs [store] url)")
+    serve.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)  # internal: a worker of --workers
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check", help="validate a config and print the resolved routes")

@@ -6,7 +6,7 @@ annotation-only import cannot hide an edge. Layers, lowest first:
 
 * engine: ``interlock`` itself and ``interlock.core`` except the assembly modules;
 * accounting: ``interlock.accounting``;
-* assembly: ``interlock.core.{config, gateway, app, admin}`` and ``interlock.cli``;
+* assembly: ``interlock.core.{config, gateway, app, admin}``, ``interlock.cli`` and ``interlock.workers``;
 * plugins: ``interlock.plugins`` (built-in plugins, registered like third-party ones);
 * testing: ``interlock.testing`` (public fakes and the conformance suite; may use anything).
 """
@@ -23,7 +23,7 @@ from interlock.core.plugins import BUILTIN_PLUGINS
 
 ROOT = Path(interlock.__file__).parent
 ASSEMBLY = frozenset({"interlock.core.config", "interlock.core.gateway", "interlock.core.app", "interlock.core.admin",
-                      "interlock.cli", "interlock.__main__"})
+                      "interlock.cli", "interlock.__main__", "interlock.workers"})
 #: what each layer may import (besides itself)
 ALLOWED = {
     "engine": {"engine"},

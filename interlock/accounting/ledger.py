@@ -384,13 +384,42 @@ async def migrate(engine: AsyncEngine) -> int:
     """
     if problem := sqlite_path_problem(engine.url):
         raise OSError(f"cannot open the SQLite database: {problem}")
+    if engine.dialect.name == "sqlite":
+        async with engine.connect() as conn:
+            return await conn.run_sync(_migrate_sqlite)
     async with engine.begin() as conn:
         return await conn.run_sync(_migrate)
+
+
+def _migrate_sqlite(conn: Connection) -> int:
+    """:func:`_migrate` holding SQLite's write lock from the first read of ``schema_version`` to the commit.
+
+    Python's sqlite3 runs DDL outside any transaction unless one was begun
+    explicitly, so without this several processes migrating a new file at once
+    (``serve --workers N``) each find it empty and collide ("table ... already
+    exists", a duplicate ``schema_version``). ``BEGIN IMMEDIATE`` takes the
+    write lock first (waiting up to the connection's busy timeout for another
+    process's migration or write); whoever comes second finds the schema
+    current and changes nothing.
+    """
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    try:
+        version = _migrate(conn)
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+    return version
 
 
 # --------------------------------------------------------------------------- #
 # Engine
 # --------------------------------------------------------------------------- #
+
+
+#: SQLite: seconds a statement waits for another connection's write lock before "database is locked"
+#: (sqlite3's default is 5; the ledger exporter's writer uses the same figure)
+SQLITE_BUSY_TIMEOUT = 30.0
 
 
 def safe_url(url: str) -> str:
@@ -419,6 +448,9 @@ async def open_engine(url: str, **kwargs: Any) -> AsyncEngine:
     (unparseable, unknown dialect, a synchronous or missing driver).
     """
     try:
+        if make_url(url).get_backend_name() == "sqlite" and "timeout" not in make_url(url).query:
+            # several processes may write one file (serve --workers): wait for their write lock
+            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT, **kwargs.get("connect_args", {})}
         engine = create_async_engine(url, **kwargs)
     except Exception as exc:
         raise ValueError(

@@ -67,6 +67,8 @@ async def reload_config(request: web.Request) -> web.Response:
                        "problems": [{"path": p, "message": m} for p, m in exc.problems]}},
             status=400,
         )
+    if gateway.reload_peers is not None:  # serve --workers: the other workers reload too (via the supervisor)
+        gateway.reload_peers()
     return json_response({"reloaded": True, "source": gateway.cfg.source, "routes": sorted(gateway.resolver.routes),
                           "providers": sorted(gateway.providers), "notes": notes})
 

@@ -276,7 +276,8 @@ _AUTHENTICATED_HANDLERS: frozenset[Handler] = frozenset(
 
 
 async def health(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    # pid: which process answered (``serve --workers N`` runs several on one port)
+    return json_response({"status": "ok", "pid": os.getpid()})
 
 
 async def health_providers(request: web.Request) -> web.Response:

@@ -100,6 +100,8 @@ class Gateway:
         self.responses_door = ResponsesDoor(self.response_store)  # rebuilt on reload, like the lifecycle
         self.reloads = 0
         self.on_reload: list[Callable[[Gateway], None]] = []  # e.g. the log redactor learning new keys
+        #: ``serve --workers``: asks the supervisor to reload every worker (POST /-/reload reaches one)
+        self.reload_peers: Callable[[], None] | None = None
 
     def _build(self, cfg: Config) -> tuple[dict[str, Provider], PriceTable, Resolver, Router]:
         """Providers, prices, resolver and router for ``cfg`` (raises :class:`ConfigError`).

@@ -38,14 +38,32 @@ def background_thread(thread: threading.Thread | None, nice: int | None = None) 
         log.debug("could not lower the priority of thread %s", thread.name)
 
 
+#: False once :func:`no_idle_threads` was called: every background thread is only ``nice``
+_idle_allowed = True
+
+
+def no_idle_threads() -> None:
+    """Make :func:`idle_thread` refuse from now on (``serve --workers``: call before building the gateway).
+
+    A ``SCHED_IDLE`` thread can wait indefinitely for CPU while it holds a lock.
+    Inside one process that only delays its own work; when other processes wait
+    for the same lock (the workers of ``serve --workers`` writing one SQLite
+    ledger) a starved holder stalls them all, so workers keep every background
+    thread at the ``nice`` level instead.
+    """
+    global _idle_allowed
+    _idle_allowed = False
+
+
 def idle_thread(thread: threading.Thread | None) -> bool:
     """Put a background thread under Linux's ``SCHED_IDLE`` policy: it runs only when the CPU is otherwise idle.
 
     For work that can wait for a quiet moment (routine ledger writes). False
-    where the policy does not exist or is refused, and when
-    ``INTERLOCK_BACKGROUND_NICE=0`` turns thread priorities off.
+    where the policy does not exist or is refused, when
+    ``INTERLOCK_BACKGROUND_NICE=0`` turns thread priorities off, and after
+    :func:`no_idle_threads`.
     """
-    if thread is None or not BACKGROUND_NICE or not hasattr(os, "sched_setscheduler"):
+    if thread is None or not BACKGROUND_NICE or not _idle_allowed or not hasattr(os, "sched_setscheduler"):
         return False
     policy, tid = getattr(os, "SCHED_IDLE", None), getattr(thread, "native_id", None)
     if policy is None or tid is None:
@@ -56,4 +74,4 @@ def idle_thread(thread: threading.Thread | None) -> bool:
         return False
     return True
 
-__all__ = ["BACKGROUND_NICE", "background_thread", "idle_thread"]
+__all__ = ["BACKGROUND_NICE", "background_thread", "idle_thread", "no_idle_threads"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import struct
 from typing import Any
 
@@ -484,7 +485,7 @@ async def test_health(fake: FakeOpenAI, make_gateway: GatewayFactory) -> None:
     resp = await raw_request("GET", f"{gw.root}/health")
     assert resp.status == 200
     assert resp.headers["content-type"].startswith("application/json")
-    assert resp.json() == {"status": "ok"}
+    assert resp.json() == {"status": "ok", "pid": os.getpid()}  # the process that answered (serve --workers)
     assert resp.headers["x-request-id"]
 
 

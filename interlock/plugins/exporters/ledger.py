@@ -97,6 +97,10 @@ _SQLITE_MAX_PIECES = 8  # per table and flush: under saturation each piece waits
 # rows are waiting behind it
 _IDLE_MAX_ROWS = 2
 _IDLE_BACKOFF = 5.0  # seconds of normal-priority writes after the idle thread was found starved
+#: SQLite: seconds a write waits for another connection's write lock before failing with "database is
+#: locked" (sqlite3's default is 5). Several processes writing one file (``serve --workers``) take turns;
+#: waiting is cheap (the writer thread sleeps, the rows stay buffered, no request waits).
+SQLITE_BUSY_TIMEOUT = 30.0
 
 _Row = tuple[Any, ...]  # one row's values, in the order of its table's columns (see _REQUEST_COLUMNS)
 _Entry = tuple[_Row, list[_Row]]  # (requests row, attempts rows) of one decision
@@ -660,6 +664,7 @@ class _SQLiteWriter:
     def __init__(self, args: list[Any], kwargs: dict[str, Any]) -> None:
         self.args = args
         self.kwargs = {**kwargs, "isolation_level": None, "check_same_thread": False}  # BEGIN/COMMIT are ours
+        self.kwargs.setdefault("timeout", SQLITE_BUSY_TIMEOUT)  # unless the URL's ?timeout= says otherwise
         self.conn: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="interlock-ledger")
         self._idle_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="interlock-ledger-idle")
@@ -740,7 +745,8 @@ def _write_pieces(conn: sqlite3.Connection, pieces: list[tuple[str, list[_Row]]]
     for sql, rows in pieces:
         chunk = max(_SQLITE_CHUNK_ROWS, -(-len(rows) // _SQLITE_MAX_PIECES))
         chunks += [(sql, rows[start : start + chunk]) for start in range(0, len(rows), chunk)]
-    conn.execute("BEGIN")
+    # IMMEDIATE: take the write lock now, waiting (busy timeout) for another process's writer if need be
+    conn.execute("BEGIN IMMEDIATE")
     try:
         for i, (sql, rows) in enumerate(chunks):
             if i and hurry is not None and hurry.is_set():
