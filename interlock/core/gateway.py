@@ -24,6 +24,7 @@ from interlock.accounting.guard import SpendGuard
 from interlock.accounting.keys import KeyStore
 from interlock.accounting.pricing import PriceTable
 from interlock.accounting.rate_limits import RateLimiter
+from interlock.accounting.shared_responses import SharedResponses
 from interlock.accounting.spend import LedgerHistory
 from interlock.accounting.stored_responses import SqlResponseStore
 from interlock.core import config as config_mod
@@ -97,6 +98,9 @@ class Gateway:
             if response_store is None and cfg.responses.store else None
         )
         self.response_store: ResponseStore | None = response_store if response_store is not None else self._sql_responses
+        self._shared_responses: SharedResponses | None = None
+        if self.store.shared and self.response_store is not None:  # the next turn may reach another process
+            self.response_store = self._shared_responses = SharedResponses(self.response_store, self.store)
         self.responses_door = ResponsesDoor(self.response_store)  # rebuilt on reload, like the lifecycle
         self.reloads = 0
         self.on_reload: list[Callable[[Gateway], None]] = []  # e.g. the log redactor learning new keys
@@ -224,6 +228,8 @@ class Gateway:
             await asyncio.wait([ticker])
         await self.limits.close()
         await self.keys.close()
+        if self._shared_responses is not None:
+            await self._shared_responses.close()
         if self._sql_responses is not None:
             try:
                 await self._sql_responses.close()  # writes the responses still pending
