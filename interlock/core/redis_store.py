@@ -197,6 +197,11 @@ def _decode(raw: bytes | str | None) -> Any:
     return None if raw is None else jsonutil.loads(raw)
 
 
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def _glob_escape(text: str) -> str:
     """``text`` matched literally by SCAN's MATCH pattern."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
@@ -593,6 +598,10 @@ class RedisStore(Store):
                 delay = self._backoff[0]
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    # a cancel that lands as get_message's own read timeout fires can come out as
+                    # "no message" (the timeout swallows it): honour it here, or close() would wait forever
+                    if self._closed or _cancelling():
+                        raise asyncio.CancelledError
                     if msg is not None:
                         self._dispatch(msg)
             except DOWN_ERRORS as exc:
@@ -639,11 +648,15 @@ class RedisStore(Store):
             self._listener = asyncio.get_running_loop().create_task(self._listen())
 
     async def close(self) -> None:
+        """Stop the background tasks and close the connections."""
         self._closed = True
-        tasks = [t for t in (self._supervisor, self._listener, *self._tasks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        tasks = {t for t in (self._supervisor, self._listener, *self._tasks) if t is not None}
+        # cancel again while any is still running: a cancel can be swallowed by a library's
+        # timeout that fires at the same moment (asyncio's timeouts on Python 3.11)
+        while tasks:
+            for task in tasks:
+                task.cancel()
+            _, tasks = await asyncio.wait(tasks, timeout=0.5)
         self._supervisor = self._listener = None
         try:
             await self._client.aclose()
