@@ -62,6 +62,11 @@ DOWN_ERRORS: tuple[type[BaseException], ...] = (redis_errors.ConnectionError, re
 #: between; each lost race means someone else's write landed, so 64 covers 64 writers at once
 UPDATE_TRIES = 64
 
+#: operations on Redis at once (one connection each); more wait for a free one, at most
+#: ``connect_timeout``. redis-py's own pool would raise MaxConnectionsError instead, which is
+#: a ConnectionError: a burst of requests must not look like an outage.
+MAX_CONNECTIONS = 64
+
 #: the channel (after the prefix) that carries peek-cache invalidations; not for subscribers
 INVALIDATE_CHANNEL = "store:invalidate"
 
@@ -234,7 +239,9 @@ class RedisStore(Store):
             socket_timeout=settings.connect_timeout,
             socket_connect_timeout=settings.connect_timeout,
             retry=Retry(NoBackoff(), 0),
+            max_connections=MAX_CONNECTIONS + 4,  # + the subscription, the supervisor's PING, spare
         )
+        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
         script = self._client.register_script
         self._incr, self._reserve, self._add_once = script(_INCR), script(_RESERVE), script(_ADD_ONCE)
         self._setdefault, self._set, self._delete = script(_SETDEFAULT), script(_SET), script(_DELETE)
@@ -339,15 +346,30 @@ class RedisStore(Store):
         ``decision`` marks budget and rate-limit decisions (reserve, lease), which refuse
         with :class:`StoreUnavailable` instead under ``on_error = "reject"``.
         """
-        if self._healthy:
+        if self._healthy and await self._take_slot():
             try:
-                return await op()
+                if self._healthy:  # it may have gone down while this operation waited for a slot
+                    return await op()
             except DOWN_ERRORS as exc:
                 self._failed(exc)
+            finally:
+                self._slots.release()
         if decision and self.settings.on_error == "reject":
             raise StoreUnavailable(f'the shared store at {self._safe_url} is unreachable and [store] on_error is "reject"')
         self._fallback_ops += 1
         return await local()
+
+    async def _take_slot(self) -> bool:
+        """A connection slot; False when none came free within ``connect_timeout`` (overloaded, not down)."""
+        if not self._slots.locked():
+            await self._slots.acquire()  # no wait: skips the timeout's cost on the common path
+            return True
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            return False
+        return True
 
     # -- peek cache -------------------------------------------------------------------- #
 

@@ -267,3 +267,4 @@ async def test_password_never_appears_in_status_or_logs(caplog: pytest.LogCaptur
         await store.close()
         await bad.close()
         srv.close()
+        wrong.close()

@@ -161,6 +161,15 @@ async def test_reserve_under_concurrency_never_exceeds_the_limit(open_store: Ope
     assert await a.get("r") == 10
 
 
+async def test_a_burst_of_concurrent_operations_is_exact_and_not_an_outage(open_store: Opener) -> None:
+    # more operations at once than a Redis store has connections: they wait their turn
+    s = await open_store()
+    await asyncio.gather(*(s.incr("burst") for _ in range(500)))
+    assert await s.get("burst") == 500
+    assert s.status()["degraded"] is False
+    assert s.status().get("fallback_ops", 0) == 0
+
+
 async def test_add_once_applies_once_under_20_concurrent_callers(open_store: Opener) -> None:
     a, b = await open_store(), await open_store()
     results = await asyncio.gather(*(s.add_once("seeded", "counter", 7, ttl=60) for s in (a, b) * 10))
