@@ -268,3 +268,64 @@ async def test_password_never_appears_in_status_or_logs(caplog: pytest.LogCaptur
         await bad.close()
         srv.close()
         wrong.close()
+
+
+# -- URLs and packaging ---------------------------------------------------------------- #
+
+
+async def test_valkey_and_unix_socket_urls_reach_the_server(tmp_path: Any) -> None:
+    import subprocess
+
+    from interlock.core.redis_store import redis_url
+    from tests.servers import redis_binary
+
+    assert redis_url("valkey://h:1/2") == "redis://h:1/2"
+    assert redis_url("valkeys://:pw@h:1/0") == "rediss://:pw@h:1/0"
+    assert redis_url("unix:///run/redis.sock?db=3") == "unix:///run/redis.sock?db=3"
+    tls = RedisStore(StoreSettings(url="valkeys://:pw@127.0.0.1:1/0"))
+    assert "SSL" in tls._client.connection_pool.connection_class.__name__
+    await tls.close()
+
+    binary = redis_binary()
+    if binary is None:
+        pytest.skip("redis-server is not available")
+    sock = tmp_path / "redis.sock"
+    proc = subprocess.Popen([binary, "--port", "0", "--unixsocket", str(sock), "--save", "", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await eventually(sock.exists)
+        store = RedisStore(StoreSettings(url=f"unix://{sock}?db=2", prefix="u:"))
+        await store.start()
+        try:
+            assert await store.incr("n") == 1
+            assert store.status()["degraded"] is False
+        finally:
+            await store.close()
+        import redis
+
+        client = redis.Redis(unix_socket_path=str(sock), db=2)
+        assert client.get("u:n") == b"1"  # db 2 of the URL, with the prefix
+        client.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_without_the_redis_package_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "redis", None)  # `import redis...` now fails as if not installed
+    monkeypatch.delitem(sys.modules, "interlock.core.redis_store")
+    with pytest.raises(ImportError, match=r"pip install 'interlock\[redis\]'"):
+        open_store(StoreSettings(url="redis://127.0.0.1:1/0"))
+
+
+def test_the_core_imports_and_runs_without_redis() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['redis'] = None\n"
+            "import interlock.core.app, interlock.core.gateway, interlock.core.store as s\n"
+            "assert isinstance(s.open_store(s.StoreSettings()), s.MemoryStore)\n"
+            "assert not any(m == 'redis' or m.startswith('redis.') for m in sys.modules if sys.modules[m] is not None)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
