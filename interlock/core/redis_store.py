@@ -4,7 +4,7 @@
 needs the ``redis`` package (``pip install 'interlock[redis]'``; hiredis is used when
 installed, never required).
 
-How the :class:`~interlock.core.store.Store` contract is kept:
+How the :class:`~interlock.core.store_base.Store` contract is kept:
 
 * every key gets ``[store] prefix`` in front, so several gateways can share one Redis;
   values are JSON, and counters are plain integers (JSON's encoding of an integer is
@@ -37,7 +37,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from interlock.core import jsonutil
-from interlock.core.store import MemoryStore, Store, StoreSettings, StoreUnavailable, safe_store_url
+# the contract from store_base, not store: store.open_store imports this module
+from interlock.core.store_base import MemoryStore, Store, StoreSettings, StoreUnavailable, safe_store_url
 
 try:
     import redis.asyncio as aioredis
