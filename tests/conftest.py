@@ -23,6 +23,7 @@ import pytest
 
 from interlock.testing import FakeOpenAI
 from interlock.testing.gateway import RunningGateway, running_gateway
+from tests import servers
 
 __all__ = ["RunningGateway"]  # re-exported: tests import it from here
 
@@ -33,6 +34,21 @@ SECRET = "sk-test-secret-0123456789abcdef"
 async def fake() -> AsyncIterator[FakeOpenAI]:
     async with FakeOpenAI(models=["gpt-4o", "gpt-4o-mini", "text-embedding-3-small"]) as f:
         yield f
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty ledger database: a SQLite file, then a PostgreSQL database (tests/servers.py).
+
+    For tests whose subject is SQL (ledger rows, spend queries, the key store, stored
+    responses, migrations). The PostgreSQL run skips without a server, or fails in CI.
+    """
+    if request.param == "sqlite":
+        yield servers.sqlite_database(tmp_path)
+        return
+    url = servers.postgres_database()
+    yield url
+    servers.drop_postgres_database(url)
 
 
 def openai_config(base_url: str, extra: str = "") -> str:

@@ -108,7 +108,8 @@ def unique_prefix() -> str:
 def postgres_database() -> str:
     """A new, empty PostgreSQL database on the run's server, as an asyncpg SQLAlchemy URL.
 
-    Dropped with the server at the end of the run (.ci/run removes its data directory).
+    Dropped with the server at the end of the run (.ci/run removes its data directory), or
+    earlier by :func:`drop_postgres_database` (the ``database_url`` fixture does).
     """
     if POSTGRES_URL is None:
         missing("PostgreSQL (INTERLOCK_TEST_POSTGRES_URL)")
@@ -116,15 +117,106 @@ def postgres_database() -> str:
 
     base = make_url(str(POSTGRES_URL))
     name = f"interlock_{uuid.uuid4().hex[:12]}"
-    admin = base.set(drivername="postgresql", database=base.database or "postgres")
+    _psql(str(POSTGRES_URL), f"CREATE DATABASE {name}")
+    return base.set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
+
+
+def _psql(admin_url: str, sql: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(admin_url).set(drivername="postgresql")
     env = {**os.environ, "PGPASSWORD": admin.password or ""}
     subprocess.run(
-        ["psql", "-q", "-h", admin.host or "127.0.0.1", "-p", str(admin.port or 5432), "-U", admin.username or "postgres",
-         "-d", admin.database or "postgres", "-c", f"CREATE DATABASE {name}"],
+        ["psql", "-q", "-v", "ON_ERROR_STOP=1", "-h", admin.host or "127.0.0.1", "-p", str(admin.port or 5432),
+         "-U", admin.username or "postgres", "-d", admin.database or "postgres", "-c", sql],
         check=True, env=env, stdout=subprocess.DEVNULL,
     )
-    return base.set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres_database(url: str) -> None:
+    """Drop a database :func:`postgres_database` made (connections still open to it are ended)."""
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    assert name and name.startswith("interlock_"), name  # never anything but a test's own database
+    _psql(str(POSTGRES_URL), f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def sqlite_database(directory: Path) -> str:
     return f"sqlite+aiosqlite:///{directory / 'ledger.db'}"
+
+
+def pg_bindir() -> str | None:
+    """The PostgreSQL server binaries (initdb, pg_ctl) from the Debian packages, newest first."""
+    import glob
+
+    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True):
+        if os.path.exists(os.path.join(d, "initdb")):
+            return d
+    found = shutil.which("pg_ctl")
+    return os.path.dirname(found) if found else None
+
+
+class PostgresServer:
+    """A PostgreSQL cluster of a test's own, on a fixed port, that can be stopped and started again.
+
+    For outage tests: the run's server (INTERLOCK_TEST_POSTGRES_URL) is shared and must stay up.
+    initdb into a temporary directory, trust authentication on 127.0.0.1; as root the cluster
+    runs as the ``postgres`` user (postgres refuses to run as root).
+    """
+
+    def __init__(self, port: int | None = None) -> None:
+        bindir = pg_bindir()
+        if bindir is None:
+            missing("PostgreSQL server binaries (initdb, pg_ctl)")
+        self.bindir = str(bindir)
+        self.port = port or free_port()
+        self.root = os.geteuid() == 0
+        if self.root:
+            import pwd
+
+            try:
+                pwd.getpwnam("postgres")
+            except KeyError:
+                missing("the 'postgres' user (to run PostgreSQL as root)")
+        self.dir = tempfile.mkdtemp(prefix="interlock-pg-")
+        self.data = os.path.join(self.dir, "data")
+        if self.root:
+            os.chmod(self.dir, 0o755)
+            shutil.chown(self.dir, "postgres", "postgres")
+        self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "--no-locale", "--encoding=UTF8")
+
+    def _run(self, tool: str, *args: str) -> None:
+        cmd = [os.path.join(self.bindir, tool), *args]
+        if self.root:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+
+    @property
+    def url(self) -> str:
+        """An asyncpg SQLAlchemy URL of the cluster's ``postgres`` database."""
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> PostgresServer:
+        opts = f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.dir} -c fsync=off"
+        self._run("pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "server.log"), "-w", "-t", "60",
+                  "-o", opts, "start")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            ready = subprocess.run([os.path.join(self.bindir, "pg_isready"), "-q", "-h", "127.0.0.1",
+                                    "-p", str(self.port)], check=False)
+            if ready.returncode == 0:
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"PostgreSQL did not start on port {self.port}")
+
+    def stop(self) -> None:
+        """Stop at once (connections are cut, as in a crash or a failover)."""
+        if os.path.exists(os.path.join(self.data, "postmaster.pid")):
+            self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)

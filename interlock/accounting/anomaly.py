@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from interlock.core.store import Store
 from interlock.core.types import Alert, Decision
@@ -48,6 +48,7 @@ log = logging.getLogger("interlock.anomaly")
 MICRO = Decimal(1_000_000)
 WEEK = 7 * 86400
 MAX_CATCHUP = 2016  # closed buckets examined at most per check (a week of 5-minute buckets)
+RESTORE_WEEKS = 4  # weeks of ledger history read at most to rebuild baselines after a restart
 _KEYS = {"enabled", "bucket_minutes", "sensitivity", "min_spend_usd", "warmup_buckets", "alpha", "seasonal_weeks"}
 
 
@@ -103,6 +104,13 @@ class AnomalySettings:
         return cls(**out)
 
 
+class BucketHistory(Protocol):
+    """Where past spend per key and bucket is read from to rebuild baselines (the ledger)."""
+
+    async def buckets(self, since: datetime, until: datetime, bucket_seconds: float) -> dict[str, dict[int, Decimal]]:
+        ...
+
+
 def _ewma(stats: Mapping[str, float] | None, x: float, alpha: float) -> dict[str, float]:
     """Fold ``x`` into an EWMA mean/variance (West's incremental form)."""
     if not stats or not stats.get("n"):
@@ -127,6 +135,47 @@ class AnomalyDetector:
         self.store = store
         self.emit = emit
         self.clock = clock
+        self._known: set[str] = set()  # keys whose history this process knows to exist in the store
+
+    async def restore(self, history: BucketHistory) -> int:
+        """Rebuild baselines a store forgot (a restart of the in-memory store, an emptied Redis) from the ledger.
+
+        Runs at startup. Only the first process to find the store without anomaly state
+        does it (an ``add_once`` marker), so N processes starting together rebuild once.
+        For every key with spend in the ledger over the baseline's horizon (``seasonal_weeks``
+        weeks, at least ``warmup_buckets`` buckets, at most :data:`RESTORE_WEEKS` weeks), the
+        closed buckets are folded into the key's state exactly as if the detector had seen
+        them live (no alerts are raised for the past), and the current bucket's spend so far
+        is added to its counter. Returns the number of keys restored.
+        """
+        if not self.settings.enabled:
+            return 0
+        if await self.store.items("anomaly:state:"):
+            return 0  # the store remembers: nothing to rebuild
+        if not await self.store.add_once("anomaly:restored", "anomaly:restores", 1, ttl=self.settings.bucket_seconds * 2):
+            return 0  # another process is rebuilding right now
+        s = self.settings
+        now = self.clock()
+        current = self.bucket(now)
+        horizon = max(s.warmup_buckets * s.bucket_seconds, min(s.seasonal_weeks, RESTORE_WEEKS) * WEEK)
+        first = self.bucket(now - horizon)
+        spends = await history.buckets(datetime.fromtimestamp(first * s.bucket_seconds, UTC),
+                                       datetime.fromtimestamp(now, UTC), s.bucket_seconds)
+        ttl = s.bucket_seconds * (MAX_CATCHUP + 2)
+        for key, buckets in spends.items():
+            start = min(buckets)
+            st: dict[str, Any] = {"bucket": start - 1, "first": start, "how": {}}
+            for b in range(start, current):
+                self._judge(key, b, float(buckets.get(b, Decimal(0))), st)
+                st["bucket"] = b
+            await self.store.setdefault(f"anomaly:state:{key}", st)
+            self._known.add(key)
+            if current in buckets:
+                micros = int((buckets[current] * MICRO).to_integral_value())
+                await self.store.add_once(f"anomaly:seeded:{key}:{current}", f"anomaly:spend:{key}:{current}", micros, ttl)
+        if spends:
+            log.info("anomaly: rebuilt the baselines of %d keys from the ledger", len(spends))
+        return len(spends)
 
     def bucket(self, ts: float) -> int:
         return int(ts // self.settings.bucket_seconds)
@@ -161,11 +210,12 @@ class AnomalyDetector:
         ttl = self.settings.bucket_seconds * (MAX_CATCHUP + 2)
         for key in keys:
             spend_key = f"anomaly:spend:{key}:{bucket}"
-            if await self.store.incr(spend_key, micros) == micros:
-                await self.store.update(spend_key, lambda v: v if v is not None else 0, ttl=ttl)
-            # a key seen for the first time starts its history at this bucket
-            if await self.store.get(f"anomaly:state:{key}") is None:
-                await self.store.update(f"anomaly:state:{key}", lambda v: v or {"bucket": bucket - 1, "first": bucket})
+            await self.store.incr(spend_key, micros, ttl=ttl)
+            # a key seen for the first time starts its history at this bucket (once per process is enough
+            # to ask: setdefault never replaces the history another process started)
+            if key not in self._known:
+                await self.store.setdefault(f"anomaly:state:{key}", {"bucket": bucket - 1, "first": bucket})
+                self._known.add(key)
 
     async def tick(self) -> list[Alert]:
         """Check every known key (the gateway's background task calls this once per bucket)."""

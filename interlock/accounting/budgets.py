@@ -52,10 +52,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from interlock.core.errors import GatewayError
-from interlock.core.store import Store
+from interlock.core.store import Store, StoreUnavailable
 from interlock.core.types import Alert, RequestContext
 
 log = logging.getLogger("interlock.budgets")
@@ -65,6 +65,7 @@ DEFAULT_MAX_TOKENS = 4096
 _DAY_TTL = 3 * 86400.0  # counters outlive their period a little, for inspection
 _MONTH_TTL = 35 * 86400.0
 _ALERT_TTL = 35 * 86400.0
+SEED_RETRY = 30.0  # seconds before a failed ledger read for seeding is tried again
 _KEYS = {"scope", "daily_usd", "monthly_usd", "soft", "action", "default_max_tokens"}
 
 
@@ -142,6 +143,27 @@ def parse_budgets(value: Any, problems: list[tuple[str, str]]) -> list[Budget]:
     return out
 
 
+class SpendHistory(Protocol):
+    """Where spend already made is read from when a counter has to be seeded (the ledger)."""
+
+    async def spent(self, scope: str, period: str, start: datetime, until: datetime) -> Decimal:
+        """``scope``'s spend on requests that arrived in ``[start, until)`` after the last reset of ``period``."""
+        ...
+
+
+def store_unavailable(what: str, exc: BaseException) -> GatewayError:
+    """The 503 a request gets when a budget or rate-limit decision needs the shared store and it is down."""
+    return GatewayError(503, f"the {what} decision for this request needs the shared store, which is unreachable "
+                        f"([store] on_error = \"reject\"); retry shortly", type="server_error", code="store_unavailable",
+                        headers={"Retry-After": "1"})
+
+
+def _period_start(kind: str, period: str) -> datetime:
+    """The UTC start of a ``YYYY-MM-DD`` (daily) or ``YYYY-MM`` (monthly) period."""
+    fmt = "%Y-%m-%d" if kind == "daily" else "%Y-%m"
+    return datetime.strptime(period, fmt).replace(tzinfo=UTC)
+
+
 def to_micros(usd: Decimal) -> int:
     """Dollars as integer micro-dollars, rounded up (a reservation never under-counts)."""
     return int((usd * MICRO).to_integral_value(rounding=ROUND_CEILING))
@@ -170,12 +192,16 @@ class Budgets:
         store: Store,
         emit: Callable[[Alert], None],
         clock: Callable[[], float] = time.time,
+        history: SpendHistory | None = None,
     ) -> None:
         self.budgets = {b.scope: b for b in budgets}
         self.store = store
         self.emit = emit
         self.clock = clock
+        self.history = history  # the ledger's spend, to seed counters a store forgot (None: no seeding)
         self._unpriced: set[str] = set()
+        self._seeded: set[str] = set()  # counters this process has seeded (or found seeded)
+        self._seed_retry: dict[str, float] = {}  # counter -> when to try the ledger again
 
     def applicable(self, ctx: RequestContext) -> list[Budget]:
         if not self.budgets:
@@ -215,7 +241,8 @@ class Budgets:
         ``worst_case`` is what the request may cost at most (None: unknown, so 0 is
         reserved and only the actual cost counts); ``unpriced`` names the target
         without a price that made it unknown, logged once per target. Returns None
-        when no budget applies (nothing to reconcile).
+        when no budget applies (nothing to reconcile). Every counter is changed in one
+        atomic store operation: all of them take the reservation, or none does.
         """
         budgets = self.applicable(ctx)
         if not budgets:
@@ -228,47 +255,51 @@ class Budgets:
                 log.warning("budgets: %s has no price; its requests reserve $0 and count only their actual cost", unpriced)
         held = Reservation(to_micros(worst_case) if worst_case is not None else 0, note=note)
         periods = self.periods()
-        for budget in budgets:
-            for kind, limit in budget.limits():
-                period = periods[kind]
-                key = f"budget:{budget.scope}:{period}"
-                value = await self._incr(key, held.micros, kind)
-                held.counters.append((budget, kind, key, limit))
-                limit_micros = to_micros(limit)
-                before = value - held.micros
-                if budget.action == "reject" and (value > limit_micros or before >= limit_micros):
-                    await self.release(held)
-                    message = (
-                        f"budget exceeded: the {kind} budget of {budget.scope} for {period} is {_usd(limit_micros)}; "
-                        f"{_usd(before)} is spent or reserved and this request may cost up to {_usd(held.micros)}"
-                    )
-                    await self._alert_once(
-                        "budget_hard", budget, kind, period, before, limit,
-                        f"{budget.scope} reached its {kind} budget of {_usd(limit_micros)} for {period}; requests are rejected",
-                    )
-                    raise GatewayError(
-                        429, message, type="rate_limit_error", code="budget_exceeded",
-                        headers={"x-should-retry": "false", "x-interlock-budget": f"{budget.scope} {kind} {period}"},
-                    )
-        return held
+        counters = [(b, kind, f"budget:{b.scope}:{periods[kind]}", limit) for b in budgets for kind, limit in b.limits()]
+        for budget, kind, key, _ in counters:
+            if key not in self._seeded:
+                await self._seed(budget.scope, kind, periods[kind])
+        limits = [to_micros(limit) if b.action == "reject" else None for b, _, _, limit in counters]
+        try:
+            refused, values = await self.store.reserve([c[2] for c in counters], limits, held.micros, ttl=_MONTH_TTL)
+        except StoreUnavailable as exc:
+            raise store_unavailable("budget", exc) from None
+        if refused is None:
+            held.counters = counters
+            return held
+        budget, kind, _, limit = counters[refused]
+        period, before, limit_micros = periods[kind], values[refused], to_micros(limit)
+        message = (
+            f"budget exceeded: the {kind} budget of {budget.scope} for {period} is {_usd(limit_micros)}; "
+            f"{_usd(before)} is spent or reserved and this request may cost up to {_usd(held.micros)}"
+        )
+        await self._alert_once(
+            "budget_hard", budget, kind, period, before, limit,
+            f"{budget.scope} reached its {kind} budget of {_usd(limit_micros)} for {period}; requests are rejected",
+        )
+        raise GatewayError(
+            429, message, type="rate_limit_error", code="budget_exceeded",
+            headers={"x-should-retry": "false", "x-interlock-budget": f"{budget.scope} {kind} {period}"},
+        )
 
     async def release(self, held: Reservation) -> None:
-        """Take a reservation back entirely (a rejected request)."""
+        """Take a reservation back entirely (a request that never reached an upstream)."""
         if held.settled:
             return
         held.settled = True
-        if held.micros:
-            for _, _, key, _ in held.counters:
-                await self.store.incr(key, -held.micros)
+        if held.micros and held.counters:
+            await self.store.add([key for _, _, key, _ in held.counters], -held.micros)
 
     async def reconcile(self, held: Reservation | None, actual: Decimal | None) -> None:
         """Replace the reservation with the actual cost (None: nothing was spent that is known)."""
         if held is None or held.settled:
             return
         held.settled = True
+        if not held.counters:
+            return
         delta = (to_micros(actual) if actual is not None else 0) - held.micros
-        for budget, kind, key, limit in held.counters:
-            value = await self.store.incr(key, delta) if delta else await self.store.get(key) or 0
+        values = await self.store.add([key for _, _, key, _ in held.counters], delta)
+        for (budget, kind, key, limit), value in zip(held.counters, values, strict=True):
             period = key.rsplit(":", 1)[1]
             limit_micros = to_micros(limit)
             if value >= limit_micros:
@@ -289,18 +320,95 @@ class Budgets:
         value = await self.store.get(f"budget:{scope}:{self.periods(now)[kind]}") or 0
         return Decimal(int(value)) / MICRO
 
-    # -- helpers ---------------------------------------------------------- #
+    async def status(self) -> list[dict[str, Any]]:
+        """Every configured budget's counters for the current periods (``GET /-/budgets``)."""
+        periods = self.periods()
+        out = []
+        for budget in self.budgets.values():
+            for kind, limit in budget.limits():
+                key = f"budget:{budget.scope}:{periods[kind]}"
+                if key not in self._seeded:
+                    await self._seed(budget.scope, kind, periods[kind])
+                value = int(await self.store.get(key) or 0)
+                out.append({"scope": budget.scope, "period": kind, "period_start": periods[kind],
+                            "limit_usd": str(limit), "counted_usd": str(Decimal(value) / MICRO),
+                            "action": budget.action})
+        return out
 
-    async def _incr(self, key: str, micros: int, kind: str) -> int:
-        value = await self.store.incr(key, micros)
-        if value == micros:  # created just now: give it an expiry (atomically, keeping the value)
-            await self.store.update(key, lambda v: v if v is not None else 0, ttl=_DAY_TTL if kind == "daily" else _MONTH_TTL)
-        return value
+    # -- restarts and resets ------------------------------------------------ #
+
+    def forget_seeds(self) -> None:
+        """Seed counters again before their next use (the shared store came back, maybe empty)."""
+        self._seeded.clear()
+
+    async def _seed(self, scope: str, kind: str, period: str) -> None:
+        """Give a counter the spend the ledger already holds for its period, exactly once.
+
+        Counters live in the store; a store that forgot them (a restarted in-memory
+        store, an emptied Redis) would admit a team that already spent its budget. So
+        before a process first uses a counter it fixes the counter's epoch (the time
+        from which the counter itself counts; the first process to ask sets it, the
+        others read it) and adds the ledger's spend for the period up to that epoch
+        (after the last admin reset), guarded by a marker: however many processes
+        start at once, the ledger's spend is added once. What the ledger does not
+        hold yet (rows still in a process's write buffer at the epoch) is not seeded.
+        """
+        key = f"budget:{scope}:{period}"
+        if self.history is None:
+            self._seeded.add(key)
+            return
+        now = self.clock()
+        if self._seed_retry.get(key, 0.0) > now:
+            return  # the ledger failed a moment ago: count from the store alone until the retry
+        epoch = float(await self.store.setdefault(f"budget_epoch:{scope}:{period}", now, ttl=_MONTH_TTL))
+        try:
+            spent = await self.history.spent(scope, period, _period_start(kind, period), datetime.fromtimestamp(epoch, UTC))
+        except Exception as exc:
+            self._seed_retry[key] = now + SEED_RETRY
+            log.warning("budgets: cannot read %s's spend for %s from the ledger (%s: %s); counting from the store "
+                        "alone, retrying in %gs", scope, period, type(exc).__name__, exc, SEED_RETRY)
+            return
+        added = await self.store.add_once(f"budget_seeded:{scope}:{period}", key, to_micros(spent), ttl=_MONTH_TTL)
+        if added and spent:
+            log.info("budgets: %s's %s counter for %s seeded with %s from the ledger", scope, kind, period,
+                     _usd(to_micros(spent)))
+        self._seeded.add(key)
+        self._seed_retry.pop(key, None)
+
+    async def reset(self, scope: str) -> dict[str, Any]:
+        """Start ``scope``'s current periods again from zero, on every process sharing the store.
+
+        The counters are zeroed and marked seeded (so nobody re-adds the ledger's
+        spend), and a ``budget_reset`` alert goes to the alert hooks, which is how the
+        ledger remembers the reset: a later re-seed counts only the spend after it.
+        Requests in flight settle against the zeroed counter (their unused
+        reservations are taken back from it, so it may briefly read below the spend
+        since the reset).
+        """
+        budget = self.budgets.get(scope)
+        if budget is None:
+            raise GatewayError(404, f"no budget has scope {scope!r}", code="budget_not_found", param="scope")
+        now = self.clock()
+        periods = self.periods(now)
+        reset = []
+        for kind, _ in budget.limits():
+            period = periods[kind]
+            await self.store.set(f"budget_seeded:{scope}:{period}", 1, ttl=_MONTH_TTL)
+            await self.store.set(f"budget_epoch:{scope}:{period}", now, ttl=_MONTH_TTL)
+            await self.store.set(f"budget:{scope}:{period}", 0, ttl=_MONTH_TTL)
+            await self.store.delete(*(f"budget_alert:{k}:{scope}:{period}" for k in ("budget_soft", "budget_hard")))
+            self._seeded.add(f"budget:{scope}:{period}")
+            reset.append(period)
+        self.emit(Alert(kind="budget_reset", scope=scope, message=f"{scope}'s budget was reset for {', '.join(reset)}",
+                        details={"periods": reset}, ts=now))
+        return {"scope": scope, "periods": reset, "reset_at": datetime.fromtimestamp(now, UTC).isoformat()}
+
+    # -- helpers ---------------------------------------------------------- #
 
     async def _alert_once(
         self, kind: str, budget: Budget, period_kind: str, period: str, value: int, limit: Decimal, message: str
     ) -> None:
-        n = await self.store.update(f"budget_alert:{kind}:{budget.scope}:{period}", lambda v: (v or 0) + 1, ttl=_ALERT_TTL)
+        n = await self.store.incr(f"budget_alert:{kind}:{budget.scope}:{period}", 1, ttl=_ALERT_TTL)
         if n != 1:
             return
         self.emit(

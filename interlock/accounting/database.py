@@ -37,3 +37,21 @@ def file_problem(db: str) -> str | None:
     if not os.path.isdir(os.path.dirname(os.path.abspath(db))):
         return f"the directory of {db} does not exist"
     return None
+
+
+#: SQLSTATE classes (first two characters) of a PostgreSQL server that cannot take a write *now*,
+#: as opposed to refusing the rows themselves: connection exception (08), transaction rollback
+#: (40: serialization failure, deadlock), insufficient resources (53: too many connections, disk
+#: full), operator intervention (57: shutting down, starting up, recovering), and invalid catalog
+#: name (3D: the database is not created yet). asyncpg reports most of these through SQLAlchemy as
+#: a plain ``DBAPIError``, with no invalidated connection, which reads like a refused row.
+RETRYABLE_SQLSTATE_CLASSES = frozenset({"08", "3D", "40", "53", "57"})
+
+
+def retryable_sqlstate(exc: BaseException) -> bool:
+    """Whether ``exc`` (a SQLAlchemy ``DBAPIError``, or a driver error) carries a retryable SQLSTATE."""
+    for err in (exc, getattr(exc, "orig", None)):
+        code = getattr(err, "sqlstate", None) or getattr(err, "pgcode", None)
+        if isinstance(code, str) and code[:2] in RETRYABLE_SQLSTATE_CLASSES:
+            return True
+    return False

@@ -18,7 +18,11 @@ When no key is configured or stored, the gateway is open (it binds loopback by
 default) and requests carry no key id and no team. If stored keys cannot be read
 (database unreachable at startup), keys from the config file still work and
 every other request is refused with 503 until the database answers: a gateway
-never opens up because it could not read its keys.
+never opens up because it could not read its keys. That holds without ``[[keys]]``
+too: an empty config says nothing about the ``api_keys`` table. What keeps such a
+gateway from being blocked long is the retry (:meth:`KeyStore._next_delay`: 0.5 s
+doubling to 5 s until the first read); after a first read, later outages block
+nothing (the keys in memory, none or some, keep serving).
 
 Tags of a request, in this order, de-duplicated: the key's default tags, the
 ``x-interlock-tags`` header (comma separated), then OpenAI ``metadata`` entries as
@@ -36,7 +40,8 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -44,12 +49,19 @@ from typing import Any
 from interlock.core import jsonutil
 from interlock.core.errors import GatewayError
 from interlock.core.provider import Secret
+from interlock.core.store import Store
 from interlock.accounting.database import file_url
+from interlock.accounting.rate_limits import NO_LIMITS, Limits, format_expiry, parse_expiry, parse_limits
 
 log = logging.getLogger("interlock.keys")
 
+#: the store key holding how many stored keys the database had when last read (see KeyStore._known_empty)
+STORED_COUNT = "keys:stored"
 #: seconds between background reloads of the stored keys
 REFRESH_INTERVAL = 30.0
+#: until the stored keys are read once, retry after RETRY_MIN seconds, doubling up to RETRY_MAX
+RETRY_MIN = 0.5
+RETRY_MAX = 5.0
 MAX_TAGS = 32
 MAX_TAG_CHARS = 64
 #: shortest key accepted in ``[[keys]] key`` (generated keys are 46 characters)
@@ -60,7 +72,9 @@ PREFIX_CHARS = 10
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-_KEY_FIELDS = {"key", "key_sha256", "name", "team", "tags"}
+_KEY_FIELDS = {"key", "key_sha256", "name", "team", "tags", "rpm", "tpm", "max_concurrent", "models", "expires_at"}
+#: the store channel on which every admin change is announced to the gateways sharing the database
+CHANNEL = "keys"
 
 
 def hash_key(key: str) -> str:
@@ -84,10 +98,13 @@ class ApiKey:
     prefix: str
     source: str  # "config" or "admin"
     revoked: bool = False
+    limits: Limits = NO_LIMITS  # rpm, tpm, max_concurrent, models (interlock.accounting.rate_limits)
+    expires_at: float | None = None  # Unix seconds; afterwards the key is refused (401 "expired")
 
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "team": self.team, "tags": list(self.tags),
-                "prefix": self.prefix or None, "source": self.source}
+                "prefix": self.prefix or None, "source": self.source, **self.limits.public(),
+                "expires_at": format_expiry(self.expires_at)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +191,8 @@ def parse_keys(value: Any, problems: list[tuple[str, str]]) -> list[KeySpec]:
             name = None
         team = _optional_str(table, "team", path, problems)
         tags = check_tags(table.get("tags"), f"{path}.tags", problems)
+        limits = parse_limits(table, f"{path}.", problems)
+        expires_at = parse_expiry(table.get("expires_at"), f"{path}.expires_at", problems)
         if key_hash is None:
             continue
         if key_hash in hashes:
@@ -185,7 +204,8 @@ def parse_keys(value: Any, problems: list[tuple[str, str]]) -> list[KeySpec]:
             continue
         ids.add(key_id)
         hashes.add(key_hash)
-        specs.append(KeySpec(key_hash, ApiKey(key_id, name, team, tags, "", "config"), secret))
+        specs.append(KeySpec(key_hash, ApiKey(key_id, name, team, tags, "", "config", limits=limits,
+                                              expires_at=expires_at), secret))
     return specs
 
 
@@ -239,8 +259,17 @@ def _unauthorized(message: str) -> GatewayError:
 class KeyStore:
     """Config keys plus stored keys, looked up in memory by hash; see the module docstring."""
 
-    def __init__(self, specs: Iterable[KeySpec], database_url: str, *, refresh_interval: float | None = None) -> None:
+    def __init__(self, specs: Iterable[KeySpec], database_url: str, *, refresh_interval: float | None = None,
+                 store: Store | None = None, clock: Callable[[], float] = time.time) -> None:
         self.database_url = database_url
+        # changes made through any gateway's admin API are announced on the store's CHANNEL;
+        # every KeyStore refreshes on the announcement (the periodic refresh stays as a safety net)
+        self.store = store
+        self.clock = clock  # for expires_at
+        self._by_id: dict[str, ApiKey] = {}
+        self._announced: asyncio.Task[None] | None = None  # a refresh asked for by an announcement
+        self._again = False  # another announcement arrived while that refresh ran
+        self._closed = False
         self.refresh_interval = REFRESH_INTERVAL if refresh_interval is None else refresh_interval
         self._config: dict[str, ApiKey] = {}
         self._stored: dict[str, ApiKey] = {}
@@ -261,6 +290,12 @@ class KeyStore:
 
     def _rebuild(self) -> None:
         self._map = {**self._stored, **self._config}  # a key in both: the config file's entry wins
+        self._by_id = {k.id: k for k in self._map.values()}
+
+    def limits_of(self, key_id: str) -> Limits | None:
+        """The rate limits and model allowlist of a key, by id (memory only)."""
+        record = self._by_id.get(key_id)
+        return record.limits if record is not None else None
 
     @property
     def config_keys(self) -> list[ApiKey]:
@@ -280,6 +315,9 @@ class KeyStore:
         key = presented_key(headers)
         record = self._map.get(hash_key(key)) if key else None
         if record is not None and not record.revoked:
+            if record.expires_at is not None and record.expires_at <= self.clock():
+                raise GatewayError(401, f"this API key expired at {format_expiry(record.expires_at)}",
+                                   type="invalid_request_error", code="expired", headers={"WWW-Authenticate": "Bearer"})
             return record
         if record is not None:
             raise _unauthorized("this API key was revoked")
@@ -338,9 +376,47 @@ class KeyStore:
             await self.refresh()
         except Exception as exc:
             self._failed(exc)
+            await self._known_empty()
         self._task = asyncio.create_task(self._run(), name="interlock-keys-refresh")
+        if self.store is not None:
+            self.store.subscribe(CHANNEL, self._announcement)
+
+    def _announcement(self, message: str) -> None:
+        """A gateway changed the stored keys: refresh soon (coalesced: one refresh at a time, one more after)."""
+        if self._closed:
+            return
+        if self._announced is not None and not self._announced.done():
+            self._again = True
+            return
+        self._announced = asyncio.get_running_loop().create_task(self._refresh_announced(), name="interlock-keys-announced")
+
+    async def _refresh_announced(self) -> None:
+        while True:
+            self._again = False
+            try:
+                await self.refresh()
+            except Exception as exc:
+                self._failed(exc)
+            if not self._again or self._closed:
+                return
+
+    async def _announce(self) -> None:
+        """Tell every gateway sharing the store (this one too) that the stored keys changed."""
+        if self.store is None:
+            return
+        try:
+            await self.store.publish(CHANNEL, "changed")
+        except Exception as exc:  # the others still pick the change up on their periodic refresh
+            log.warning("keys: cannot announce a key change on the store (%s: %s); other gateways see it within %gs",
+                        type(exc).__name__, exc, self.refresh_interval)
 
     async def close(self) -> None:
+        self._closed = True
+        announced, self._announced = self._announced, None
+        if announced is not None:
+            async with self._lock:
+                announced.cancel()
+                await asyncio.wait([announced])
         task, self._task = self._task, None
         if task is not None:
             async with self._lock:  # never cut a query: the driver's thread would outlive the loop
@@ -351,12 +427,56 @@ class KeyStore:
             await engine.dispose()
 
     async def _run(self) -> None:
+        delay: float | None = None
         while True:
-            await asyncio.sleep(self.refresh_interval)
+            delay = self._next_delay(delay)
+            await asyncio.sleep(delay)
             try:
                 await self.refresh()
             except Exception as exc:
                 self._failed(exc)
+
+    async def _known_empty(self) -> None:
+        """The database cannot be read at start: if the store knows it holds no stored keys, act on that.
+
+        Every successful read notes how many stored keys there are in the store
+        (``keys:stored``). A gateway starting while the database is down, on a store that
+        outlived it (Redis), learns there that the database held no keys when last read:
+        it serves as a gateway without stored keys (open, or config keys only) instead of
+        refusing every request until the database answers. A key created meanwhile is
+        announced and read as soon as the database answers. If the store knows of stored
+        keys, or knows nothing (an in-memory store just started), requests without a
+        config key keep getting 503 until the keys can be read.
+        """
+        if self.store is None or self.loaded:
+            return
+        try:
+            count = await self.store.get(STORED_COUNT)
+        except Exception:
+            return
+        if count == 0:
+            self._stored = {}
+            self.loaded = True
+            self._rebuild()
+            log.warning("keys: the database is unreachable, but it held no stored API keys when last read (the "
+                        "store says so): serving as a gateway without stored keys until it answers")
+
+    def _next_delay(self, previous: float | None) -> float:
+        """Seconds until the next read of the stored keys (database outages: see below).
+
+        Until the stored keys have been read once, every request without a config key is
+        refused with 503 ``key_store_unavailable``: the gateway cannot tell whether the
+        database holds keys, and it must not open up because it could not read them. So
+        it retries soon, ``RETRY_MIN`` seconds doubling to ``RETRY_MAX``, and requests
+        resume within seconds of the database answering (not a whole ``refresh_interval``
+        later). Once read, the keys in memory keep serving through any later outage, and
+        the regular ``refresh_interval`` applies.
+        """
+        if self.loaded:
+            return self.refresh_interval
+        if previous is None:
+            return min(RETRY_MIN, self.refresh_interval)
+        return min(previous * 2, RETRY_MAX, self.refresh_interval)
 
     def _failed(self, exc: Exception) -> None:
         from interlock.accounting.ledger import safe_url
@@ -383,11 +503,16 @@ class KeyStore:
                 t = api_keys.c
                 async with engine.connect() as conn:
                     rows = (await conn.execute(
-                        select(t.id, t.name, t.key_hash, t.prefix, t.team, t.tags, t.revoked_at)
+                        select(t.id, t.name, t.key_hash, t.prefix, t.team, t.tags, t.revoked_at, *_limit_columns(t))
                     )).all()
                 stored = {row.key_hash: _record(row) for row in rows}
         self._stored = stored
         self.loaded = True
+        if self.store is not None:
+            try:  # what a gateway starting during a database outage may rely on (see _known_empty)
+                await self.store.set(STORED_COUNT, len(stored))
+            except Exception as exc:
+                log.debug("keys: cannot note the stored key count in the store (%s)", exc)
         if self._failing:
             log.info("keys: API keys read again from the database")
         self._failing = False
@@ -395,7 +520,8 @@ class KeyStore:
 
     # -- the admin API ------------------------------------------------------ #
 
-    async def create(self, name: str | None, team: str | None, tags: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+    async def create(self, name: str | None, team: str | None, tags: tuple[str, ...], limits: Limits = NO_LIMITS,
+                     expires_at: float | None = None) -> tuple[str, dict[str, Any]]:
         """Store a new key; returns the key (shown once) and its public record."""
         from sqlalchemy import insert
 
@@ -405,11 +531,50 @@ class KeyStore:
         key = new_key()
         row = {"id": f"key_{secrets.token_hex(8)}", "name": name, "key_hash": hash_key(key),
                "prefix": key[:PREFIX_CHARS], "team": team, "tags": jsonutil.dumps_str(list(tags)),
-               "created_at": datetime.now(UTC), "revoked_at": None}
+               "created_at": datetime.now(UTC), "revoked_at": None, **_limit_values(limits, expires_at)}
         async with engine.begin() as conn:
             await conn.execute(insert(api_keys).values(**row))
         await self.refresh()
+        await self._announce()
         return key, _public_row(row)
+
+    async def update(self, key_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change a stored key's ``rpm``, ``tpm``, ``max_concurrent``, ``models`` or ``expires_at`` (None clears).
+
+        ``changes`` holds validated values (``models`` a tuple, ``expires_at`` Unix seconds);
+        404 for an unknown id, 400 for a config key.
+        """
+        from sqlalchemy import select, update
+
+        from interlock.accounting.ledger import api_keys
+
+        self._stored_only(key_id)
+        values: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name == "models":
+                values[name] = jsonutil.dumps_str(list(value)) if value is not None else None
+            elif name == "expires_at":
+                values[name] = datetime.fromtimestamp(value, UTC) if value is not None else None
+            else:
+                values[name] = value
+        engine = await self._open()
+        t = api_keys.c
+        async with engine.begin() as conn:
+            if values:
+                await conn.execute(update(api_keys).where(t.id == key_id).values(**values))
+            row = (await conn.execute(select(*_public_columns(t)).where(t.id == key_id))).mappings().first()
+        if row is None:
+            raise GatewayError(404, f"no API key with id {key_id!r}", code="key_not_found", param="id")
+        await self.refresh()
+        await self._announce()
+        return _public_row(dict(row))
+
+    def _stored_only(self, key_id: str) -> None:
+        if any(k.id == key_id for k in self._config.values()):
+            raise GatewayError(400, f"{key_id} is configured in the config file: change it there and reload",
+                               code="config_key")
+        if self._engine is None and self._no_database_yet():
+            raise GatewayError(404, f"no API key with id {key_id!r}", code="key_not_found", param="id")
 
     async def list(self) -> list[dict[str, Any]]:
         """Config keys and stored keys (revoked ones too): never a key or its hash."""
@@ -424,7 +589,7 @@ class KeyStore:
         t = api_keys.c
         async with engine.connect() as conn:
             rows = (await conn.execute(
-                select(t.id, t.name, t.prefix, t.team, t.tags, t.created_at, t.revoked_at).order_by(t.created_at)
+                select(*_public_columns(t)).order_by(t.created_at)
             )).mappings().all()
         return out + [_public_row(dict(r)) for r in rows]
 
@@ -434,11 +599,7 @@ class KeyStore:
 
         from interlock.accounting.ledger import api_keys
 
-        if any(k.id == key_id for k in self._config.values()):
-            raise GatewayError(400, f"{key_id} is configured in the config file: remove it there and reload",
-                               code="config_key")
-        if self._engine is None and self._no_database_yet():
-            raise GatewayError(404, f"no API key with id {key_id!r}", code="key_not_found", param="id")
+        self._stored_only(key_id)
         engine = await self._open()
         t = api_keys.c
         async with engine.begin() as conn:
@@ -446,11 +607,12 @@ class KeyStore:
                 update(api_keys).where(t.id == key_id, t.revoked_at.is_(None)).values(revoked_at=datetime.now(UTC))
             )
             row = (await conn.execute(
-                select(t.id, t.name, t.prefix, t.team, t.tags, t.created_at, t.revoked_at).where(t.id == key_id)
+                select(*_public_columns(t)).where(t.id == key_id)
             )).mappings().first()
         if row is None:
             raise GatewayError(404, f"no API key with id {key_id!r}", code="key_not_found", param="id")
         await self.refresh()
+        await self._announce()
         return _public_row(dict(row))
 
 
@@ -491,8 +653,41 @@ def _tags(text: str | None) -> tuple[str, ...]:
     return tuple(t for t in value if isinstance(t, str)) if isinstance(value, list) else ()
 
 
+def _limit_columns(t: Any) -> list[Any]:
+    """The api_keys columns of migration 4 (rate limits, allowlist, expiry)."""
+    return [t.rpm, t.tpm, t.max_concurrent, t.models, t.expires_at]
+
+
+def _public_columns(t: Any) -> list[Any]:
+    """What listings show: never the key or its hash."""
+    return [t.id, t.name, t.prefix, t.team, t.tags, t.created_at, t.revoked_at, *_limit_columns(t)]
+
+
+def _limit_values(limits: Limits, expires_at: float | None) -> dict[str, Any]:
+    """A key's limits as api_keys column values."""
+    return {"rpm": limits.rpm, "tpm": limits.tpm, "max_concurrent": limits.max_concurrent,
+            "models": jsonutil.dumps_str(list(limits.models)) if limits.models is not None else None,
+            "expires_at": datetime.fromtimestamp(expires_at, UTC) if expires_at is not None else None}
+
+
+def _row_limits(row: Mapping[str, Any]) -> tuple[Limits, float | None]:
+    models = None
+    if row["models"] is not None:
+        try:
+            value = jsonutil.loads(row["models"])
+        except ValueError:
+            value = []  # unreadable: allow nothing rather than everything
+        models = tuple(m for m in value if isinstance(m, str)) if isinstance(value, list) else ()
+    expires = row["expires_at"]
+    if expires is not None and expires.tzinfo is None:  # SQLite hands back naive UTC
+        expires = expires.replace(tzinfo=UTC)
+    return Limits(row["rpm"], row["tpm"], row["max_concurrent"], models), expires.timestamp() if expires else None
+
+
 def _record(row: Any) -> ApiKey:
-    return ApiKey(row.id, row.name, row.team, _tags(row.tags), row.prefix, "admin", revoked=row.revoked_at is not None)
+    limits, expires_at = _row_limits(row._mapping)
+    return ApiKey(row.id, row.name, row.team, _tags(row.tags), row.prefix, "admin", revoked=row.revoked_at is not None,
+                  limits=limits, expires_at=expires_at)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -504,6 +699,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _public_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    limits, expires_at = _row_limits(row)
     return {"id": row["id"], "name": row["name"], "team": row["team"], "tags": list(_tags(row["tags"])),
-            "prefix": row["prefix"], "source": "admin", "created_at": _iso(row["created_at"]),
-            "revoked_at": _iso(row["revoked_at"])}
+            "prefix": row["prefix"], "source": "admin", **limits.public(), "expires_at": format_expiry(expires_at),
+            "created_at": _iso(row["created_at"]), "revoked_at": _iso(row["revoked_at"])}

@@ -267,8 +267,23 @@ def _v3_tables(metadata: MetaData) -> tuple[Table]:
     return (stored,)
 
 
-#: the current schema (see :func:`_v1_tables`, :func:`_v2_columns` and :func:`_v3_columns` for the
-#: column documentation)
+def _v4_columns() -> list[Column[Any]]:
+    """Columns migration 4 adds to ``api_keys`` (fresh objects per call): rate limits, allowlist, expiry."""
+    return [
+        # requests per minute, tokens (prompt + completion) per minute, requests in flight;
+        # NULL: not limited (see interlock.accounting.rate_limits)
+        Column("rpm", Integer),
+        Column("tpm", Integer),
+        Column("max_concurrent", Integer),
+        # JSON list of the model or route names (``*`` patterns) the key may ask for; NULL: any
+        Column("models", Text),
+        # UTC time after which the key is refused; NULL: never expires
+        Column("expires_at", DateTime(timezone=True)),
+    ]
+
+
+#: the current schema (see :func:`_v1_tables`, :func:`_v2_columns`, :func:`_v3_columns` and
+#: :func:`_v4_columns` for the column documentation)
 requests, attempts = _v1_tables(metadata)
 for _table, _columns in zip((requests, attempts), _v2_columns(), strict=True):
     for _column in _columns:
@@ -277,6 +292,8 @@ for _column in _v3_columns():
     requests.append_column(_column)
 api_keys, alerts = _v2_tables(metadata)
 (stored_responses,) = _v3_tables(metadata)
+for _column in _v4_columns():
+    api_keys.append_column(_column)
 
 
 # --------------------------------------------------------------------------- #
@@ -316,8 +333,13 @@ def _migration_3(conn: Connection) -> None:
         new_table.create(conn, checkfirst=True)
 
 
+def _migration_4(conn: Connection) -> None:
+    """Rate limits, model allowlist and expiry of stored API keys."""
+    _add_columns(conn, "api_keys", _v4_columns())
+
+
 #: ordered: MIGRATIONS[i] brings the schema from version i to version i + 1. Append only.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migration_1, _migration_2, _migration_3)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migration_1, _migration_2, _migration_3, _migration_4)
 
 #: the schema version this code writes
 SCHEMA_VERSION = len(MIGRATIONS)

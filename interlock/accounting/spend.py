@@ -226,6 +226,139 @@ async def spend(
     return report
 
 
+async def scope_spend(engine: AsyncEngine, scope: str, start: datetime, until: datetime) -> Decimal:
+    """The cost of ``scope``'s requests that arrived in ``[start, until)`` (budget scopes:
+    ``key:<id>``, ``team:<name>``, ``tag:<tag>``, ``global``); 0 for a ledger with no tables yet.
+
+    How budget counters are re-seeded after a restart (:mod:`interlock.accounting.budgets`),
+    through the same table and the same ``ts`` column as :func:`spend`.
+    """
+    from sqlalchemy import and_, func, select
+    from sqlalchemy import exc as sa_exc
+
+    from interlock.accounting.ledger import requests
+
+    _require_file(engine)
+    r = requests.c
+    kind, _, name = scope.partition(":")
+    where = [r.ts >= start.astimezone(UTC), r.ts < until.astimezone(UTC)]
+    source: Any = requests
+    if kind == "key":
+        where.append(r.api_key_id == name)
+    elif kind == "team":
+        where.append(r.team == name)
+    elif kind == "tag":
+        tags = _tag_source(engine.dialect.name)
+        source = requests.join(tags, tags.c.value == name)
+    elif kind != "global":
+        raise ValueError(f"not a budget scope: {scope!r}")
+    query = select(func.sum(r.cost_usd)).select_from(source).where(and_(*where))
+    try:
+        async with engine.connect() as conn:
+            value = (await conn.execute(query)).scalar()
+    except sa_exc.DBAPIError:
+        if not await _has_table(engine, requests.name):
+            return Decimal(0)
+        raise
+    return Decimal(0) if value is None else Decimal(value)
+
+
+async def last_reset(engine: AsyncEngine, scope: str, period: str, since: datetime) -> datetime | None:
+    """When ``scope``'s budget for ``period`` was last reset by an admin (a ``budget_reset`` alert), if it was."""
+    from sqlalchemy import and_, select
+    from sqlalchemy import exc as sa_exc
+
+    from interlock.accounting.ledger import alerts
+
+    a = alerts.c
+    query = select(a.ts, a.details).where(and_(a.kind == "budget_reset", a.scope == scope, a.ts >= since.astimezone(UTC)))
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(a.ts.desc()).limit(50))).all()
+    except sa_exc.DBAPIError:
+        if not await _has_table(engine, alerts.name):
+            return None
+        raise
+    for ts, details in rows:
+        try:
+            info = jsonutil.loads(details) if details else {}
+        except jsonutil.JSONDecodeError:
+            continue
+        if isinstance(info, dict) and period in (info.get("periods") or []):
+            when: datetime = ts
+            return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return None
+
+
+async def bucket_spend(engine: AsyncEngine, since: datetime, until: datetime,
+                       bucket_seconds: float) -> dict[str, dict[int, Decimal]]:
+    """Spend per anomaly key (``team:<t>``, ``model:<m>``, ``tag:<t>``) per time bucket in ``[since, until)``.
+
+    Buckets are ``floor(unix time / bucket_seconds)``, as the anomaly detector numbers
+    them; summed in the database, one grouped query per dimension.
+    """
+    from sqlalchemy import Float, and_, cast, func, select, true
+    from sqlalchemy import exc as sa_exc
+
+    from interlock.accounting.ledger import requests
+
+    _require_file(engine)
+    r = requests.c
+    if engine.dialect.name == "sqlite":
+        epoch: Any = cast(func.strftime("%s", r.ts), Float) + cast(func.strftime("%f", r.ts), Float) % 1
+    else:
+        epoch = func.extract("epoch", r.ts)
+    bucket = func.floor(epoch / bucket_seconds).label("bucket")
+    window = and_(r.ts >= since.astimezone(UTC), r.ts < until.astimezone(UTC), r.cost_usd.is_not(None))
+    tags = _tag_source(engine.dialect.name)
+    queries = {
+        "team": select(r.team, bucket, func.sum(r.cost_usd)).where(window, r.team.is_not(None)).group_by(r.team, bucket),
+        "model": select(func.coalesce(r.model, r.requested_model), bucket, func.sum(r.cost_usd)).where(window)
+        .group_by(func.coalesce(r.model, r.requested_model), bucket),
+        "tag": select(tags.c.value, bucket, func.sum(r.cost_usd)).select_from(requests.join(tags, true()))
+        .where(window).group_by(tags.c.value, bucket),
+    }
+    out: dict[str, dict[int, Decimal]] = {}
+    try:
+        async with engine.connect() as conn:
+            for dimension, query in queries.items():
+                for name, number, cost in (await conn.execute(query)).all():
+                    if name is not None and cost is not None:
+                        out.setdefault(f"{dimension}:{name}", {})[int(number)] = Decimal(cost)
+    except sa_exc.DBAPIError:
+        if not await _has_table(engine, requests.name):
+            return {}
+        raise
+    return out
+
+
+class LedgerHistory:
+    """Budgets' :class:`~interlock.accounting.budgets.SpendHistory` over the ledger (read-only).
+
+    Opens its engine on first use: a gateway whose budgets never need seeding never
+    imports SQLAlchemy for it. A SQLite ledger that does not exist yet holds no spend.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.reader = LedgerReader(url)
+
+    async def spent(self, scope: str, period: str, start: datetime, until: datetime) -> Decimal:
+        if sqlite_path(self.reader.url) not in (None, ":memory:") and not os.path.exists(str(sqlite_path(self.reader.url))):
+            return Decimal(0)
+        engine = self.reader.engine()
+        reset = await last_reset(engine, scope, period, start)
+        return await scope_spend(engine, scope, max(start, reset) if reset else start, until)
+
+    async def buckets(self, since: datetime, until: datetime, bucket_seconds: float) -> dict[str, dict[int, Decimal]]:
+        """Spend per anomaly key and bucket (:func:`bucket_spend`); empty for a SQLite ledger not created yet."""
+        if sqlite_path(self.reader.url) not in (None, ":memory:") and not os.path.exists(str(sqlite_path(self.reader.url))):
+            return {}
+        return await bucket_spend(self.reader.engine(), since, until, bucket_seconds)
+
+    async def close(self) -> None:
+        await self.reader.close()
+
+
 class _Zero:
     def __getattr__(self, name: str) -> None:
         return None
@@ -398,7 +531,8 @@ class LedgerReader:
 
 
 __all__ = [
-    "DIMENSIONS", "METRICS", "LedgerReader", "SpendReport", "alerts_json", "anomalies", "format_alerts",
-    "format_report", "open_read_only", "parse_by", "parse_duration", "read_only_url", "spend", "sqlite_path", "usd",
+    "DIMENSIONS", "METRICS", "LedgerHistory", "bucket_spend", "LedgerReader", "SpendReport", "alerts_json", "anomalies", "format_alerts",
+    "format_report", "last_reset", "open_read_only", "parse_by", "parse_duration", "read_only_url", "scope_spend", "spend",
+    "sqlite_path", "usd",
 ]
 

@@ -452,10 +452,12 @@ def _transient(exc: Exception) -> bool:
     """
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, StatementError
 
+    from interlock.accounting.database import retryable_sqlstate
+
     if isinstance(exc, (OperationalError, InterfaceError)):
         return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
+    if isinstance(exc, DBAPIError) and (exc.connection_invalidated or retryable_sqlstate(exc)):
+        return True  # e.g. PostgreSQL starting up, or out of connections: not these rows' fault
     return not isinstance(exc, StatementError)
 
 

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from interlock.accounting import spend
 from interlock.accounting.keys import check_tags
+from interlock.accounting.rate_limits import LIMIT_FIELDS, parse_expiry, parse_limits, parse_models
 from interlock.core.config import ConfigError
 from interlock.core.errors import GatewayError
 from interlock.core.gateway import GATEWAY
@@ -35,7 +36,10 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/-/keys", create_key)
     app.router.add_get("/-/keys", list_keys)
     app.router.add_delete("/-/keys/{id}", revoke_key)
+    app.router.add_patch("/-/keys/{id}", update_key)
     app.router.add_get("/spend", spend_report)
+    app.router.add_get("/-/budgets", list_budgets)
+    app.router.add_post("/-/budgets/reset", reset_budget)
 
 
 def require_admin(request: web.Request) -> None:
@@ -78,14 +82,27 @@ async def plugins(request: web.Request) -> web.Response:
 # --------------------------------------------------------------------------- #
 
 
+_LIMIT_BODY_FIELDS = (*LIMIT_FIELDS, "models", "expires_at")
+_CREATE_FIELDS = ("name", "team", "tags", *_LIMIT_BODY_FIELDS)
+
+
+def _refuse(problems: list[tuple[str, str]]) -> None:
+    if problems:
+        path, message = problems[0]
+        raise GatewayError(400, f"{path}: {message}", param=path.split("[")[0], code="invalid_value")
+
+
 async def create_key(request: web.Request) -> web.Response:
-    """``POST /-/keys`` ``{"name", "team", "tags"}``: a new key, returned once, stored hashed."""
+    """``POST /-/keys`` ``{"name", "team", "tags", "rpm", "tpm", "max_concurrent", "models", "expires_at"}``.
+
+    A new key, returned once, stored hashed.
+    """
     require_admin(request)
     body = await read_json(request, request.app[GATEWAY].cfg.max_body_bytes)
     problems: list[tuple[str, str]] = []
     for field in body:
-        if field not in ("name", "team", "tags"):
-            problems.append((field, "unknown field (known: name, team, tags)"))
+        if field not in _CREATE_FIELDS:
+            problems.append((field, f"unknown field (known: {', '.join(_CREATE_FIELDS)})"))
     values: dict[str, str | None] = {}
     for field in ("name", "team"):
         value = body.get(field)
@@ -94,11 +111,32 @@ async def create_key(request: web.Request) -> web.Response:
             value = None
         values[field] = value.strip() if isinstance(value, str) else None
     tags = check_tags(body.get("tags"), "tags", problems)
-    if problems:
-        path, message = problems[0]
-        raise GatewayError(400, f"{path}: {message}", param=path.split("[")[0], code="invalid_value")
-    key, record = await request.app[GATEWAY].keys.create(values["name"], values["team"], tags)
+    limits = parse_limits(body, "", problems)
+    expires_at = parse_expiry(body.get("expires_at"), "expires_at", problems)
+    _refuse(problems)
+    key, record = await request.app[GATEWAY].keys.create(values["name"], values["team"], tags, limits, expires_at)
     return json_response({**record, "key": key}, status=201, headers={"Cache-Control": "no-store"})
+
+
+async def update_key(request: web.Request) -> web.Response:
+    """``PATCH /-/keys/{id}`` ``{"rpm", "tpm", "max_concurrent", "models", "expires_at"}``: change a stored key's limits.
+
+    Only the fields sent change; ``null`` removes a limit. Every gateway sharing the database follows.
+    """
+    require_admin(request)
+    body = await read_json(request, request.app[GATEWAY].cfg.max_body_bytes)
+    problems: list[tuple[str, str]] = []
+    for field in body:
+        if field not in _LIMIT_BODY_FIELDS:
+            problems.append((field, f"unknown field (known: {', '.join(_LIMIT_BODY_FIELDS)})"))
+    limits = parse_limits(body, "", problems)
+    changes: dict[str, object] = {f: getattr(limits, f) for f in LIMIT_FIELDS if f in body}
+    if "models" in body:
+        changes["models"] = parse_models(body["models"], "models", problems)
+    if "expires_at" in body:
+        changes["expires_at"] = parse_expiry(body["expires_at"], "expires_at", problems)
+    _refuse(problems)
+    return json_response(await request.app[GATEWAY].keys.update(request.match_info["id"], changes))
 
 
 async def list_keys(request: web.Request) -> web.Response:
@@ -111,6 +149,33 @@ async def revoke_key(request: web.Request) -> web.Response:
     """``DELETE /-/keys/{id}``: revoke a stored key; every gateway sharing the database follows."""
     require_admin(request)
     return json_response(await request.app[GATEWAY].keys.revoke(request.match_info["id"]))
+
+
+# --------------------------------------------------------------------------- #
+# budgets
+# --------------------------------------------------------------------------- #
+
+
+async def list_budgets(request: web.Request) -> web.Response:
+    """``GET /-/budgets``: every budget's limit and counter (spend plus in-flight reservations) for this period."""
+    require_admin(request)
+    return json_response({"object": "list", "data": await request.app[GATEWAY].budgets.status()})
+
+
+async def reset_budget(request: web.Request) -> web.Response:
+    """``POST /-/budgets/reset`` ``{"scope": "team:search"}``: the scope's current periods start again at $0.
+
+    Takes effect on every gateway process sharing the store at once (the counters
+    live there); the reset is recorded as a ``budget_reset`` alert in the ledger, so a
+    restart re-seeds only the spend after it.
+    """
+    require_admin(request)
+    body = await read_json(request, request.app[GATEWAY].cfg.max_body_bytes)
+    scope = body.get("scope")
+    if not isinstance(scope, str) or set(body) != {"scope"}:
+        raise GatewayError(400, 'send {"scope": "<a [[budgets]] scope>"}, e.g. {"scope": "team:search"}',
+                           param="scope", code="invalid_value")
+    return json_response(await request.app[GATEWAY].budgets.reset(scope))
 
 
 # --------------------------------------------------------------------------- #

@@ -294,6 +294,7 @@ async def health_providers(request: web.Request) -> web.Response:
         {
             "providers": [p.describe() for p in gateway.providers.values()],
             "targets": targets,
+            "store": gateway.store.status(),  # kind, shared, degraded (shared store unreachable) and since when
             "reloads": gateway.reloads,
         }
     )

@@ -122,17 +122,18 @@ class Breaker:
         """The target's admission, without taking a probe slot (for planning and health pages)."""
         if not self.settings.enabled:
             return _CLOSED
-        return self._admission(await self.store.get(self.key(target)), self.clock())
+        return self._admission(await self.store.peek(self.key(target)), self.clock())
 
     async def acquire(self, target: str) -> tuple[bool, Transition | None]:
         """Take a slot to attempt ``target``: always in closed, one probe slot in half-open."""
         if not self.settings.enabled:
             return True, None
         key = self.key(target)
-        st = await self.store.get(key)
+        st = await self.store.peek(key)
         if not st or st["state"] == "closed":
-            # nothing to take or change in closed: a read is enough (and, on a shared store, far
-            # cheaper than an atomic update); a state change after it is as if it came just after
+            # nothing to take or change in closed: a read is enough, and a possibly stale one (a
+            # shared store serves it from memory, refreshed within [store] refresh and at once on
+            # a transition elsewhere); a state change after it is as if it came just after
             return True, None
         now = self.clock()
         result: list[Any] = [True, None]

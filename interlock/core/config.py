@@ -23,6 +23,7 @@ from interlock.accounting.budgets import Budget, parse_budgets
 from interlock.accounting.pricing import Price, parse_prices
 from interlock.core.provider import ProviderSettings, Secret
 from interlock.accounting.keys import KeySpec, parse_keys
+from interlock.accounting.rate_limits import Limits, parse_model_limits, parse_teams
 from interlock.accounting.stored_responses import ResponsesSettings
 from interlock.core.rules import Rule, parse_rules
 from interlock.core.store import StoreSettings
@@ -49,7 +50,7 @@ _PROVIDER_CORE_KEYS = {"type", "base_url", "api_key", "headers", "timeout", "con
 _ROUTE_KEYS = {"chain", "targets", "strategy", "description", *RouteSettings.keys()}
 _TOP_KEYS = {
     "server", "database", "providers", "routes", "rules", "plugins", "logging", "exporters", "breaker", "prices", "keys",
-    "telemetry", "budgets", "anomaly", "responses", "store",
+    "telemetry", "budgets", "anomaly", "responses", "store", "teams", "rate_limits",
 }
 _SERVER_KEYS = {"host", "port", "max_body_bytes", "auto_providers", "admin_key"}
 
@@ -80,6 +81,8 @@ class Config:
     telemetry: dict[str, Any] = field(default_factory=dict)  # [telemetry], see core.telemetry.settings
     responses: ResponsesSettings = field(default_factory=ResponsesSettings)  # [responses]: stored Responses API responses
     store: StoreSettings = field(default_factory=StoreSettings)  # [store]: shared routing state (in-memory when absent)
+    teams: dict[str, Limits] = field(default_factory=dict)  # [teams.NAME]: rate limits and allowlist per team
+    rate_limits: dict[str, Limits] = field(default_factory=dict)  # [rate_limits."MODEL"]: per model or route
 
     def settings_view(self) -> dict[str, Any]:
         """What exporter plugins receive: everything but provider credentials."""
@@ -152,6 +155,8 @@ def parse(data: Mapping[str, Any], *, source: str | None = None, environ: Mappin
     cfg.keys = parse_keys(data.get("keys"), problems)
     cfg.responses = ResponsesSettings.parse(data.get("responses"), problems)
     cfg.store = StoreSettings.parse(data.get("store"), problems)
+    cfg.teams = parse_teams(data.get("teams"), problems)  # accounting.rate_limits
+    cfg.rate_limits = parse_model_limits(data.get("rate_limits"), problems)
 
     plugins = _table(data, "plugins", problems)
     _unknown(plugins, {"disabled"}, "plugins", problems)

@@ -23,6 +23,8 @@ from interlock.accounting.budgets import Budgets
 from interlock.accounting.guard import SpendGuard
 from interlock.accounting.keys import KeyStore
 from interlock.accounting.pricing import PriceTable
+from interlock.accounting.rate_limits import RateLimiter
+from interlock.accounting.spend import LedgerHistory
 from interlock.accounting.stored_responses import SqlResponseStore
 from interlock.core import config as config_mod
 from interlock.core.breaker import Breaker
@@ -70,17 +72,23 @@ class Gateway:
         # shared routing state outlives reloads: breakers and latencies are about targets, not configs
         # [store]: in-memory for one process, Redis when several processes share state; tests may pass one
         self.store: Store = store if store is not None else open_store(cfg.store)
+        self.telemetry.store_status = self.store.status  # the interlock.store.* metrics
         self.clock = clock or time.time  # budgets' periods and anomaly buckets (tests inject one)
         self.providers, self.prices, self.resolver, self.router = self._build(cfg)
+        # budget counters a store forgot (restart, emptied Redis) are re-seeded from the ledger
+        self.spend_history = LedgerHistory(cfg.database_url)
         self.exporters = self.registry.exporters
         for exporter in self.exporters:  # an exporter may also implement hooks (alert exporters)
             if any(hasattr(getattr(exporter, h, None), "interlock_impl") for h in ("alert", "record_decision")):
                 self.pm.register(exporter, name=f"exporter:{exporter.name or type(exporter).__name__}:{id(exporter):x}")
         self.budgets, self.anomaly, self.guard = self._spend_guards(cfg)
+        # gateway API keys: config + stored (api_keys); admin changes are announced on the store
+        self.keys = KeyStore(cfg.keys, cfg.database_url, store=self.store, clock=self.clock)
+        # rate limits per key, team and model (counters in the store); kept across reloads, reconfigured
+        self.limits = RateLimiter(self.store, self.keys.limits_of, cfg.teams, cfg.rate_limits, self.clock)
         #: runs every request on this configuration (rebuilt with the router on reload)
-        self.lifecycle = Lifecycle(self.router, self.guard, self.record)
+        self.lifecycle = Lifecycle(self.router, self.guard, self.record, self.limits)
         self._ticker: asyncio.Task[None] | None = None
-        self.keys = KeyStore(cfg.keys, cfg.database_url)  # gateway API keys: config + stored (api_keys)
         # stored Responses API responses: one store per process, in the ledger's database, kept across
         # reloads (its pending records must not be lost); None when [responses] store = false. Tests
         # may pass their own store (started and closed by them).
@@ -113,7 +121,7 @@ class Gateway:
 
     def _spend_guards(self, cfg: Config) -> tuple[Budgets, AnomalyDetector, SpendGuard]:
         """Budgets and the anomaly detector for ``cfg`` (counters in the shared store), and their guard."""
-        budgets = Budgets(cfg.budgets, self.store, self.raise_alert, self.clock)
+        budgets = Budgets(cfg.budgets, self.store, self.raise_alert, self.clock, history=self.spend_history)
         anomaly = AnomalyDetector(cfg.anomaly, self.store, self.raise_alert, self.clock)
         return budgets, anomaly, SpendGuard(budgets, anomaly)
 
@@ -162,7 +170,8 @@ class Gateway:
         self.cfg, self.providers, self.prices, self.resolver, self.router = cfg, providers, prices, resolver, router
         self.keys.configure(cfg.keys)
         self.budgets, self.anomaly, self.guard = self._spend_guards(cfg)  # in-flight reservations settle on their own keys
-        self.lifecycle = Lifecycle(self.router, self.guard, self.record)
+        self.limits.configure(cfg.teams, cfg.rate_limits)
+        self.lifecycle = Lifecycle(self.router, self.guard, self.record, self.limits)
         self.responses_door = ResponsesDoor(self.response_store)
         self.reloads += 1
         log.info("configuration reloaded from %s (%d routes, %d providers)", cfg.source, len(resolver.routes), len(providers))
@@ -186,20 +195,32 @@ class Gateway:
 
     async def start(self) -> None:
         await self.store.start()  # a shared store connects in the background: never blocks startup
+        self.store.on_reconnect(self._store_back)
         await self.http.start()
         for exporter in self.exporters:
             await exporter.start()
         await self.telemetry.start(self.exporters)
+        try:  # baselines a restart (or an emptied shared store) forgot come back from the ledger
+            await self.anomaly.restore(self.spend_history)
+        except Exception as exc:
+            log.warning("anomaly: cannot rebuild baselines from the ledger (%s: %s); they start afresh",
+                        type(exc).__name__, exc)
         self._ticker = asyncio.create_task(self._tick(), name="interlock-anomaly-tick")
+        self.limits.start()
         await self.keys.start()  # after the ledger exporter, which creates the database
         if self._sql_responses is not None:
             await self._sql_responses.start()
+
+    async def _store_back(self) -> None:
+        """The shared store answers again (maybe emptied): budgets re-seed their counters before next use."""
+        self.budgets.forget_seeds()
 
     async def close(self) -> None:
         ticker, self._ticker = self._ticker, None
         if ticker is not None:
             ticker.cancel()
             await asyncio.wait([ticker])
+        await self.limits.close()
         await self.keys.close()
         if self._sql_responses is not None:
             try:
@@ -207,6 +228,7 @@ class Gateway:
             except Exception:  # must not keep the exporters from flushing theirs
                 log.exception("the response store failed to close")
         await self.store.close()
+        await self.spend_history.close()
         for exporter in self.exporters:
             try:
                 await exporter.close()

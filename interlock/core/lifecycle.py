@@ -10,6 +10,9 @@ after that, in this order:
 
 1. **plan**: the route (rules may pick another), the strategy and the target order,
    resolved once (:meth:`~interlock.core.router.Router.plan`);
+   then **admit**: when a rate limit or a model allowlist applies, the :class:`Limiter`
+   checks the allowlists and takes the request's rpm count, concurrency slots and tpm
+   reservation (a 403 or 429 before any upstream call);
 2. **reserve**: when a budget applies, the worst case the request may cost, priced at
    the plan's first pick, is reserved before any upstream call (a 429 when it does
    not fit);
@@ -21,7 +24,8 @@ after that, in this order:
    event when it cannot be, never a silent truncation;
 5. **account**: every attempt priced, the fallback's cost delta;
 6. **record**: the decision to telemetry, exporters and ``record_decision``;
-7. **settle**: the reservation replaced by the actual cost, the anomaly detector fed.
+7. **settle**: the reservation replaced by the actual cost, the anomaly detector fed; the
+   rate limiter's token reservation replaced by the actual tokens, its slots freed.
 
 Steps 5-7 run exactly once per request that succeeded or failed, and for a stream whose
 client went away. A non-stream request cancelled while it is being routed (its client
@@ -49,6 +53,7 @@ from interlock.core.types import Attempt, Chunk, Decision, RequestContext, Upstr
 
 T = TypeVar("T")
 H = TypeVar("H")
+L = TypeVar("L")
 
 #: the parameters a door dropped from the client's request (RequestContext.dropped), comma-separated
 DROPPED_HEADER = "x-interlock-dropped"
@@ -144,16 +149,55 @@ class Guard(Protocol, Generic[H]):
         ...
 
 
+class Limiter(Protocol, Generic[L]):
+    """Rate limits and model allowlists around a request, supplied by the assembly.
+
+    ``L`` is the limiter's own record of what it took for a request, handed back to the other methods.
+    """
+
+    async def admit(self, ctx: RequestContext, route: str | None) -> L | None:
+        """Before budgets and the upstream: 403 (model not allowed), 429 (limited) or 503 (store down).
+
+        ``route`` is the configured route the plan chose (None for a model name). None: no limit applies.
+        """
+        ...
+
+    def routed(self, held: L | None) -> None:
+        """Every check passed: the request goes upstream."""
+        ...
+
+    async def release(self, held: L | None, decision: Decision) -> None:
+        """After the request (or its rejection by a later check): reconcile and give back. Must not raise."""
+        ...
+
+    def headers(self, held: L | None) -> dict[str, str]:
+        """Response headers about the limits (``x-ratelimit-*``); empty when none apply."""
+        ...
+
+
+class _Held:
+    """What a request holds until it settles: the guard's reservation and the limiter's admission."""
+
+    __slots__ = ("guard", "limits")
+
+    def __init__(self, guard: Any, limits: Any) -> None:
+        self.guard = guard
+        self.limits = limits
+
+
 class Lifecycle:
     """Runs requests on one configuration: its router and guards, rebuilt with them on reload.
 
     A request finishes on the lifecycle it started with, even across a reload.
     """
 
-    def __init__(self, router: Router, guard: Guard[Any], record: Callable[[Decision], None]) -> None:
+    def __init__(
+        self, router: Router, guard: Guard[Any], record: Callable[[Decision], None], limiter: Limiter[Any] | None = None
+    ) -> None:
         self.router = router
         self.guard = guard
         self.record = record
+        self.limiter = limiter
 
     async def serve(self, request: web.Request, door: FrontDoor, ctx: RequestContext) -> web.StreamResponse:
         """Plan, reserve, run and answer one request; account, record and settle it once."""
@@ -165,7 +209,10 @@ class Lifecycle:
             await self._failed(ctx, decision, err, None)
             raise
         _planned(decision, plan, ctx)
-        held = await self._reserve(ctx, decision, plan)
+        limited = await self._admit(ctx, decision, plan)
+        held = _Held(await self._reserve(ctx, decision, plan, limited), limited)
+        if limited is not None and self.limiter is not None:
+            self.limiter.routed(limited)
         if ctx.stream:
             return await self._stream(request, door, ctx, decision, plan, held)
         result, attempt, target = await self._routed(
@@ -173,14 +220,29 @@ class Lifecycle:
         )
         await self._finish(ctx, decision, attempt, held)
         headers = {**routing_headers(decision, attempt, target), **cost_headers(decision)}
+        if limited is not None and self.limiter is not None:
+            headers.update(self.limiter.headers(limited))  # after settling: the tokens actually used
         if ctx.dropped:
             headers[DROPPED_HEADER] = header_safe(", ".join(ctx.dropped))
         return door.respond(ctx, result, headers)
 
     # -- reserve, finish ------------------------------------------------------ #
 
-    async def _reserve(self, ctx: RequestContext, decision: Decision, plan: Plan) -> Any:
-        """Reserve the worst case at the plan's first pick when a budget applies; a 429 is recorded."""
+    async def _admit(self, ctx: RequestContext, decision: Decision, plan: Plan) -> Any:
+        """Rate limits and allowlists, when a limiter is configured; a rejection is recorded."""
+        if self.limiter is None:
+            return None
+        try:
+            return await self.limiter.admit(ctx, None if plan.route.implicit else plan.route.name)
+        except GatewayError as err:
+            await self._failed(ctx, decision, err, None)
+            raise
+
+    async def _reserve(self, ctx: RequestContext, decision: Decision, plan: Plan, limited: Any = None) -> Any:
+        """Reserve the worst case at the plan's first pick when a budget applies; a 429 is recorded.
+
+        A rejection gives back what the limiter took (``limited``).
+        """
         guard = self.guard
         allowance = guard.output_allowance(ctx)
         if allowance is None:
@@ -192,10 +254,10 @@ class Lifecycle:
         try:
             return await guard.reserve(ctx, worst, first.key if first is not None and worst is None else None)
         except GatewayError as err:
-            await self._failed(ctx, decision, err, None)
+            await self._failed(ctx, decision, err, _Held(None, limited))
             raise
 
-    async def _routed(self, ctx: RequestContext, decision: Decision, routing: Awaitable[T], held: Any) -> T:
+    async def _routed(self, ctx: RequestContext, decision: Decision, routing: Awaitable[T], held: _Held) -> T:
         """Await the router; when no target can answer, record the decision and let the error out."""
         try:
             return await routing
@@ -204,27 +266,35 @@ class Lifecycle:
             raise
         except BaseException:  # cancelled (client gone) or a bug: still settle the budget reservation
             self.router.account(decision)
-            await self.guard.settle(decision, held)
+            await self._settle(decision, held)
             raise
 
-    async def _failed(self, ctx: RequestContext, decision: Decision, err: GatewayError, held: Any) -> None:
+    async def _failed(self, ctx: RequestContext, decision: Decision, err: GatewayError, held: _Held | None) -> None:
         """A request that gets ``err`` instead of an answer: the error is the decision's, recorded once."""
         decision.failed(err.status, err.code or err.type, err.message)
         err.headers.update(routing_headers(decision, None, None))
         await self._finish(ctx, decision, None, held)
+        if held is not None and held.limits is not None and self.limiter is not None:
+            err.headers.update(self.limiter.headers(held.limits))
 
-    async def _finish(self, ctx: RequestContext, decision: Decision, attempt: Attempt | None, held: Any) -> None:
+    async def _finish(self, ctx: RequestContext, decision: Decision, attempt: Attempt | None, held: _Held | None) -> None:
         decision.latency_ms = (time.perf_counter() - ctx.started) * 1000
         if attempt is not None:
             decision.provider, decision.model, decision.usage = attempt.provider, attempt.model, attempt.usage
         self.router.account(decision)
         self.record(decision)
-        await self.guard.settle(decision, held)  # budgets: actual cost replaces the reservation; anomaly buckets
+        await self._settle(decision, held)
+
+    async def _settle(self, decision: Decision, held: _Held | None) -> None:
+        # budgets: actual cost replaces the reservation; anomaly buckets
+        await self.guard.settle(decision, held.guard if held is not None else None)
+        if held is not None and held.limits is not None and self.limiter is not None:
+            await self.limiter.release(held.limits, decision)  # tpm to the actual tokens; slots freed
 
     # -- streams ------------------------------------------------------------ #
 
     async def _stream(
-        self, request: web.Request, door: FrontDoor, ctx: RequestContext, decision: Decision, plan: Plan, held: Any
+        self, request: web.Request, door: FrontDoor, ctx: RequestContext, decision: Decision, plan: Plan, held: _Held
     ) -> web.StreamResponse:
         router = self.router
         start, _, _ = await self._routed(ctx, decision, router.run(ctx, decision, door.operation(ctx), plan), held)
@@ -235,6 +305,8 @@ class Lifecycle:
             headers["x-interlock-continuation"] = "enabled"
         if ctx.dropped:
             headers[DROPPED_HEADER] = header_safe(", ".join(ctx.dropped))
+        if held.limits is not None and self.limiter is not None:
+            headers.update(self.limiter.headers(held.limits))  # before the first chunk: the reservation
         resp = web.StreamResponse(
             headers={
                 "Content-Type": writer.content_type,

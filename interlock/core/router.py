@@ -299,7 +299,7 @@ class Router:
         if deadline is not None:
             limits.append(max(0.001, deadline - time.perf_counter()))
         limit = min(limits) if limits else None
-        await stats.enter(self.store, target.key)
+        await stats.enter(self.store, target.key, stats.attempt_id(attempt))
         t0 = time.perf_counter()
         streaming = False
         try:
@@ -342,7 +342,7 @@ class Router:
             return result
         finally:
             if not streaming:  # a committed stream stays in flight until it ends
-                await stats.leave(self.store, target.key)
+                await stats.leave(self.store, target.key, stats.attempt_id(attempt))
 
     def _window(self, target: Target) -> int | None:
         """The target's context window: its config, else the price table's, else unknown."""
@@ -411,7 +411,7 @@ class Router:
             request_trace.current().attempt_ended(result.attempt, "cancelled")
             if result.rest is not None:
                 await result.rest.aclose()
-                await stats.leave(self.store, result.target.key)
+                await stats.leave(self.store, result.target.key, stats.attempt_id(result.attempt))
 
     def _note(self, decision: Decision, transition: Transition | None) -> None:
         if transition is not None:
@@ -450,7 +450,7 @@ class Router:
         start.ended = True
         start.attempt.latency_ms += (time.perf_counter() - start.committed_at) * 1000
         if start.rest is not None:
-            await stats.leave(self.store, start.target.key)
+            await stats.leave(self.store, start.target.key, stats.attempt_id(start.attempt))
         if err is None:
             self._span_ended(request_trace.current(), start.attempt, None)
             return None

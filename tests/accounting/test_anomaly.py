@@ -119,3 +119,48 @@ async def test_hour_of_week_baseline_after_enough_weeks() -> None:
     assert first_weeks, "without seasonal history the first weekly peaks are anomalies"
     state = await det.store.get("anomaly:state:team:search")
     assert state["how"]["9"]["n"] == 4
+
+
+class LedgerBuckets:
+    """What the ledger would answer: spend per key per bucket."""
+
+    def __init__(self, spends: dict[str, dict[int, Decimal]]) -> None:
+        self.spends = spends
+        self.calls = 0
+
+    async def buckets(self, since: object, until: object, bucket_seconds: float) -> dict[str, dict[int, Decimal]]:
+        self.calls += 1
+        return self.spends
+
+
+async def test_a_restart_rebuilds_baselines_from_the_ledger() -> None:
+    # live: ten steady buckets, as a process would have learned them
+    live, clock, _ = detector()
+    await run(live, clock, ["1.0"] * 10)
+    # restarted: a new, empty store; the ledger holds the same ten buckets (and a bit of the current one)
+    restarted, clock2, alerts = detector()
+    clock2.now = clock.now
+    first = live.bucket(T0)
+    history = LedgerBuckets({"team:search": {first + i: Decimal("1.0") for i in range(10)}})
+    history.spends["team:search"][live.bucket(clock.now)] = Decimal("0.5")
+    assert await restarted.restore(history) == 1
+    state = await restarted.store.get("anomaly:state:team:search")
+    assert state == await live.store.get("anomaly:state:team:search")  # the same baseline as if never restarted
+    assert await restarted.store.get(f"anomaly:spend:team:search:{live.bucket(clock.now)}") == 500_000
+    # so a spike right after the restart is flagged, not learned as the new normal
+    found = await run(restarted, clock2, ["24.5"])
+    assert [a.scope for a in found] == ["team:search"] and alerts
+    # a second restore (another process starting) changes nothing
+    assert await restarted.restore(history) == 0
+
+
+async def test_processes_starting_together_rebuild_once() -> None:
+    store = MemoryStore()
+    clock = Clock(T0 + 20 * BUCKET)
+    settings = AnomalySettings(enabled=True)
+    history = LedgerBuckets({"model:gpt-4o": {AnomalyDetector(settings, store, print).bucket(T0): Decimal("2")}})
+    detectors = [AnomalyDetector(settings, store, lambda a: None, clock) for _ in range(4)]
+    import asyncio
+
+    restored = await asyncio.gather(*(d.restore(history) for d in detectors))
+    assert sorted(restored) == [0, 0, 0, 1] and history.calls == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
@@ -108,10 +110,14 @@ class SpyStore(MemoryStore):
         super().__init__()
         self.deltas: list[tuple[str, int]] = []
 
-    async def incr(self, key: str, delta: int = 1) -> int:
-        if key.startswith("budget:"):
-            self.deltas.append((key, delta))
-        return await super().incr(key, delta)
+    async def reserve(self, keys: Sequence[str], limits: Sequence[int | None], amount: int,
+                      ttl: float | None = None) -> tuple[int | None, list[int]]:
+        self.deltas.extend((key, amount) for key in keys if key.startswith("budget:"))
+        return await super().reserve(keys, limits, amount, ttl)
+
+    async def add(self, keys: Sequence[str], delta: int, ttl: float | None = None) -> list[int]:
+        self.deltas.extend((key, delta) for key in keys if key.startswith("budget:"))
+        return await super().add(keys, delta, ttl)
 
 
 async def test_streams_hold_their_reservation_until_they_end(fake: FakeOpenAI, make_gateway: GatewayFactory) -> None:

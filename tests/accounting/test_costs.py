@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from decimal import Decimal
-from pathlib import Path
 
 import aiohttp
+from sqlalchemy import func, select
+
+from interlock.accounting import ledger
 
 from interlock.accounting.pricing import PriceTable, cost
 from interlock.core.types import Usage
@@ -17,8 +18,9 @@ from tests.conftest import SECRET
 HI = [{"role": "user", "content": "hello there"}]
 
 
-def config(fake: FakeOpenAI, db: Path | None = None) -> str:
-    ledger = f'[database]\nurl = "sqlite+aiosqlite:///{db}"' if db else "[exporters.ledger]\nenabled = false"
+def config(fake: FakeOpenAI, url: str | None = None) -> str:
+    """Two instances and a fallback route; the ledger on the database ``url``, or no ledger."""
+    ledger = f'[database]\nurl = "{url}"' if url else "[exporters.ledger]\nenabled = false"
     return f"""
 [providers.openai]
 base_url = "{fake.base_url}"
@@ -77,9 +79,8 @@ async def test_streams_are_costed_even_when_the_client_did_not_ask_for_usage(fak
         assert text.rstrip().endswith("data: [DONE]")
 
 
-async def test_retries_are_costed_and_summed(fake: FakeOpenAI, tmp_path: Path) -> None:
-    db = tmp_path / "ledger.db"
-    toml = config(fake, db).replace('chain = "openai/gpt-4o > backup/gpt-4o-mini"', 'chain = "openai/gpt-4o"\nretries = 1\nbackoff = 0.01')
+async def test_retries_are_costed_and_summed(fake: FakeOpenAI, database_url: str) -> None:
+    toml = config(fake, database_url).replace('chain = "openai/gpt-4o > backup/gpt-4o-mini"', 'chain = "openai/gpt-4o"\nretries = 1\nbackoff = 0.01')
     async with running_gateway(toml) as gw:
         await gw.client.chat.completions.create(model="smart", messages=HI)
         fake.add_fault(Fault(status=500, model="gpt-4o"))  # then a retry on the same target
@@ -89,24 +90,31 @@ async def test_retries_are_costed_and_summed(fake: FakeOpenAI, tmp_path: Path) -
         d = gw.log.last
         assert [a.outcome for a in d.attempts] == ["server_error", "ok"]
         assert d.cost_usd == d.attempts[1].cost_usd
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT cost_usd FROM requests ORDER BY ts").fetchall()
-        assert all(r[0] is not None and Decimal(str(r[0])) > 0 for r in rows)
-        attempt_costs = conn.execute("SELECT sum(cost_usd) FROM attempts").fetchone()[0]
-        request_costs = conn.execute("SELECT sum(cost_usd) FROM requests").fetchone()[0]
-        assert abs(Decimal(str(attempt_costs)) - Decimal(str(request_costs))) < Decimal("1e-9")
+        decided = [x.cost_usd for x in gw.log.decisions]
+    engine = await ledger.open_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(ledger.requests.c.cost_usd).order_by(ledger.requests.c.ts))).scalars().all()
+            attempt_costs = (await conn.execute(select(func.sum(ledger.attempts.c.cost_usd)))).scalar()
+            request_costs = (await conn.execute(select(func.sum(ledger.requests.c.cost_usd)))).scalar()
+    finally:
+        await engine.dispose()
+    assert all(r is not None and Decimal(str(r)) > 0 for r in rows)
+    # the stored cost is the decided one to the column's 10 decimal places (SQLite keeps a float)
+    for got, want in zip(rows, decided, strict=True):
+        assert want is not None and abs(Decimal(str(got)) - want) < Decimal("1e-10")
+    assert abs(Decimal(str(attempt_costs)) - Decimal(str(request_costs))) < Decimal("1e-9")
 
 
-async def test_spend_groups_by_the_clients_protocol(fake: FakeOpenAI, tmp_path: Path) -> None:
+async def test_spend_groups_by_the_clients_protocol(fake: FakeOpenAI, database_url: str) -> None:
     """Each door's requests are costed and recorded with their protocol; costs --by protocol groups them."""
     from datetime import timedelta
 
     import anthropic
 
-    from interlock.accounting import ledger, spend
+    from interlock.accounting import spend
 
-    db = tmp_path / "ledger.db"
-    async with running_gateway(config(fake, db)) as gw:
+    async with running_gateway(config(fake, database_url)) as gw:
         await gw.client.chat.completions.create(model="gpt-4o", messages=HI)
         await gw.client.responses.create(model="gpt-4o", input="hello there", store=False)
         async with anthropic.AsyncAnthropic(base_url=gw.root, api_key="k", max_retries=0) as sdk:
@@ -115,7 +123,7 @@ async def test_spend_groups_by_the_clients_protocol(fake: FakeOpenAI, tmp_path: 
         assert all(d.cost_usd is not None and d.cost_usd > 0 for d in gw.log.decisions)
         for exporter in gw.gateway.exporters:
             await exporter.flush()
-    engine = await ledger.open_engine(f"sqlite+aiosqlite:///{db}")
+    engine = await ledger.open_engine(database_url)
     try:
         report = await spend.spend(engine, ["protocol"], timedelta(hours=1))
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import sqlite3
 import subprocess
 import sys
 import time
@@ -63,13 +62,27 @@ async def call(
             return resp.status, await resp.json()
 
 
-async def ledger_rows(gw: RunningGateway) -> list[sqlite3.Row]:
+async def ledger_rows(gw: RunningGateway) -> list[Any]:
+    """The gateway's ledger rows (SQLite or PostgreSQL), oldest first."""
+    from sqlalchemy import select
+
+    from interlock.accounting import ledger
+
     for e in gw.gateway.exporters:
         await e.flush()
-    db = gw.gateway.cfg.database_url.removeprefix("sqlite+aiosqlite:///")
-    with sqlite3.connect(db) as conn:
-        conn.row_factory = sqlite3.Row
-        return conn.execute('SELECT id, api_key_id, team, tags, "user" FROM requests ORDER BY ts').fetchall()
+    engine = await ledger.open_engine(gw.gateway.cfg.database_url)
+    try:
+        t = ledger.requests.c
+        async with engine.connect() as conn:
+            return list((await conn.execute(
+                select(t.id, t.api_key_id, t.team, t.tags, t.user).order_by(t.ts)
+            )).mappings().all())
+    finally:
+        await engine.dispose()
+
+
+def database(url: str) -> str:
+    return f'[database]\nurl = "{url}"\n'
 
 
 # --------------------------------------------------------------------------- #
@@ -171,11 +184,11 @@ async def test_an_oversized_tag_header_is_a_400(fake: FakeOpenAI, make_gateway: 
 
 
 async def test_admin_api_create_use_list_revoke(
-    fake: FakeOpenAI, make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+    fake: FakeOpenAI, make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture, database_url: str
 ) -> None:
     caplog.set_level(logging.DEBUG)
     decisions = DecisionLog()
-    gw = await make_gateway(openai_config(fake.base_url, f'[server]\nadmin_key = "{ADMIN}"\n'),
+    gw = await make_gateway(openai_config(fake.base_url, f'[server]\nadmin_key = "{ADMIN}"\n' + database(database_url)),
                             extra_plugins=[("decisions", decisions)])
     keys_url = gw.root + "/-/keys"
     # open until a key exists
@@ -265,12 +278,12 @@ def test_admin_endpoints_answer_loopback_only_without_an_admin_key() -> None:
 
 
 async def test_a_key_created_by_another_gateway_is_picked_up_by_the_refresh(
-    fake: FakeOpenAI, make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+    fake: FakeOpenAI, make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, database_url: str
 ) -> None:
     monkeypatch.setattr(keys_mod, "REFRESH_INTERVAL", 0.05)
-    a = await make_gateway(openai_config(fake.base_url))
-    b = await make_gateway(openai_config(fake.base_url))
-    assert a.gateway.cfg.database_url == b.gateway.cfg.database_url  # the same SQLite file
+    a = await make_gateway(openai_config(fake.base_url, database(database_url)))
+    b = await make_gateway(openai_config(fake.base_url, database(database_url)))
+    assert a.gateway.cfg.database_url == b.gateway.cfg.database_url == database_url  # one shared database
 
     status, created = await call("POST", b.root + "/-/keys", json={"team": "research"})
     assert status == 201
@@ -357,3 +370,32 @@ async def test_unreadable_stored_keys_fail_closed_but_config_keys_work(tmp_path:
         assert exc.value.status == 503 and exc.value.code == "key_store_unavailable"
     finally:
         await store.close()
+
+
+async def test_the_key_store_creates_lists_and_revokes_in_the_database(database_url: str) -> None:
+    """The SQL of the key store itself, on SQLite and PostgreSQL: rows written, read back, updated."""
+    writer = keys_mod.KeyStore([], database_url, refresh_interval=60)
+    reader = keys_mod.KeyStore([], database_url, refresh_interval=60)  # another process on the same database
+    await writer.start()
+    try:
+        assert writer.loaded and not writer.enforced  # an empty database: open
+        key, created = await writer.create("ci", "platform", ("ci", "nightly"))
+        assert created["tags"] == ["ci", "nightly"] and created["created_at"].endswith("Z")
+        await reader.start()
+        record = reader.authenticate({"Authorization": f"Bearer {key}"})
+        assert record is not None and (record.id, record.team, record.tags) == (created["id"], "platform", ("ci", "nightly"))
+        [listed] = await reader.list()
+        assert listed == {**created, "revoked_at": None}
+        revoked = await writer.revoke(created["id"])
+        again = await writer.revoke(created["id"])  # idempotent: the first revocation time stays
+        assert revoked["revoked_at"] and again["revoked_at"] == revoked["revoked_at"]
+        await reader.refresh()
+        with pytest.raises(GatewayError) as exc:
+            reader.authenticate({"Authorization": f"Bearer {key}"})
+        assert exc.value.status == 401 and "revoked" in exc.value.message
+        with pytest.raises(GatewayError) as missing:
+            await writer.revoke("key_nope")
+        assert missing.value.status == 404
+    finally:
+        await writer.close()
+        await reader.close()

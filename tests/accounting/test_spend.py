@@ -3,6 +3,7 @@ all against a real ledger written by a gateway, checked against sums computed in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
@@ -19,11 +20,12 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from interlock.accounting import ledger, spend
 from interlock.testing import FakeOpenAI, Fault
 from interlock.testing.gateway import RunningGateway, running_gateway
+from tests import servers
 from tests.conftest import SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +35,9 @@ BILLING_KEY = "ik_billing-0123456789abcdef"
 EPS = Decimal("1e-9")  # SQLite stores NUMERIC as a float: sums agree far below this
 
 
-def config(fake: FakeOpenAI, db: Path, extra: str = "") -> str:
+def config(fake: FakeOpenAI, db: Path | str, extra: str = "") -> str:
+    """A gateway config; ``db`` is a SQLite file, or a database URL."""
+    url = db if isinstance(db, str) else f"sqlite+aiosqlite:///{db}"
     return f"""
 [providers.openai]
 base_url = "{fake.base_url}"
@@ -45,7 +49,7 @@ api_key = "{SECRET}"
 [routes.smart]
 chain = "openai/gpt-4o > backup/gpt-4o-mini"
 [database]
-url = "sqlite+aiosqlite:///{db}"
+url = "{url}"
 {extra}
 """
 
@@ -66,8 +70,14 @@ tags = ["batch"]
 @dataclass
 class Ledger:
     gw: RunningGateway
-    db: Path
-    url: str
+    url: str  # a SQLite file or a PostgreSQL database
+
+    @property
+    def db(self) -> Path:
+        """The SQLite file, for the tests that read it with sqlite3 (docs/ledger.md's SQLite queries)."""
+        path = spend.sqlite_path(self.url)
+        assert path is not None, "a SQLite-only test"
+        return Path(path)
 
 
 async def flush(gw: RunningGateway) -> None:
@@ -76,10 +86,25 @@ async def flush(gw: RunningGateway) -> None:
 
 
 @pytest.fixture
-async def real_ledger(fake: FakeOpenAI, tmp_path: Path) -> AsyncIterator[Ledger]:
-    """A gateway with two team keys, and a ledger holding a mix of requests (flushed)."""
-    db = tmp_path / "ledger.db"
-    async with running_gateway(config(fake, db, KEYS)) as gw:
+async def real_ledger(fake: FakeOpenAI, database_url: str) -> AsyncIterator[Ledger]:
+    """A gateway with two team keys, and a ledger holding a mix of requests (flushed).
+
+    On a SQLite file and on a PostgreSQL database (``database_url``, tests/conftest.py).
+    """
+    async with filled_ledger(fake, database_url) as filled:
+        yield filled
+
+
+@pytest.fixture
+async def sqlite_ledger(fake: FakeOpenAI, tmp_path: Path) -> AsyncIterator[Ledger]:
+    """``real_ledger`` on SQLite only: docs/ledger.md's example queries are SQLite's."""
+    async with filled_ledger(fake, servers.sqlite_database(tmp_path)) as filled:
+        yield filled
+
+
+@contextlib.asynccontextmanager
+async def filled_ledger(fake: FakeOpenAI, url: str) -> AsyncIterator[Ledger]:
+    async with running_gateway(config(fake, url, KEYS)) as gw:
         search = gw.client.with_options(api_key=SEARCH_KEY)
         billing = gw.client.with_options(api_key=BILLING_KEY)
         for _ in range(3):
@@ -98,33 +123,36 @@ async def real_ledger(fake: FakeOpenAI, tmp_path: Path) -> AsyncIterator[Ledger]
             await billing.chat.completions.create(model="gpt-4o", messages=HI)
         await search.chat.completions.create(model="gpt-4o-mini", messages=HI)  # no user, no header tags
         await flush(gw)
-        yield Ledger(gw, db, f"sqlite+aiosqlite:///{db}")
+        yield Ledger(gw, url)
 
 
 # --------------------------------------------------------------------------- #
-# independent sums, straight from sqlite3
+# independent sums, from the raw rows
 # --------------------------------------------------------------------------- #
 
 _DIM_COLUMNS = {"model": "model", "provider": "provider", "team": "team", "route": "route", "user": "user",
                 "api_key": "api_key_id"}
 
 
-def independent(db: Path, by: list[str]) -> tuple[dict[tuple[Any, ...], dict[str, Any]], dict[str, Any]]:
-    """Groups and totals computed in Python from raw sqlite3 rows."""
-    with sqlite3.connect(db) as conn:
-        conn.row_factory = sqlite3.Row
-        rows = conn.execute("SELECT * FROM requests").fetchall()
+async def independent(url: str, by: list[str]) -> tuple[dict[tuple[Any, ...], dict[str, Any]], dict[str, Any]]:
+    """Groups and totals computed in Python from every raw row of ``requests`` (no SQL aggregate)."""
+    engine = await ledger.open_engine(url)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(ledger.requests))).mappings().all()
+    finally:
+        await engine.dispose()
 
     def blank() -> dict[str, Any]:
         return {m: Decimal(0) if m in ("cost_usd", "fallback_cost_delta_usd") else 0 for m in spend.METRICS}
 
-    def add(acc: dict[str, Any], r: sqlite3.Row) -> None:
+    def add(acc: dict[str, Any], r: Any) -> None:
         acc["requests"] += 1
         acc["input_tokens"] += r["input_tokens"] or 0
         acc["output_tokens"] += r["output_tokens"] or 0
-        acc["cost_usd"] += Decimal(repr(r["cost_usd"])) if r["cost_usd"] is not None else 0
+        acc["cost_usd"] += Decimal(str(r["cost_usd"])) if r["cost_usd"] is not None else 0
         acc["fallbacks"] += 1 if r["fallback_used"] else 0
-        acc["fallback_cost_delta_usd"] += Decimal(repr(r["cost_delta_usd"])) if r["cost_delta_usd"] is not None else 0
+        acc["fallback_cost_delta_usd"] += Decimal(str(r["cost_delta_usd"])) if r["cost_delta_usd"] is not None else 0
         acc["errors"] += 1 if r["error_type"] is not None else 0
 
     groups: dict[tuple[Any, ...], dict[str, Any]] = defaultdict(blank)
@@ -162,7 +190,7 @@ async def test_spend_matches_independent_sums(real_ledger: Ledger, by: list[str]
         report = await spend.spend(engine, by, timedelta(hours=1))
     finally:
         await engine.dispose()
-    groups, total = independent(real_ledger.db, by)
+    groups, total = await independent(real_ledger.url, by)
     assert_metrics_equal(report.total, total)
     assert {tuple(r[d] for d in by) for r in report.rows} == set(groups)
     for row in report.rows:
@@ -299,7 +327,7 @@ async def test_get_spend_over_http_matches_spend(real_ledger: Ledger) -> None:
             body = await resp.json()
     assert body["by"] == ["team", "model"]
     assert body["since"].endswith("Z") and body["until"].endswith("Z")
-    groups, total = independent(real_ledger.db, ["team", "model"])
+    groups, total = await independent(real_ledger.url, ["team", "model"])
     assert body["total"]["requests"] == total["requests"] == 8
     assert isinstance(body["total"]["cost_usd"], str)  # exact decimals, never floats
     assert abs(Decimal(body["total"]["cost_usd"]) - total["cost_usd"]) < EPS
@@ -370,15 +398,17 @@ def costs(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(exe), "costs", *args], capture_output=True, text=True, timeout=60, cwd=cwd)
 
 
-def db_config(tmp_path: Path, db: Path) -> str:
+def db_config(tmp_path: Path, db: Path | str) -> str:
+    """A config naming the ledger: a SQLite file, or a database URL."""
+    url = db if isinstance(db, str) else f"sqlite+aiosqlite:///{db}"
     path = tmp_path / "costs.toml"
-    path.write_text(f'[database]\nurl = "sqlite+aiosqlite:///{db}"\n')
+    path.write_text(f'[database]\nurl = "{url}"\n')
     return str(path)
 
 
 async def test_costs_prints_an_aligned_table_and_json(real_ledger: Ledger, tmp_path: Path) -> None:
-    cfg = db_config(tmp_path, real_ledger.db)
-    _, total = independent(real_ledger.db, ["model"])
+    cfg = db_config(tmp_path, real_ledger.url)
+    _, total = await independent(real_ledger.url, ["model"])
     text = costs("--config", cfg, "--by", "model,team", "--since", "1h", cwd=tmp_path)
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
@@ -405,7 +435,7 @@ async def test_costs_prints_an_aligned_table_and_json(real_ledger: Ledger, tmp_p
 
 
 async def test_costs_by_tag(real_ledger: Ledger, tmp_path: Path) -> None:
-    out = costs("--config", db_config(tmp_path, real_ledger.db), "--by", "tag", "--since", "30m", cwd=tmp_path)
+    out = costs("--config", db_config(tmp_path, real_ledger.url), "--by", "tag", "--since", "30m", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     rows = {ln.split()[0]: ln.split()[1] for ln in out.stdout.splitlines()[2:] if ln and not ln.startswith("(")}
     assert rows["summarize"] == "5" and rows["batch"] == "3" and rows["nightly"] == "2" and rows["-"] == "2"
@@ -415,7 +445,7 @@ async def test_costs_by_tag(real_ledger: Ledger, tmp_path: Path) -> None:
 
 async def test_costs_anomalies(real_ledger: Ledger, tmp_path: Path) -> None:
     await add_alerts(real_ledger.url)
-    cfg = db_config(tmp_path, real_ledger.db)
+    cfg = db_config(tmp_path, real_ledger.url)
     text = costs("--config", cfg, "--anomalies", cwd=tmp_path)  # default window: 7 days
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
@@ -461,9 +491,9 @@ def doc_queries() -> list[str]:
     return blocks
 
 
-async def test_every_sql_query_in_the_docs_runs_against_a_real_ledger(real_ledger: Ledger) -> None:
-    await add_alerts(real_ledger.url)
-    with sqlite3.connect(real_ledger.db) as conn:
+async def test_every_sql_query_in_the_docs_runs_against_a_real_ledger(sqlite_ledger: Ledger) -> None:
+    await add_alerts(sqlite_ledger.url)
+    with sqlite3.connect(sqlite_ledger.db) as conn:
         for sql in doc_queries():
             try:
                 conn.execute(sql).fetchall()
@@ -471,12 +501,12 @@ async def test_every_sql_query_in_the_docs_runs_against_a_real_ledger(real_ledge
                 pytest.fail(f"docs/ledger.md query failed ({exc}):\n{sql}")
 
 
-async def test_the_documented_per_team_query_returns_the_expected_rows(real_ledger: Ledger) -> None:
+async def test_the_documented_per_team_query_returns_the_expected_rows(sqlite_ledger: Ledger) -> None:
     query = next(q for q in doc_queries() if "date(ts) AS day" in q)
-    with sqlite3.connect(real_ledger.db) as conn:
+    with sqlite3.connect(sqlite_ledger.db) as conn:
         rows = conn.execute(query).fetchall()
     today = datetime.now(UTC).date().isoformat()
-    decisions = real_ledger.gw.log.decisions
+    decisions = sqlite_ledger.gw.log.decisions
     want = {}
     for team in ("search", "billing"):
         mine = [d for d in decisions if d.team == team]
@@ -489,12 +519,12 @@ async def test_the_documented_per_team_query_returns_the_expected_rows(real_ledg
         assert abs(Decimal(repr(cost)) - want[team][1].quantize(Decimal("0.000001"))) < Decimal("1e-9")
 
 
-async def test_the_documented_fallback_and_percentile_queries_compute_what_they_say(real_ledger: Ledger) -> None:
+async def test_the_documented_fallback_and_percentile_queries_compute_what_they_say(sqlite_ledger: Ledger) -> None:
     queries = doc_queries()
     fallback = next(q for q in queries if "weekday 1" in q)
     percentiles = next(q for q in queries if "p95_ms" in q)
-    fb = next(d for d in real_ledger.gw.log.decisions if d.fallback_used)
-    with sqlite3.connect(real_ledger.db) as conn:
+    fb = next(d for d in sqlite_ledger.gw.log.decisions if d.fallback_used)
+    with sqlite3.connect(sqlite_ledger.db) as conn:
         rows = conn.execute(fallback).fetchall()
         assert [(r[0], r[1]) for r in rows] == [("smart", 1)]
         assert abs(Decimal(repr(rows[0][2])) - fb.cost_delta_usd.quantize(Decimal("1e-8"))) < Decimal("1e-12")

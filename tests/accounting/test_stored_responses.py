@@ -1,15 +1,13 @@
 """The SQL store of Responses API responses: pending map, batched writes, retention, team scope, restarts.
 
-Runs on a SQLite file, and also on PostgreSQL when ``INTERLOCK_TEST_POSTGRES_URL`` names a
-throwaway database (``postgresql+asyncpg://user@host:port/db``; its ``stored_responses``
-rows are deleted before each test).
+Runs on a SQLite file and on a fresh PostgreSQL database (tests/servers.py: the run's server
+from ``INTERLOCK_TEST_POSTGRES_URL``; skipped without one, failed in CI).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,9 +20,6 @@ import pytest
 from interlock.accounting.stored_responses import SqlResponseStore
 from interlock.core.doors.stored_responses import StoredResponse
 from interlock.core.errors import GatewayError
-
-PG_URL = os.environ.get("INTERLOCK_TEST_POSTGRES_URL")
-
 
 class Clock:
     """A clock tests move by hand: records expire without waiting."""
@@ -49,23 +44,10 @@ def record(n: int, *, team: str | None = "search", created_at: float | None = No
     return StoredResponse(**{**fields, **extra})
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'interlock.db'}"
-        return
-    if not PG_URL:
-        pytest.skip("INTERLOCK_TEST_POSTGRES_URL is not set")
-    from interlock.accounting import ledger
-
-    engine = await ledger.open_engine(PG_URL)
-    try:
-        await ledger.migrate(engine)
-        async with engine.begin() as conn:
-            await conn.execute(ledger.stored_responses.delete())
-    finally:
-        await engine.dispose()
-    yield PG_URL
+@pytest.fixture
+def db_url(database_url: str) -> str:
+    """A SQLite file, then a fresh PostgreSQL database (the ``database_url`` fixture, tests/conftest.py)."""
+    return database_url
 
 
 StoreFactory = Callable[..., Awaitable[SqlResponseStore]]

@@ -273,8 +273,8 @@ async def test_migrations_are_idempotent(tmp_path: Path) -> None:
 
     engine = await ledger.open_engine(sqlite_url(db))
     try:
-        assert await ledger.migrate(engine) == ledger.SCHEMA_VERSION == 3
-        assert await ledger.migrate(engine) == 3
+        assert await ledger.migrate(engine) == ledger.SCHEMA_VERSION == 4
+        assert await ledger.migrate(engine) == 4
     finally:
         await engine.dispose()
     assert count(db, "schema_version") == ledger.SCHEMA_VERSION
@@ -478,7 +478,7 @@ async def test_migrations_upgrade_a_version_1_database(tmp_path: Path) -> None:
                     " latency_ms) VALUES ('old', '2026-01-01 00:00:00', 'chat', 'gpt-4o', '[]', 200, 0, 1, 0, 1.0)"
                 ))
             await conn.run_sync(v1)
-        assert await ledger.migrate(engine) == 3
+        assert await ledger.migrate(engine) == 4
     finally:
         await engine.dispose()
     assert count(db, "requests") == 1
@@ -487,3 +487,5 @@ async def test_migrations_upgrade_a_version_1_database(tmp_path: Path) -> None:
     assert query(db, "SELECT protocol FROM requests") == [{"protocol": None}]  # old rows: NULL, all chat
     tables = {r["name"] for r in query(db, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables >= {"api_keys", "alerts", "stored_responses"}
+    key_columns = {r["name"] for r in query(db, "PRAGMA table_info(api_keys)")}
+    assert {"rpm", "tpm", "max_concurrent", "models", "expires_at"} <= key_columns  # migration 4

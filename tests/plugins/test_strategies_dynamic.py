@@ -115,8 +115,8 @@ async def test_least_latency_weighs_latency_by_requests_in_flight() -> None:
     strategy, clock = least_latency(r, store)
     await measured(strategy, clock, a=10, b=40)
     assert providers(await strategy.order(r.targets, ctx())) == ["a", "b"]
-    for _ in range(4):  # a: 10 x 5 = 50 > b: 40 x 1
-        await stats.enter(store, "a/m")
+    for i in range(4):  # a: 10 x 5 = 50 > b: 40 x 1
+        await stats.enter(store, "a/m", f"attempt-{i}")
     assert providers(await strategy.order(r.targets, ctx())) == ["b", "a"]
     assert await strategy.score(Target("a", "m"), stream=False) == (50.0, 4)
 
@@ -222,8 +222,8 @@ async def test_least_busy_orders_by_requests_in_flight() -> None:
     r = route("a", "b", "c")
     store = MemoryStore()
     for key, n in (("a/m", 3), ("b/m", 0), ("c/m", 1)):
-        for _ in range(n):
-            await stats.enter(store, key)
+        for i in range(n):
+            await stats.enter(store, key, f"attempt-{key}-{i}")
     strategy = least_busy(r, store)
     assert [providers(await strategy.order(r.targets, ctx())) for _ in range(20)] == [["b", "c", "a"]] * 20
 
@@ -231,7 +231,7 @@ async def test_least_busy_orders_by_requests_in_flight() -> None:
 async def test_least_busy_breaks_ties_at_random() -> None:
     r = route("a", "b", "c")
     store = MemoryStore()
-    await stats.enter(store, "c/m")
+    await stats.enter(store, "c/m", "attempt-c")
     strategy = least_busy(r, store)
     orders = [await strategy.order(r.targets, ctx()) for _ in range(600)]
     counts = firsts(orders)

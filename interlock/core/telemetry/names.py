@@ -104,6 +104,8 @@ METRIC_FALLBACKS = "interlock.fallbacks"  # counter; interlock.route
 # up-down counter USD; interlock.route: what fallbacks cost beyond (or saved against) the first choice
 METRIC_FALLBACK_COST_DELTA = "interlock.fallback.cost_delta"
 METRIC_RETRIES = "interlock.retries"  # counter; interlock.route
+METRIC_STORE_DEGRADED = "interlock.store.degraded"  # observable gauge; 1 while the shared store is unreachable
+METRIC_STORE_FALLBACK_OPS = "interlock.store.fallback_ops"  # observable counter; store operations served locally
 METRIC_BREAKER_STATE = "interlock.breaker.state"  # observable gauge; interlock.target; 0 closed 1 half_open 2 open
 METRIC_BREAKER_TRIPS = "interlock.breaker.trips"  # counter; interlock.target
 METRIC_IN_FLIGHT = "interlock.requests.in_flight"  # up-down counter

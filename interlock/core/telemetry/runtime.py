@@ -51,6 +51,8 @@ from interlock.core.telemetry.names import (
     INTERLOCK_TARGET,
     INTERLOCK_TEAM,
     METRIC_BREAKER_STATE,
+    METRIC_STORE_DEGRADED,
+    METRIC_STORE_FALLBACK_OPS,
     METRIC_BREAKER_TRIPS,
     METRIC_COST,
     METRIC_FALLBACK_COST_DELTA,
@@ -104,6 +106,8 @@ class Telemetry:
         self.pipeline: _Pipeline | None = None
         self._addresses: dict[str, tuple[str, int] | None] = {}
         self._breakers: dict[str, int] = {}
+        #: the store's status (Store.status), read by the store gauges; the gateway sets it
+        self.store_status: Callable[[], Mapping[str, Any]] | None = None
 
     @property
     def tracing(self) -> bool:
@@ -207,6 +211,18 @@ class Telemetry:
                                            explicit_bucket_boundaries_advisory=list(OVERHEAD_BUCKETS))
         m.create_observable_gauge(METRIC_BREAKER_STATE, callbacks=[self._observe_breakers], unit="1",
                                   description="Circuit breaker state: 0 closed, 1 half_open, 2 open")
+        m.create_observable_gauge(METRIC_STORE_DEGRADED, callbacks=[self._observe_store], unit="1",
+                                  description="1 while the shared store is unreachable and process-local state is used")
+        m.create_observable_counter(METRIC_STORE_FALLBACK_OPS, callbacks=[self._observe_store_fallbacks],
+                                    unit="{operation}", description="Store operations served from process-local state")
+
+    def _observe_store(self, options: CallbackOptions) -> Iterable[Observation]:
+        status = self.store_status() if self.store_status is not None else None
+        return [Observation(1 if status.get("degraded") else 0)] if status is not None else []
+
+    def _observe_store_fallbacks(self, options: CallbackOptions) -> Iterable[Observation]:
+        status = self.store_status() if self.store_status is not None else None
+        return [Observation(int(status.get("fallback_ops", 0)))] if status is not None else []
 
     def _observe_breakers(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(v, {INTERLOCK_TARGET: k}) for k, v in list(self._breakers.items())]

@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Any
 from interlock import hookimpl
 from interlock.core import jsonutil
 from interlock.core.exporter import Exporter
-from interlock.accounting.database import DEFAULT_DATABASE_URL, file_problem, file_url
+from interlock.accounting.database import DEFAULT_DATABASE_URL, file_problem, file_url, retryable_sqlstate
 from interlock.core.threads import background_thread, idle_thread
 from interlock.core.types import Alert, Attempt, Decision
 
@@ -527,7 +527,9 @@ def _transient(exc: BaseException) -> bool:
 
         if isinstance(exc, sa_exc.DBAPIError):
             retryable = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.ProgrammingError, sa_exc.InternalError)
-            return exc.connection_invalidated or isinstance(exc, retryable)
+            # a server that cannot take the rows now (starting up, too many connections, ...) is
+            # not refusing them: keep them (see database.retryable_sqlstate)
+            return exc.connection_invalidated or isinstance(exc, retryable) or retryable_sqlstate(exc)
     return isinstance(exc, OSError | TimeoutError)
 
 

@@ -115,7 +115,7 @@ class LeastLatency(Strategy):
         now = self.clock() if now is None else now
         kind, other = ("ttft", "lat") if stream else ("lat", "ttft")
         for k in (kind, other):
-            entry = await self.store.get(f"pewma:{k}:{target.key}")
+            entry = await self.store.peek(f"pewma:{k}:{target.key}")
             if entry is not None:
                 return self._decayed(entry, now)
         return await stats.latency(self.store, target.key, stream=stream)
