@@ -63,9 +63,9 @@ DOWN_ERRORS: tuple[type[BaseException], ...] = (redis_errors.ConnectionError, re
 #: between; each lost race means someone else's write landed, so 64 covers 64 writers at once
 UPDATE_TRIES = 64
 
-#: operations on Redis at once (one connection each); more wait for a free one, at most
-#: ``connect_timeout``. redis-py's own pool would raise MaxConnectionsError instead, which is
-#: a ConnectionError: a burst of requests must not look like an outage.
+#: operations on Redis at once (one connection each); more wait for a free one. redis-py's own
+#: pool would raise MaxConnectionsError instead, which is a ConnectionError: a burst of
+#: requests must not look like an outage.
 MAX_CONNECTIONS = 64
 
 #: the channel (after the prefix) that carries peek-cache invalidations; not for subscribers
@@ -361,15 +361,11 @@ class RedisStore(Store):
         return await local()
 
     async def _take_slot(self) -> bool:
-        """A connection slot; False when none came free within ``connect_timeout`` (overloaded, not down)."""
-        if not self._slots.locked():
-            await self._slots.acquire()  # no wait: skips the timeout's cost on the common path
-            return True
-        try:
-            async with asyncio.timeout(self.settings.connect_timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            return False
+        """A connection slot. No timeout of its own: while Redis answers, the queue drains; if it
+        hangs, the operations holding the slots time out (``connect_timeout``), the store goes
+        degraded and the waiters then run locally at once (checked after the wait). A timeout
+        here would count a burst's overflow locally although Redis is up."""
+        await self._slots.acquire()
         return True
 
     # -- peek cache -------------------------------------------------------------------- #
