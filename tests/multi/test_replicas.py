@@ -107,7 +107,7 @@ base_url = "{self.upstream.base_url}"
 api_key = "{SECRET}"
 
 [routes.rr]
-strategy = "round_robin"
+strategy = "round-robin"
 targets = [{{ model = "a/gpt-4o" }}, {{ model = "b/gpt-4o" }}, {{ model = "c/gpt-4o" }}]
 
 [routes.primary]
