@@ -376,3 +376,55 @@ def test_all_replicas_restarted_at_once_seed_budgets_once(cluster: Callable[...,
     for r in c.replicas:
         counted = {b["scope"]: Decimal(b["counted_usd"]) for b in r.get("/-/budgets")["data"]}
         assert counted["team:search"] == spent  # once, not three times
+
+
+def test_a_rate_limit_holds_across_replicas(cluster: Callable[..., Cluster]) -> None:
+    c = cluster("rpm = 10\n")  # (continues the [[keys]] table: the team key may make 10 requests a minute)
+    c.start()
+    for _ in range(2):  # a run that straddles a minute boundary sees two windows: run it again
+        minute = int(time.time() // 60)
+        replicas = c.round_robin()
+        outcomes: Counter[int] = Counter()
+        for _ in range(30):
+            try:
+                raw = chat(next(replicas))
+                outcomes[200] += 1
+                assert int(raw.headers["x-ratelimit-limit-requests"]) == 10
+            except openai.RateLimitError as exc:
+                outcomes[429] += 1
+                assert exc.code == "rate_limit_exceeded" and int(exc.response.headers["retry-after"]) <= 60
+        if int(time.time() // 60) == minute:
+            break
+        time.sleep(max(0.0, 60 - time.time() % 60) + 0.1)  # start the second try in a fresh window
+    assert outcomes == {200: 10, 429: 20}  # ten in the minute, whichever replicas served them
+
+
+def test_a_key_created_on_one_replica_works_on_the_others(cluster: Callable[..., Cluster]) -> None:
+    c = cluster()
+    first, second, third = c.start()
+    created = first.post("/-/keys", {"name": "new", "team": "research"})
+    t0 = time.monotonic()
+
+    def accepted(replica: Replica) -> bool:
+        try:
+            openai.OpenAI(base_url=replica.root + "/v1", api_key=created["key"], max_retries=0).models.list()
+            return True
+        except openai.AuthenticationError:
+            return False
+
+    wait_until(lambda: accepted(second) and accepted(third), "the new key on every replica")
+    print(f"key creation reached every replica in {time.monotonic() - t0:.2f}s")
+    req = urllib.request.Request(first.root + f"/-/keys/{created['id']}", method="DELETE")
+    urllib.request.urlopen(req, timeout=5).close()
+    wait_until(lambda: not accepted(second) and not accepted(third), "the revocation on every replica")
+
+
+def test_a_responses_conversation_continues_on_another_replica(cluster: Callable[..., Cluster]) -> None:
+    c = cluster()
+    first, second, _ = c.start()
+    one = first.client().responses.create(model="rr", input="my name is Ada")
+    # at once, on another replica: the first turn is not in the database yet, the store has it
+    two = second.client().responses.create(model="rr", input="what is my name?", previous_response_id=one.id)
+    assert two.previous_response_id == one.id
+    # the upstream got the whole conversation (passed through as Responses input items, or as messages)
+    assert "my name is Ada" in json.dumps(c.upstream.requests[-1].json)
