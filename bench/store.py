@@ -45,8 +45,8 @@ def redis_server(workdir: Path, port: int, cpus: set[int] | None) -> None:
                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, stdout=subprocess.DEVNULL)
         binary = shutil.which("redis-server")
     assert binary is not None
-    R.PROCS.start("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                            "--dir", str(workdir)], log_path=workdir / "redis.log", cpus=cpus)
+    R.PROCS.start("redis-server", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                            "--dir", str(workdir)], log_path=workdir / "redis-server.log", cpus=cpus)
 
 
 def gateway_config(workdir: Path, name: str, port: int, ports: dict[str, int], store: str | None) -> Path:

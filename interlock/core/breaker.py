@@ -157,9 +157,14 @@ class Breaker:
         return result[0], result[1]
 
     async def record(
-        self, target: str, *, ok: bool, failure: FailureClass | None = None, retry_after: float | None = None
+        self, target: str, *, ok: bool, failure: FailureClass | None = None, retry_after: float | None = None,
+        announce: bool = True,
     ) -> Transition | None:
-        """Record an attempt's outcome; returns the state change it caused, if any."""
+        """Record an attempt's outcome; returns the state change it caused, if any.
+
+        ``announce=False`` (a success seen in closed state, which changes nobody's admission)
+        lets other processes keep their cached copy of the breaker until it refreshes.
+        """
         if not self.settings.enabled:
             return None
         s, now = self.settings, self.clock()
@@ -209,7 +214,7 @@ class Breaker:
                 return trip(st, f"error ratio {failed}/{len(events)} in {s.window:g}s")
             return st
 
-        await self.store.update(self.key(target), fn)
+        await self.store.update(self.key(target), fn, announce=announce)
         return out[0]
 
     async def release(self, target: str) -> None:

@@ -148,17 +148,18 @@ return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
 """
 
 # ARGV: '1' if the key was absent when read, the value read, the new value, ttl, channel, message.
-# Writes only if the key still holds exactly what was read; 0 tells the caller to read again.
+# Writes only if the key still holds exactly what was read; otherwise returns {0, what it holds}
+# (false when absent), so the caller computes again from that without another read.
 _CAS = """
 local current = redis.call('GET', KEYS[1])
 if ARGV[1] == '1' then
-  if current then return 0 end
+  if current then return {0, current} end
 elseif current ~= ARGV[2] then
-  return 0
+  return {0, current}
 end
 if ARGV[4] == '' then redis.call('SET', KEYS[1], ARGV[3]) else redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
-redis.call('PUBLISH', ARGV[5], ARGV[6])
-return 1
+if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+return {1}
 """
 
 # Leases are a sorted set per key: member -> expiry in milliseconds of the *Redis server's*
@@ -249,6 +250,9 @@ class RedisStore(Store):
         self._read, self._cas = script(_READ), script(_CAS)
         self._lease, self._leases = script(_LEASE), script(_LEASES)
         self._local = MemoryStore()  # process-local state while Redis is unreachable
+        self._last_raw: dict[str, bytes] = {}  # update: what this process last wrote per key (a first guess)
+        # updates of one key waiting for this process's update of it in flight (see update)
+        self._queued: dict[tuple[str, float | None], list[tuple[Callable[[Any], Any], asyncio.Future[Any], bool]]] = {}
 
         self._healthy = True  # optimistic until a probe or an operation says otherwise
         self._since: float | None = None
@@ -507,14 +511,79 @@ class RedisStore(Store):
 
         return await self._shared(op, lambda: self._local.leases(key))
 
-    async def update(self, key: str, fn: Callable[[Any], Any], ttl: float | None = None) -> Any:
-        """Compare-and-set: ``fn`` may run several times when other processes write the key meanwhile."""
-        return await self._shared(lambda: self._compare_and_set(key, fn, ttl), lambda: self._local.update(key, fn, ttl))
+    async def update(self, key: str, fn: Callable[[Any], Any], ttl: float | None = None, *, announce: bool = True) -> Any:
+        """Compare-and-set: ``fn`` may run several times when other processes write the key meanwhile.
 
-    async def _compare_and_set(self, key: str, fn: Callable[[Any], Any], ttl: float | None) -> Any:
+        One update of a key is in flight per process at a time: the updates that arrive
+        meanwhile wait and then go as one compare-and-set that applies them in order
+        (each caller gets the value its own ``fn`` produced). Every attempt of every
+        target updates that target's breaker and latency average, so without this, 50
+        concurrent requests to one target would race 50 compare-and-sets for one key, and
+        most would lose and retry; with it, a process contends only with other processes.
+        """
+        slot = (key, ttl)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        queue = self._queued.get(slot)
+        if queue is not None:
+            queue.append((fn, future, announce))
+            return await future
+        self._queued[slot] = [(fn, future, announce)]
+        self._spawn(self._run_updates(key, ttl))
+        return await future
+
+    async def _run_updates(self, key: str, ttl: float | None) -> None:
+        """Apply the queued updates of ``key``, a batch per compare-and-set, until none is left."""
+        slot = (key, ttl)
+        while batch := self._queued.get(slot):
+            self._queued[slot] = []
+            fns = [fn for fn, _, _ in batch]
+            announce = any(a for _, _, a in batch)
+            results: list[Any] = []
+
+            def apply(old: Any, fns: list[Callable[[Any], Any]] = fns, results: list[Any] = results) -> Any:
+                results.clear()  # a lost compare-and-set runs the whole batch again
+                value = old
+                for fn in fns:
+                    try:
+                        value = fn(value)
+                        results.append((True, value))
+                    except Exception as exc:  # this caller's fn failed: the others' still apply
+                        results.append((False, exc))
+                return value
+
+            try:
+                await self._shared(lambda: self._compare_and_set(key, apply, ttl, announce),
+                                   lambda: self._local.update(key, apply, ttl))
+            except BaseException as exc:
+                for _, future, _ in batch:
+                    if not future.done():
+                        future.set_exception(exc if isinstance(exc, Exception) else StoreContention(str(exc)))
+                if not isinstance(exc, Exception):  # cancelled (the store is closing): nobody may wait forever
+                    for _, future, _ in self._queued.pop(slot, None) or []:
+                        if not future.done():
+                            future.set_exception(StoreContention(f"store: closed while {key} was being updated"))
+                    raise
+                continue
+            for (_, future, _), (ok, value) in zip(batch, results, strict=True):
+                if not future.done():
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+        self._queued.pop(slot, None)
+
+    async def _compare_and_set(self, key: str, fn: Callable[[Any], Any], ttl: float | None, announce: bool = True) -> Any:
         full, px = self._k(key), _px(ttl)
-        for attempt in range(UPDATE_TRIES):
+        # the first try assumes the key still holds what this process last read or wrote (it is
+        # usually the only writer of a target's breaker and averages): one round trip, not two;
+        # a wrong guess costs nothing but the retry, which starts from what the server sent back
+        known = self._last_raw.get(key)
+        raw: bytes | None
+        if known is not None:
+            raw, pttl = known, -2  # -2: expiry unknown, so an unchanged value is still written
+        else:
             raw, pttl = await self._read(keys=[full])
+        for attempt in range(UPDATE_TRIES):
             new = fn(_decode(raw))
             new_raw = jsonutil.dumps(new)
             # nothing to write: same value, no ttl asked for and none to clear (MemoryStore would
@@ -522,14 +591,24 @@ class RedisStore(Store):
             if raw is not None and new_raw == raw and ttl is None and pttl == -1:
                 self._cache_put(key, new)
                 return new
-            args = ["1" if raw is None else "0", raw or b"", new_raw, px, self._invalidate, self._invalidation([key])]
-            if await self._cas(keys=[full], args=args):
+            args: list[Any] = ["1" if raw is None else "0", raw or b"", new_raw, px,
+                               self._invalidate if announce else "", self._invalidation([key])]
+            done = await self._cas(keys=[full], args=args)
+            if done[0] == 1:
+                self._remember(key, new_raw)
                 self._cache_put(key, jsonutil.loads(new_raw))
                 return new
-            # lost the race: someone else's write landed; a little jitter keeps the losers from
-            # colliding again in lockstep
-            await asyncio.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.02)))
+            # lost the race (or guessed wrong): start again from what the key holds now; a little
+            # jitter keeps processes that collided from colliding again in lockstep
+            raw, pttl = (done[1] if len(done) > 1 and done[1] else None), -2
+            if attempt:
+                await asyncio.sleep(random.uniform(0, min(0.001 * 2**attempt, 0.02)))
         raise StoreContention(f"store: {key} changed under update {UPDATE_TRIES} times in a row")
+
+    def _remember(self, key: str, raw: bytes) -> None:
+        if len(self._last_raw) >= 4096:  # per target and scope: bounded in practice; never unbounded
+            self._last_raw.clear()
+        self._last_raw[key] = raw
 
     async def items(self, prefix: str) -> dict[str, Any]:
         async def op() -> dict[str, Any]:

@@ -15,7 +15,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -117,6 +117,7 @@ class Router:
         self.providers: dict[str, Provider] = resolver.providers
         self.health = health
         self.store = store
+        self._bookkeeping: set[asyncio.Task[None]] = set()  # see _after
         self.breaker = breaker
         #: the gateway's prices (``compute_cost``'s ``prices``, strategies' ``prices``); None: the hook's own
         self.prices = prices
@@ -295,6 +296,8 @@ class Router:
         span = tel.attempt_started(attempt, target, provider, ctx)  # a CLIENT span, current during the call
         _, transition = await self.breaker.acquire(target.key)
         self._note(decision, transition)
+        # on a shared store, a success in closed state (no transition possible) is recorded in the background
+        quiet = self.store.shared and transition is None and (await self.breaker.peek(target.key)).state == "closed"
         limits = [x for x in (target.timeout or s.timeout, target.latency_threshold or s.latency_threshold) if x]
         if deadline is not None:
             limits.append(max(0.001, deadline - time.perf_counter()))
@@ -334,15 +337,19 @@ class Router:
             attempt.latency_ms = (time.perf_counter() - t0) * 1000
             streaming = isinstance(result, StreamStart) and result.rest is not None
             self.health.success(target, attempt.latency_ms)
-            self._note(decision, await self.breaker.record(target.key, ok=True))
-            await stats.record(self.store, target.key, latency_ms=attempt.latency_ms, ttft_ms=attempt.ttft_ms, stream=ctx.stream)
+            if quiet:
+                await self._after(self._recorded_ok(target.key))
+            else:
+                self._note(decision, await self.breaker.record(target.key, ok=True))
+            await self._after(stats.record(self.store, target.key, latency_ms=attempt.latency_ms, ttft_ms=attempt.ttft_ms,
+                                     stream=ctx.stream))
             self._observe(target, ok=True, attempt=attempt)
             if not streaming:  # a committed stream's span ends with the stream (stream_ended)
                 self._span_ended(tel, attempt, None, result)
             return result
         finally:
             if not streaming:  # a committed stream stays in flight until it ends
-                await stats.leave(self.store, target.key, stats.attempt_id(attempt))
+                await self._after(stats.leave(self.store, target.key, stats.attempt_id(attempt)))
 
     def _window(self, target: Target) -> int | None:
         """The target's context window: its config, else the price table's, else unknown."""
@@ -413,6 +420,26 @@ class Router:
                 await result.rest.aclose()
                 await stats.leave(self.store, result.target.key, stats.attempt_id(result.attempt))
 
+    async def _recorded_ok(self, target: str) -> None:
+        transition = await self.breaker.record(target, ok=True, announce=False)
+        if transition is not None:  # (closed state: none is expected; another process may have tripped it meanwhile)
+            log.info("breaker %s: %s -> %s (%s)", transition.target, transition.old, transition.new, transition.reason)
+
+    async def _after(self, bookkeeping: Coroutine[Any, Any, None]) -> None:
+        """Statistics nobody waits for: awaited on the in-memory store, in the background on a shared one.
+
+        A successful attempt's latency average and the end of its in-flight lease are two
+        store round trips on Redis that the client's answer need not wait for (routing
+        reads averages from memory anyway). On the in-memory store they cost nothing and
+        stay in order with the request.
+        """
+        if not self.store.shared:
+            await bookkeeping
+            return
+        task = asyncio.ensure_future(bookkeeping)
+        self._bookkeeping.add(task)
+        task.add_done_callback(self._bookkeeping.discard)
+
     def _note(self, decision: Decision, transition: Transition | None) -> None:
         if transition is not None:
             decision.events.append(f"breaker {transition.target}: {transition.old} -> {transition.new} ({transition.reason})")
@@ -450,7 +477,7 @@ class Router:
         start.ended = True
         start.attempt.latency_ms += (time.perf_counter() - start.committed_at) * 1000
         if start.rest is not None:
-            await stats.leave(self.store, start.target.key, stats.attempt_id(start.attempt))
+            await self._after(stats.leave(self.store, start.target.key, stats.attempt_id(start.attempt)))
         if err is None:
             self._span_ended(request_trace.current(), start.attempt, None)
             return None

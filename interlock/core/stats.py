@@ -35,10 +35,11 @@ async def record(store: Store, target: str, *, latency_ms: float, ttft_ms: float
     """Fold one attempt's timing into the target's averages."""
     if stream:
         sample = ttft_ms if ttft_ms is not None else latency_ms
-        await store.update(f"ttft:{target}", _ewma(ALPHA, sample))
-        await store.update(f"ttfts:{target}", lambda old: [*(old or [])[-(SAMPLES - 1) :], sample])
+        # (averages are read through peek, and a reader refreshes within [store] refresh: no announcement)
+        await store.update(f"ttft:{target}", _ewma(ALPHA, sample), announce=False)
+        await store.update(f"ttfts:{target}", lambda old: [*(old or [])[-(SAMPLES - 1) :], sample], announce=False)
     else:
-        await store.update(f"lat:{target}", _ewma(ALPHA, latency_ms))
+        await store.update(f"lat:{target}", _ewma(ALPHA, latency_ms), announce=False)
 
 
 async def latency(store: Store, target: str, *, stream: bool) -> float | None:

@@ -198,8 +198,12 @@ class Store:
         """Slots of ``key`` held now."""
         raise NotImplementedError
 
-    async def update(self, key: str, fn: Callable[[Any], Any], ttl: float | None = None) -> Any:
+    async def update(self, key: str, fn: Callable[[Any], Any], ttl: float | None = None, *, announce: bool = True) -> Any:
         """Atomically replace the value with ``fn(old)`` (``old`` is None when absent); return it.
+
+        ``announce=False`` tells a shared store that other processes' :meth:`peek` copies
+        may stay stale (up to ``[store] refresh``) after this write: for writes that do not
+        change what a reader decides on (a success added to a closed breaker's window).
 
         ``fn`` may be called more than once (a shared store retries when another process
         changed the value in between), so it must not have side effects beyond its result.
@@ -335,7 +339,7 @@ class MemoryStore(Store):
     async def leases(self, key: str) -> int:
         return len(self._held(key))
 
-    async def update(self, key: str, fn: Callable[[Any], Any], ttl: float | None = None) -> Any:
+    async def update(self, key: str, fn: Callable[[Any], Any], ttl: float | None = None, *, announce: bool = True) -> Any:
         value = fn(self._value(key))
         self._put(key, value, ttl)
         return value

@@ -89,7 +89,7 @@ class LeastLatency(Strategy):
         self._pending.clear()
         for key, kind, sample, ok, when in pending:
             for k in (kind,) if kind else ("lat", "ttft"):
-                await self.store.update(f"pewma:{k}:{key}", self._fold(sample, when, ok))
+                await self.store.update(f"pewma:{k}:{key}", self._fold(sample, when, ok), announce=False)
 
     def _fold(self, sample: float, when: float, ok: bool) -> Callable[[Any], Any]:
         def fn(old: Any) -> Any:
