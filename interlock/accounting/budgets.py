@@ -3,7 +3,7 @@
 Config::
 
     [[budgets]]
-    scope = "team:search"      # "key:<api key id>", "team:<team>", "tag:<tag>" or "global"
+    scope = "team:search"      # "key:<api key id>", "team:<team>", "user:<user>", "tag:<tag>" or "global"
     daily_usd = 50             # either or both of daily_usd / monthly_usd
     monthly_usd = 1000
     soft = 0.8                 # fraction of a limit that raises a budget_soft alert (0 disables)
@@ -108,9 +108,9 @@ def parse_budgets(value: Any, problems: list[tuple[str, str]]) -> list[Budget]:
                 problems.append((f"{path}.{key}", f"unknown key (known: {', '.join(sorted(_KEYS))})"))
         scope = table.get("scope")
         if not isinstance(scope, str) or not (
-            scope == "global" or (scope.partition(":")[0] in ("key", "team", "tag") and scope.partition(":")[2])
+            scope == "global" or (scope.partition(":")[0] in ("key", "team", "user", "tag") and scope.partition(":")[2])
         ):
-            problems.append((f"{path}.scope", 'must be "global", "key:<id>", "team:<name>" or "tag:<name>"'))
+            problems.append((f"{path}.scope", 'must be "global", "key:<id>", "team:<name>", "user:<name>" or "tag:<name>"'))
             continue
         if scope in seen:
             problems.append((f"{path}.scope", f"{scope!r} has more than one [[budgets]] entry"))
@@ -206,7 +206,8 @@ class Budgets:
     def applicable(self, ctx: RequestContext) -> list[Budget]:
         if not self.budgets:
             return []
-        scopes = [f"key:{ctx.api_key_id}" if ctx.api_key_id else None, f"team:{ctx.team}" if ctx.team else None]
+        scopes = [f"key:{ctx.api_key_id}" if ctx.api_key_id else None, f"team:{ctx.team}" if ctx.team else None,
+                  f"user:{ctx.user}" if ctx.user else None]
         scopes += [f"tag:{t}" for t in ctx.tags]
         scopes.append("global")
         seen: set[str] = set()

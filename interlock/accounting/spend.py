@@ -228,7 +228,7 @@ async def spend(
 
 async def scope_spend(engine: AsyncEngine, scope: str, start: datetime, until: datetime) -> Decimal:
     """The cost of ``scope``'s requests that arrived in ``[start, until)`` (budget scopes:
-    ``key:<id>``, ``team:<name>``, ``tag:<tag>``, ``global``); 0 for a ledger with no tables yet.
+    ``key:<id>``, ``team:<name>``, ``user:<name>``, ``tag:<tag>``, ``global``); 0 for a ledger with no tables yet.
 
     How budget counters are re-seeded after a restart (:mod:`interlock.accounting.budgets`),
     through the same table and the same ``ts`` column as :func:`spend`.
@@ -247,6 +247,8 @@ async def scope_spend(engine: AsyncEngine, scope: str, start: datetime, until: d
         where.append(r.api_key_id == name)
     elif kind == "team":
         where.append(r.team == name)
+    elif kind == "user":
+        where.append(r.user == name)
     elif kind == "tag":
         tags = _tag_source(engine.dialect.name)
         source = requests.join(tags, tags.c.value == name)

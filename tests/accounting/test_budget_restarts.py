@@ -127,3 +127,19 @@ async def test_the_ledger_answers_spend_per_anomaly_key_and_bucket(
     day = int(now.timestamp() // 86400)
     for key in ("model:gpt-4o", "tag:batch"):  # (a request just before midnight UTC lands in the day before)
         assert set(spends[key]) <= {day - 1, day} and sum(spends[key].values()) == total
+
+
+async def test_a_user_budget_counts_the_requests_user_and_survives_a_restart(
+    fake: FakeOpenAI, tmp_path: Path, database_url: str
+) -> None:
+    toml = with_database(budget_config(fake.base_url, '[[budgets]]\nscope = "user:ada"\ndaily_usd = 1000\n'), database_url)
+    async with running_gateway(toml, workdir=tmp_path) as first:
+        raw = await first.client.chat.completions.with_raw_response.create(
+            model="openai/gpt-4o", messages=HELLO, max_tokens=10, user="ada"
+        )
+        await first.client.chat.completions.create(model="openai/gpt-4o", messages=HELLO, max_tokens=10, user="bob")
+        spent = Decimal(raw.headers["x-interlock-cost-usd"])
+        assert await first.gateway.budgets.spent("user:ada") == spent  # bob's request is not ada's
+    async with running_gateway(toml, workdir=tmp_path) as second:
+        [status] = await second.gateway.budgets.status()
+        assert status["scope"] == "user:ada" and Decimal(status["counted_usd"]) == spent
