@@ -94,6 +94,11 @@ def _refuse(problems: list[tuple[str, str]]) -> None:
         raise GatewayError(400, f"{path}: {message}", param=path.split("[")[0], code="invalid_value")
 
 
+def _unknown_fields(body: dict[str, object], known: tuple[str, ...]) -> list[tuple[str, str]]:
+    """A problem for each field of an admin request body that the endpoint does not take."""
+    return [(field, f"unknown field (known: {', '.join(known)})") for field in body if field not in known]
+
+
 async def create_key(request: web.Request) -> web.Response:
     """``POST /-/keys`` ``{"name", "team", "tags", "rpm", "tpm", "max_concurrent", "models", "expires_at"}``.
 
@@ -101,10 +106,7 @@ async def create_key(request: web.Request) -> web.Response:
     """
     require_admin(request)
     body = await read_json(request, request.app[GATEWAY].cfg.max_body_bytes)
-    problems: list[tuple[str, str]] = []
-    for field in body:
-        if field not in _CREATE_FIELDS:
-            problems.append((field, f"unknown field (known: {', '.join(_CREATE_FIELDS)})"))
+    problems = _unknown_fields(body, _CREATE_FIELDS)
     values: dict[str, str | None] = {}
     for field in ("name", "team"):
         value = body.get(field)
@@ -127,10 +129,7 @@ async def update_key(request: web.Request) -> web.Response:
     """
     require_admin(request)
     body = await read_json(request, request.app[GATEWAY].cfg.max_body_bytes)
-    problems: list[tuple[str, str]] = []
-    for field in body:
-        if field not in _LIMIT_BODY_FIELDS:
-            problems.append((field, f"unknown field (known: {', '.join(_LIMIT_BODY_FIELDS)})"))
+    problems = _unknown_fields(body, _LIMIT_BODY_FIELDS)
     limits = parse_limits(body, "", problems)
     changes: dict[str, object] = {f: getattr(limits, f) for f in LIMIT_FIELDS if f in body}
     if "models" in body:
