@@ -473,7 +473,9 @@ class RedisStore(Store):
             index, values = await self._reserve(keys=[self._k(k) for k in keys], args=args)
             return (None if index < 0 else int(index)), [int(v) for v in values]
 
-        refused, values = await self._shared(op, lambda: self._local.reserve(keys, limits, amount, ttl), decision=True)
+        # only a limit makes it a decision that on_error = "reject" refuses to guess; without one it is counting
+        refused, values = await self._shared(op, lambda: self._local.reserve(keys, limits, amount, ttl),
+                                             decision=any(limit is not None for limit in limits))
         for key, value in zip(keys, values, strict=True):
             self._cache_put(key, value)
         return refused, values
@@ -491,7 +493,8 @@ class RedisStore(Store):
             granted, held = await self._lease(keys=[self._k(key)], args=[member, "" if limit is None else limit, _px(ttl)])
             return bool(granted), int(held)
 
-        return await self._shared(op, lambda: self._local.lease(key, member, limit, ttl), decision=True)
+        # an unlimited lease (in-flight counts for routing) is bookkeeping, never refused under on_error = "reject"
+        return await self._shared(op, lambda: self._local.lease(key, member, limit, ttl), decision=limit is not None)
 
     async def unlease(self, key: str, member: str) -> None:
         # a slot taken locally during an outage is given back locally too, whatever the state now

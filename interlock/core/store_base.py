@@ -59,8 +59,10 @@ class StoreSettings:
     ``url`` None is the in-memory store (one process). ``on_error`` is what budget and
     rate-limit decisions do while a shared store is unreachable: ``"local"`` decides on
     process-local state (requests keep flowing, limits hold per process), ``"reject"``
-    refuses requests that need such a decision with 503. Routing state (breakers,
-    latencies, positions) always falls back to process-local state.
+    refuses requests that need such a decision with 503 (for a store: a :meth:`Store.reserve`
+    with a limit or a :meth:`Store.lease` with a limit raises :class:`StoreUnavailable`).
+    Routing state (breakers, latencies, positions, unlimited in-flight leases) always falls
+    back to process-local state.
     """
 
     url: str | None = None
