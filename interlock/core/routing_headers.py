@@ -6,7 +6,8 @@ one (``x-interlock-provider``, ``x-interlock-model``) and whether that was a
 fallback (``x-interlock-fallback``). The route, the rule that chose it and a compact
 summary of every attempt follow when there are any; the cost (and a fallback's cost
 delta) once the request is priced. Values a client influenced (rule reasons, model
-names in the summary) are made header-safe: printable ASCII, at most 1 KiB.
+names) are made header-safe: printable ASCII, at most 1 KiB (256 characters for a model
+or route name; the doors refuse longer names and control characters up front).
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ def routing_headers(decision: Decision, attempt: Attempt | None, target: Target 
     headers = {"x-interlock-attempts": str(len(decision.attempts))}
     if attempt is not None and target is not None:
         headers["x-interlock-provider"] = target.provider
-        headers["x-interlock-model"] = target.model
+        headers["x-interlock-model"] = header_safe(target.model, 256)
         headers["x-interlock-fallback"] = "true" if decision.fallback_used else "false"
     if decision.route:
-        headers["x-interlock-route"] = decision.route
+        headers["x-interlock-route"] = header_safe(decision.route, 256)
     if decision.rule:
         headers["x-interlock-rule"] = header_safe(decision.rule)
     if decision.attempts:

@@ -41,12 +41,33 @@ def require_object(body: Any) -> dict[str, Any]:
     return body
 
 
+#: longest model name accepted (real ones are far shorter; it is echoed in headers, logs and ledger rows)
+MAX_MODEL_CHARS = 256
+
+
+def model_problem(model: str) -> str | None:
+    """Why a non-empty model name cannot be used, or None.
+
+    A name goes into upstream URLs and bodies, response headers, log lines and ledger
+    rows: control characters (a CR/LF would split a header) and overlong names are
+    refused before any upstream is called, rather than billed and then broken.
+    """
+    if len(model) > MAX_MODEL_CHARS:
+        return f"'model' is {len(model)} characters long; at most {MAX_MODEL_CHARS} are accepted"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in model):
+        return "'model' must not contain control characters (such as CR, LF or TAB)"
+    return None
+
+
 def require_model(body: dict[str, Any]) -> str:
     model = body.get("model")
     if "model" not in body:
         raise GatewayError(400, "you must provide a model parameter", param="model", code="missing_required_parameter")
     if not isinstance(model, str) or not model.strip():
         raise bad_request("'model' must be a non-empty string", param="model")
+    problem = model_problem(model)
+    if problem is not None:
+        raise bad_request(problem, param="model")
     return model
 
 

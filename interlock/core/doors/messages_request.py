@@ -25,6 +25,7 @@ from typing import Any
 
 from interlock.core import jsonutil
 from interlock.core.errors import GatewayError
+from interlock.core.validate import model_problem
 
 #: ``thinking.budget_tokens`` up to this many tokens asks a chat target for ``reasoning_effort: low``
 LOW_EFFORT_BUDGET = 4096
@@ -75,6 +76,9 @@ def validate(body: dict[str, Any], *, count: bool = False) -> None:
     """What the Messages API requires of a request (``count``: a ``count_tokens`` body, no ``max_tokens``)."""
     if not isinstance(body.get("model"), str) or not body["model"].strip():
         raise _invalid("model: Field required")
+    problem = model_problem(body["model"])
+    if problem is not None:
+        raise _invalid(f"model: {problem}")
     if not count:
         max_tokens = body.get("max_tokens")
         if max_tokens is None:
