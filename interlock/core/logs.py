@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from interlock.core.redaction import scrub, secrets_worth_scrubbing
+
 
 class RedactingFilter(logging.Filter):
     """Replaces any known secret value in a log record's final message with ``****``."""
@@ -16,20 +18,17 @@ class RedactingFilter(logging.Filter):
 
     def update(self, secrets: Iterable[str]) -> None:
         """Also scrub these values (after a reload brought new keys); old ones stay scrubbed."""
-        # short values would redact innocent text; real keys are long
-        self.secrets = sorted({*self.secrets, *(s for s in secrets if len(s) >= 8)}, key=len, reverse=True)
+        # short values would redact innocent text; real keys are long (interlock.core.redaction)
+        self.secrets = secrets_worth_scrubbing([*self.secrets, *secrets])
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
         message = record.getMessage()
         text = message
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         exc_text = record.exc_text or ""
-        for secret in self.secrets:
-            text = text.replace(secret, "****")
-            exc_text = exc_text.replace(secret, "****")
+        text = scrub(text, self.secrets)
+        exc_text = scrub(exc_text, self.secrets) if exc_text else exc_text
         if text != message:
             record.msg, record.args = text, None
         if record.exc_text:

@@ -31,6 +31,7 @@ from interlock.core.plugins import Registry, first_result
 from interlock.core.provider import Provider
 from interlock.core.resolve import Resolver, Unresolved
 from interlock.core.route_settings import RouteSettings
+from interlock.core.redaction import scrub, secrets_worth_scrubbing
 from interlock.core.store import Store
 from interlock.core.strategy import Strategy
 from interlock.core.telemetry import request_trace
@@ -130,7 +131,7 @@ class Router:
             for impl in pm.hook.select_route.get_hookimpls()
         )
         # an upstream may echo a credential in its error text; nothing downstream may see it
-        self._secrets = tuple(p.settings.api_key.get() for p in self.providers.values() if p.settings.api_key)
+        self._secrets = secrets_worth_scrubbing(p.settings.api_key.get() for p in self.providers.values() if p.settings.api_key)
 
     # -- planning --------------------------------------------------------- #
 
@@ -459,9 +460,7 @@ class Router:
                 strategy.observe(target, ok=ok, latency_ms=attempt.latency_ms, ttft_ms=attempt.ttft_ms)
 
     def classify(self, err: UpstreamError, target: Target, provider: Provider) -> Classification:
-        for secret in self._secrets:
-            if secret in err.message:
-                err.message = err.message.replace(secret, "****")
+        err.message = scrub(err.message, self._secrets)  # upstream errors sometimes echo the credential
         verdict: Classification = provider.classify(err) or self.pm.hook.classify_failure(
             error=err, target=target, provider_type=provider.type_name
         )
