@@ -51,8 +51,10 @@ class SharedResponses:
 
     async def get(self, response_id: str, team: str | None) -> StoredResponse | None:
         found = await self.inner.get(response_id, team)
-        if found is not None:
-            return found
+        return found if found is not None else await self._shared(response_id, team)
+
+    async def _shared(self, response_id: str, team: str | None) -> StoredResponse | None:
+        """The response as another process shared it, if it belongs to ``team``."""
         if self._writes:  # this process's own puts reach the store first
             await asyncio.gather(*list(self._writes), return_exceptions=True)
         value: Any = await self.store.get(_key(response_id))
@@ -66,8 +68,9 @@ class SharedResponses:
 
     async def delete(self, response_id: str, team: str | None) -> bool:
         deleted = await self.inner.delete(response_id, team)
-        shared = await self.get(response_id, team) if not deleted else None
-        await self.store.delete(_key(response_id))
+        shared = await self._shared(response_id, team) if not deleted else None
+        if deleted or shared is not None:  # (another team's response stays, shared copy included)
+            await self.store.delete(_key(response_id))
         return deleted or shared is not None
 
     async def close(self) -> None:

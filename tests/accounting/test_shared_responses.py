@@ -21,6 +21,7 @@ async def test_a_response_put_by_one_process_is_found_by_another() -> None:
     found = await second.get("resp_1", "search")
     assert found is not None and found.input == [{"role": "user", "content": "hi"}] and found.model == "gpt-4o"
     assert await second.get("resp_1", "other-team") is None  # team-scoped, as in the database
+    assert await second.delete("resp_1", "other-team") is False  # and another team cannot delete it
     assert await second.get("resp_2", "search") is None
     assert await second.delete("resp_1", "search") is True
     assert await second.get("resp_1", "search") is None
