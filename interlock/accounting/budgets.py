@@ -13,14 +13,15 @@ Config::
 
 How a request is counted. Every counter lives in the :class:`~interlock.core.store.Store`
 as ``budget:<scope>:<period>`` (UTC day ``YYYY-MM-DD`` or month ``YYYY-MM``), an integer
-of micro-dollars changed only with ``incr``, so several gateway processes sharing a
-store agree. Before any upstream call, once the request is planned, the lifecycle
+of micro-dollars changed only by the store's atomic ``reserve`` and ``add``, so several
+gateway processes sharing a store agree. Before any upstream call, once the request is planned, the lifecycle
 prices the request's worst case (:func:`interlock.core.estimate.worst_case_usage`: the
 estimated prompt tokens plus ``max_completion_tokens``/``max_tokens``, or
 ``default_max_tokens``, priced through ``compute_cost`` at the first target the plan
-will try) and :meth:`Budgets.reserve` adds it to every counter that applies (the key's, the team's, each tag's, the
-global one). If a ``reject`` budget would then go over its limit (or has already
-reached it) every increment is taken back and the client gets a 429
+will try) and :meth:`Budgets.reserve` adds it to every counter that applies (the key's, the team's,
+the user's, each tag's, the global one) in one all-or-nothing store operation. If a
+``reject`` budget would go over its limit (or has already reached it) no counter
+changes and the client gets a 429
 (``rate_limit_error``, code ``budget_exceeded``) naming the budget; no upstream call is
 made. After the request (success or failure; streams when they end)
 :meth:`Budgets.reconcile` adds ``actual cost - reserved`` to the same counters, so each

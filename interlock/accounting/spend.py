@@ -344,8 +344,13 @@ class LedgerHistory:
     def __init__(self, url: str) -> None:
         self.reader = LedgerReader(url)
 
+    def _no_ledger_yet(self) -> bool:
+        """A SQLite ledger file that does not exist: nothing to read, and no SQLAlchemy import to read it."""
+        path = sqlite_path(self.reader.url)
+        return path not in (None, ":memory:") and not os.path.exists(str(path))
+
     async def spent(self, scope: str, period: str, start: datetime, until: datetime) -> Decimal:
-        if sqlite_path(self.reader.url) not in (None, ":memory:") and not os.path.exists(str(sqlite_path(self.reader.url))):
+        if self._no_ledger_yet():
             return Decimal(0)
         engine = self.reader.engine()
         reset = await last_reset(engine, scope, period, start)
@@ -353,7 +358,7 @@ class LedgerHistory:
 
     async def buckets(self, since: datetime, until: datetime, bucket_seconds: float) -> dict[str, dict[int, Decimal]]:
         """Spend per anomaly key and bucket (:func:`bucket_spend`); empty for a SQLite ledger not created yet."""
-        if sqlite_path(self.reader.url) not in (None, ":memory:") and not os.path.exists(str(sqlite_path(self.reader.url))):
+        if self._no_ledger_yet():
             return {}
         return await bucket_spend(self.reader.engine(), since, until, bucket_seconds)
 
