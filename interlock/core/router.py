@@ -419,7 +419,7 @@ class Router:
             request_trace.current().attempt_ended(result.attempt, "cancelled")
             if result.rest is not None:
                 await result.rest.aclose()
-                await stats.leave(self.store, result.target.key, stats.attempt_id(result.attempt))
+                await self._after(stats.leave(self.store, result.target.key, stats.attempt_id(result.attempt)))
 
     async def _recorded_ok(self, target: str) -> None:
         transition = await self.breaker.record(target, ok=True, announce=False)
