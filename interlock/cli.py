@@ -68,10 +68,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         gateway.reload_peers = link.reload_all
     redactor = logs.setup(cfg.log_level, gateway.secrets())
     gateway.on_reload.append(lambda gw: redactor.update(gw.secrets()))
-    providers = ", ".join(f"{n} ({p.type_name})" for n, p in gateway.providers.items()) or "none"
-    routes = ", ".join(gateway.resolver.routes) or "none"
     if link is None:  # a worker's supervisor printed these once for all workers
-        _print_banner(cfg, gateway, providers, routes)
+        _print_banner(cfg, gateway)
         print(f"interlock: listening on http://{cfg.host}:{cfg.port}", flush=True)
     app = create_app(gateway)
     if fakes:
@@ -96,7 +94,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_banner(cfg: Config, gateway: Any, providers: str, routes: str) -> None:
+def _print_banner(cfg: Config, gateway: Any) -> None:
+    """What serve prints before it listens: the config, its providers and routes."""
+    providers = ", ".join(f"{n} ({p.type_name})" for n, p in gateway.providers.items()) or "none"
+    routes = ", ".join(gateway.resolver.routes) or "none"
     print(f"interlock: config {cfg.source or 'embedded defaults'}", flush=True)
     print(f"interlock: providers {providers}", flush=True)
     print(f"interlock: routes {routes}", flush=True)
@@ -119,8 +120,7 @@ def _serve_workers(args: argparse.Namespace, workers: int) -> int:
         return 2
     gateway = _gateway(cfg)  # validates providers, routes and plugins as a single process would
     logs.setup(cfg.log_level, gateway.secrets())
-    providers = ", ".join(f"{n} ({p.type_name})" for n, p in gateway.providers.items()) or "none"
-    _print_banner(cfg, gateway, providers, ", ".join(gateway.resolver.routes) or "none")
+    _print_banner(cfg, gateway)
     del gateway
     supervisor = workers_mod.Supervisor(
         workers_mod.worker_argv(args, cfg), workers,
