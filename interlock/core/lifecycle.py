@@ -23,7 +23,10 @@ after that, in this order:
    failure when the route allows it, and ended with the protocol's explicit error
    event when it cannot be, never a silent truncation;
 5. **account**: every attempt priced, the fallback's cost delta;
-6. **record**: the decision to telemetry, exporters and ``record_decision``;
+6. **record**: the decision to telemetry, exporters and ``record_decision``; before the
+   answer leaves (a non-stream response is built after it; a stream that succeeded is
+   recorded before its last event is written), so the ledger's journal holds every
+   request whose client got its whole answer;
 7. **settle**: the reservation replaced by the actual cost, the anomaly detector fed; the
    rate limiter's token reservation replaced by the actual tokens, its slots freed.
 
@@ -278,12 +281,16 @@ class Lifecycle:
             err.headers.update(self.limiter.headers(held.limits))
 
     async def _finish(self, ctx: RequestContext, decision: Decision, attempt: Attempt | None, held: _Held | None) -> None:
+        self._close(ctx, decision, attempt)
+        await self._settle(decision, held)
+
+    def _close(self, ctx: RequestContext, decision: Decision, attempt: Attempt | None) -> None:
+        """Account and record the decision: from here on it is in the ledger's journal."""
         decision.latency_ms = (time.perf_counter() - ctx.started) * 1000
         if attempt is not None:
             decision.provider, decision.model, decision.usage = attempt.provider, attempt.model, attempt.usage
         self.router.account(decision)
         self.record(decision)
-        await self._settle(decision, held)
 
     async def _settle(self, decision: Decision, held: _Held | None) -> None:
         # budgets: actual cost replaces the reservation; anomaly buckets
@@ -318,6 +325,7 @@ class Lifecycle:
             }
         )
         current = start
+        recorded = False
         try:
             await resp.prepare(request)
             if head := writer.start():
@@ -325,7 +333,11 @@ class Lifecycle:
             while True:
                 failure = await self._relay(resp, writer, ctx, decision, current)
                 if failure is None:
-                    router.account(decision)  # the trailer may carry the cost
+                    # recorded before the stream's last bytes leave: a client that has its whole
+                    # answer has its row in the ledger's journal, even if the process dies now
+                    await router.stream_ended(current)
+                    self._close(ctx, decision, current.attempt)  # the trailer may carry the cost
+                    recorded = True
                     await resp.write(writer.end(decision))
                     break
                 err, partial = failure
@@ -352,7 +364,9 @@ class Lifecycle:
             if current.rest is not None:
                 await current.rest.aclose()  # releases the upstream connection whatever happened
             await router.stream_ended(current)
-            await self._finish(ctx, decision, current.attempt, held)  # a stream reconciles its budget here
+            if not recorded:
+                self._close(ctx, decision, current.attempt)
+            await self._settle(decision, held)  # a stream reconciles its budget here
         return resp
 
     async def _relay(
