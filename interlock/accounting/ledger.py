@@ -282,13 +282,25 @@ def _v4_columns() -> list[Column[Any]]:
     ]
 
 
-#: the current schema (see :func:`_v1_tables`, :func:`_v2_columns`, :func:`_v3_columns` and
-#: :func:`_v4_columns` for the column documentation)
+def _v5_columns() -> list[Column[Any]]:
+    """Columns migration 5 adds to ``requests`` (fresh objects per call)."""
+    return [
+        # NULL when the row is stored as recorded; otherwise the names of the fields whose values
+        # could not be stored as given and were replaced (comma-separated, e.g. "tags,user": text
+        # that was not valid UTF-8, a value the database refused), so a hostile or broken value
+        # never costs the request its row. "*": only the request's identity, status, usage and
+        # cost could be kept.
+        Column("invalid_fields", Text),
+    ]
+
+
+#: the current schema (see :func:`_v1_tables`, :func:`_v2_columns`, :func:`_v3_columns`,
+#: :func:`_v4_columns` and :func:`_v5_columns` for the column documentation)
 requests, attempts = _v1_tables(metadata)
 for _table, _columns in zip((requests, attempts), _v2_columns(), strict=True):
     for _column in _columns:
         _table.append_column(_column)
-for _column in _v3_columns():
+for _column in (*_v3_columns(), *_v5_columns()):
     requests.append_column(_column)
 api_keys, alerts = _v2_tables(metadata)
 (stored_responses,) = _v3_tables(metadata)
@@ -338,8 +350,15 @@ def _migration_4(conn: Connection) -> None:
     _add_columns(conn, "api_keys", _v4_columns())
 
 
+def _migration_5(conn: Connection) -> None:
+    """Which fields of a request's row had to be replaced to store it."""
+    _add_columns(conn, "requests", _v5_columns())
+
+
 #: ordered: MIGRATIONS[i] brings the schema from version i to version i + 1. Append only.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migration_1, _migration_2, _migration_3, _migration_4)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
+    _migration_1, _migration_2, _migration_3, _migration_4, _migration_5,
+)
 
 #: the schema version this code writes
 SCHEMA_VERSION = len(MIGRATIONS)

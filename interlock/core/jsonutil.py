@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -12,6 +13,11 @@ JSONDecodeError = orjson.JSONDecodeError
 def dumps(obj: Any) -> bytes:
     """Encode to compact UTF-8 JSON bytes."""
     return orjson.dumps(obj)
+
+
+def dumps_line(obj: Any, default: Callable[[Any], Any] | None = None) -> bytes:
+    """Encode to compact UTF-8 JSON bytes ending in a newline (one line of a JSON-lines file)."""
+    return orjson.dumps(obj, default=default, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:

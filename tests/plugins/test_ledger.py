@@ -273,8 +273,8 @@ async def test_migrations_are_idempotent(tmp_path: Path) -> None:
 
     engine = await ledger.open_engine(sqlite_url(db))
     try:
-        assert await ledger.migrate(engine) == ledger.SCHEMA_VERSION == 4
-        assert await ledger.migrate(engine) == 4
+        assert await ledger.migrate(engine) == ledger.SCHEMA_VERSION == 5
+        assert await ledger.migrate(engine) == 5
     finally:
         await engine.dispose()
     assert count(db, "schema_version") == ledger.SCHEMA_VERSION
@@ -376,7 +376,14 @@ def test_bad_options_name_their_key(tmp_path: Path, options: str, key: str) -> N
 
 
 def test_options_defaults_and_types() -> None:
-    assert parse_options({}) == {"enabled": True, "flush_interval": 1.0, "batch_size": 500, "max_buffer": 100_000}
+    assert parse_options({}) == {
+        "enabled": True, "flush_interval": 1.0, "batch_size": 500, "max_buffer": 100_000, "journal": True,
+    }
+    assert parse_options({"journal": False})["journal"] is False
+    assert parse_options({"journal": "/var/lib/interlock/journal"})["journal"] == "/var/lib/interlock/journal"
+    for bad in ("", "  ", 3, ["x"]):
+        with pytest.raises(ValueError, match=r"exporters\.ledger\.journal"):
+            parse_options({"journal": bad})
     assert parse_options({"flush_interval": 2, "batch_size": 10, "max_buffer": 10})["flush_interval"] == 2.0
     with pytest.raises(ValueError, match=r"exporters\.ledger\.batch_size"):
         LedgerExporter(batch_size=0)
@@ -478,13 +485,14 @@ async def test_migrations_upgrade_a_version_1_database(tmp_path: Path) -> None:
                     " latency_ms) VALUES ('old', '2026-01-01 00:00:00', 'chat', 'gpt-4o', '[]', 200, 0, 1, 0, 1.0)"
                 ))
             await conn.run_sync(v1)
-        assert await ledger.migrate(engine) == 4
+        assert await ledger.migrate(engine) == 5
     finally:
         await engine.dispose()
     assert count(db, "requests") == 1
     columns = {r["name"] for r in query(db, "PRAGMA table_info(requests)")}
-    assert {"cost_delta_usd", "rule", "hedged", "events", "protocol"} <= columns
+    assert {"cost_delta_usd", "rule", "hedged", "events", "protocol", "invalid_fields"} <= columns
     assert query(db, "SELECT protocol FROM requests") == [{"protocol": None}]  # old rows: NULL, all chat
+    assert query(db, "SELECT invalid_fields FROM requests") == [{"invalid_fields": None}]  # migration 5
     tables = {r["name"] for r in query(db, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables >= {"api_keys", "alerts", "stored_responses"}
     key_columns = {r["name"] for r in query(db, "PRAGMA table_info(api_keys)")}

@@ -8,7 +8,9 @@ the working directory unless configured; a PostgreSQL URL such as
     enabled = true          # false: write nothing
     flush_interval = 1.0    # seconds between writes
     batch_size = 500        # rows buffered that trigger a write before the interval is up
-    max_buffer = 100000     # rows kept while the database is unreachable; the oldest go first
+    max_buffer = 100000     # rows kept in memory while the database is unreachable; the oldest go first
+    journal = "DIR"         # the journal's directory; false: no journal (default: next to a
+                            # SQLite file, "<file>.journal"; else "interlock-ledger.journal")
 
 How it writes: ``record`` (on the request path) only turns the decision into
 row tuples and appends them to an in-memory buffer. A background task writes
@@ -33,23 +35,34 @@ already stored is skipped), so a retried write never duplicates rows; note
 that this also means a client reusing an ``x-request-id`` keeps only its
 first request in the ledger.
 
-What can be lost:
+The journal (:mod:`interlock.plugins.exporters.ledger_journal`): ``record`` also
+appends the request's rows to a local append-only file, one ``write`` to the OS
+per request and before the answer leaves, and a gateway that starts replays
+what a process that died left there. What can be lost:
 
 * graceful shutdown (SIGINT, SIGTERM): nothing; the exporter's ``close``
-  writes everything still buffered before the process exits (if the database
-  is unreachable then, the buffered rows are lost and the count is logged);
-* hard kill (SIGKILL, crash, OOM, power loss): the rows not written yet, i.e.
-  at most the last ``flush_interval`` seconds of requests and normally at most
-  one batch (``batch_size`` rows); while the database is unreachable,
-  everything buffered since it became unreachable (up to ``max_buffer`` rows).
-  On SQLite, ``synchronous=NORMAL`` in WAL mode can additionally lose the last
-  committed writes on power loss (not on a process crash).
+  writes everything still buffered before the process exits; if the database
+  is unreachable then, the rows stay in the journal and the next start writes them;
+* a process crash (SIGKILL, the OOM killer, a segfault): nothing; the next start
+  on the same journal directory writes the rows the database lacks;
+* a power loss: what the journal had not synced, at most about one
+  ``flush_interval`` of requests (it is synced after every write attempt), and
+  on SQLite (``synchronous=NORMAL`` in WAL mode) the last committed writes;
+* without a journal (``journal = false``, or a directory it cannot write, which
+  is logged): what was not written yet, at most the last ``flush_interval``
+  seconds of requests; while the database is unreachable, everything buffered.
+
+A row is never dropped for its content: a value that cannot be stored as given
+(text that is not valid UTF-8, a value the database refuses) is replaced and the
+row stored with the replaced fields named in ``invalid_fields``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import copy
+import dataclasses
 import json
 import logging
 import math
@@ -61,6 +74,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from interlock import hookimpl
@@ -69,6 +83,7 @@ from interlock.core.exporter import Exporter
 from interlock.accounting.database import DEFAULT_DATABASE_URL, file_problem, file_url, retryable_sqlstate
 from interlock.core.threads import background_thread, idle_thread
 from interlock.core.types import Alert, Attempt, Decision
+from interlock.plugins.exporters.ledger_journal import Journal
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Dialect
@@ -122,17 +137,30 @@ class LedgerExporter(Exporter):
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_buffer: int = DEFAULT_MAX_BUFFER,
+        journal: str | bool = True,
     ) -> None:
         opts = parse_options(
-            {"flush_interval": flush_interval, "batch_size": batch_size, "max_buffer": max_buffer}
+            {"flush_interval": flush_interval, "batch_size": batch_size, "max_buffer": max_buffer, "journal": journal}
         )
         self.url = url
+        #: the journal's directory (None: no journal)
+        self.journal_dir: str | None = journal_directory(url, opts["journal"])
+        self._journal: Journal | None = None
+        self._journal_failed = False  # the directory could not be opened: retried on every flush
+        self._line = _journal_line  # an entry as one journal line
+        #: requests replayed from the journal at start (rows a previous process had not written)
+        self.replayed = 0
+        #: rows stored with replaced values (see invalid_fields)
+        self.salvaged = 0
         self.flush_interval: float = opts["flush_interval"]
         self.batch_size: int = opts["batch_size"]
         self.max_buffer: int = opts["max_buffer"]
-        #: rows dropped so far: buffer overflow while the database was unreachable, or rows the
-        #: database refused (see :meth:`_write_one_by_one`)
+        #: rows dropped so far: buffer overflow while the database was unreachable and no journal
+        #: keeps them, or rows the database refused even with replaced values (see :meth:`_write_one_by_one`)
         self.dropped = 0
+        #: rows that left the memory buffer (``max_buffer``) but stay in the journal for the next start
+        self.spilled = 0
+        self._spilled_logged = 0
         self._buffer: deque[_Entry] = deque()
         self._alerts: list[dict[str, Any]] = []  # ``alerts`` rows, written with the next flush
         self._rows = 0  # rows in _buffer
@@ -149,6 +177,7 @@ class LedgerExporter(Exporter):
         # rows are built in the form the database stores (SQLite) or SQLAlchemy takes (others)
         self._sqlite = _is_sqlite(url)
         self._row_values = _SQLITE_ROWS if self._sqlite else _GENERIC_ROWS
+        self._form = _SQLITE_FORM if self._sqlite else _GENERIC_FORM  # the converters those builders use
         self._sql: tuple[str, str] | None = None  # SQLite: the driver-level INSERTs, compiled at start
         self._alerts_sql: str | None = None  # SQLite: the driver-level INSERT of an alerts row
         self._writer: _SQLiteWriter | None = None  # SQLite: the sqlite3 connection and its thread
@@ -166,13 +195,14 @@ class LedgerExporter(Exporter):
 
     def record(self, decision: Decision) -> None:
         request_values, attempt_values = self._row_values
+        journal = self._journal
         try:
             request_id = decision.request_id
             entry = (request_values(decision), [attempt_values(request_id, a) for a in decision.attempts])
-        except Exception:  # a malformed decision must not break the request path
-            log.exception("ledger: cannot convert decision %s; dropped", getattr(decision, "request_id", "?"))
-            self.dropped += 1
-            return
+            if journal is not None:
+                journal.append(self._line(entry))
+        except Exception:  # a value that cannot be stored as given must not cost the request its row
+            entry = self._salvaged(decision)
         self._buffer.append(entry)
         self._rows += 1 + len(entry[1])
         if self._rows > self.max_buffer:
@@ -195,13 +225,75 @@ class LedgerExporter(Exporter):
             self.dropped += 1
         self._wake.set()
 
+    def _salvaged(self, decision: Decision) -> _Entry:
+        """The decision's rows with every value that cannot be stored replaced, named in ``invalid_fields``.
+
+        Text that is not valid UTF-8 (a header's raw bytes) gets U+FFFD for what cannot be
+        decoded, a number that is not finite becomes NULL. If the rows still cannot be built,
+        only what accounting needs is kept (identity, status, usage, cost) and
+        ``invalid_fields`` is ``*``. Journaled like any row.
+        """
+        request_values, attempt_values = self._row_values
+        clean, fields = _scrubbed(decision)
+        try:
+            entry: _Entry = (request_values(clean), [attempt_values(clean.request_id, a) for a in clean.attempts])
+            flag = ",".join(fields) or "unknown"
+        except Exception:
+            entry, flag = (self._essential_row(decision), []), "*"
+        entry = (entry[0][:-1] + (flag,), entry[1])
+        self.salvaged += 1
+        log.warning("ledger: request %s is stored with replaced values (invalid_fields: %s)", entry[0][0], flag)
+        if self._journal is not None:
+            try:
+                self._journal.append(self._line(entry))
+            except Exception:
+                log.exception("ledger: request %s cannot be journaled; it is kept in memory", entry[0][0])
+        return entry
+
+    def _essential_row(self, d: Decision) -> _Row:
+        """A ``requests`` row with what accounting needs, each value got on its own (see :meth:`_salvaged`)."""
+        timestamp, number, flag = self._form
+        usage = _attempt(lambda: d.usage, None)
+        values: dict[str, Any] = dict.fromkeys(_REQUEST_COLUMNS)
+        values.update(
+            id=_scrub(_attempt(lambda: str(d.request_id), "")) or f"req_unknown_{id(d):x}",
+            ts=timestamp(_attempt(lambda: float(d.ts), None) or _now()),
+            endpoint=_scrub(_attempt(lambda: str(d.endpoint), "unknown")),
+            tags="[]",
+            requested_model=_scrub(_attempt(lambda: str(d.requested_model), "")),
+            provider=_attempt(lambda: _scrub(str(d.provider)) if d.provider is not None else None, None),
+            model=_attempt(lambda: _scrub(str(d.model)) if d.model is not None else None, None),
+            status=_attempt(lambda: int(d.status), 0),
+            stream=flag(_attempt(lambda: bool(d.stream), False)),
+            attempts=_attempt(lambda: len(d.attempts), 0),
+            fallback_used=flag(False),
+            latency_ms=number(_attempt(lambda: float(d.latency_ms), 0.0)),
+            input_tokens=_attempt(lambda: int(usage.prompt_tokens), None),
+            cached_tokens=_attempt(lambda: int(usage.cached_tokens), None),
+            output_tokens=_attempt(lambda: int(usage.completion_tokens), None),
+            reasoning_tokens=_attempt(lambda: int(usage.reasoning_tokens), None),
+            cost_usd=number(_attempt(lambda: _finite_decimal(d.cost_usd), None)),
+            api_key_id=_attempt(lambda: _scrub(str(d.api_key_id)) if d.api_key_id is not None else None, None),
+            team=_attempt(lambda: _scrub(str(d.team)) if d.team is not None else None, None),
+            protocol=_attempt(lambda: _scrub(str(d.protocol)), None),
+        )
+        return tuple(values[c] for c in _REQUEST_COLUMNS)
+
     def _trim(self) -> None:
-        """Drop the oldest decisions until the buffer fits ``max_buffer``."""
+        """Drop the oldest decisions until the buffer fits ``max_buffer`` (the journal keeps them)."""
+        if self._rows <= self.max_buffer:
+            return
+        left = 0
         while self._rows > self.max_buffer and self._buffer:
             _, atts = self._buffer.popleft()
             n = 1 + len(atts)
             self._rows -= n
-            self.dropped += n
+            left += n
+        if self._journal is not None:
+            self._journal.keep()  # their rows stay on disk for the next start
+            self.spilled += left
+        else:
+            self.dropped += left
 
     # -- lifecycle -------------------------------------------------------- #
 
@@ -247,7 +339,71 @@ class LedgerExporter(Exporter):
                 "in memory and the write retried every %gs",
                 _safe_url(self.url), type(error).__name__, error, self.flush_interval,
             )
+        await self._open_journal()
         self._task = asyncio.create_task(self._run(), name="interlock-ledger-flush")
+
+    async def _open_journal(self) -> None:
+        """Open the journal and queue what processes that are gone left in it (see ledger_journal).
+
+        A directory that cannot be created yet (its parent is missing, like a SQLite file's
+        directory that does not exist yet) is retried on every flush; the first failure is logged.
+        """
+        directory = self.journal_dir
+        if directory is None or self._journal is not None:
+            return
+        journal = Journal(directory, self.url)
+        try:
+            lines = await asyncio.to_thread(journal.open)
+        except OSError as exc:
+            if not self._journal_failed:
+                log.error(
+                    "ledger: cannot open the journal directory %s (%s); until it can, rows not yet written "
+                    "are lost if the process dies (set [exporters.ledger] journal to a writable directory)",
+                    directory, exc,
+                )
+            self._journal_failed = True
+            return
+        if self._journal_failed:
+            log.warning("ledger: the journal directory %s is open now", directory)
+        self._journal_failed = False
+        self._journal = journal
+        if not lines:
+            return
+        replayed = 0
+        for line in lines:
+            try:
+                entry = self._replayed_entry(line)
+            except Exception as exc:
+                log.error("ledger: a journal row cannot be read back (%s: %s); skipped", type(exc).__name__, exc)
+                continue
+            self._buffer.append(entry)
+            self._rows += 1 + len(entry[1])
+            replayed += 1
+        self.replayed += replayed
+        self._trim()
+        log.warning(
+            "ledger: %d requests recorded by a process that stopped before writing them are written now "
+            "(journal %s)", replayed, directory,
+        )
+        self._wake.set()
+
+    def _replayed_entry(self, line: bytes) -> _Entry:
+        """A journal line back as the entry :meth:`record` built (see :func:`_journal_line`)."""
+        request, attempts = jsonutil.loads(line)
+        if len(request) != len(_REQUEST_COLUMNS) or any(len(a) != len(_ATTEMPT_COLUMNS) for a in attempts):
+            raise ValueError("the row does not have this schema's columns")
+        if self._sqlite:  # JSON-native already: text timestamps, floats, 0/1
+            return tuple(request), [tuple(a) for a in attempts]
+        # the generic form: timestamps were written as ISO text, Numeric values as decimal text
+        request[_REQUEST_TS] = datetime.fromisoformat(request[_REQUEST_TS])
+        for i in _REQUEST_DECIMALS:
+            request[i] = None if request[i] is None else Decimal(request[i])
+        rows = []
+        for a in attempts:
+            for i in _ATTEMPT_DECIMALS:
+                a[i] = None if a[i] is None else Decimal(a[i])
+            rows.append(tuple(a))
+        return tuple(request), rows
 
     def _use(self, prepared: Mapping[str, Any]) -> None:
         """Take the SQLite INSERTs and connection arguments :func:`_prepare_sqlite` produced."""
@@ -275,11 +431,15 @@ class LedgerExporter(Exporter):
             await self.flush()
         except Exception as exc:
             log.error(
-                "ledger: the final write to %s failed (%s: %s); %d rows are lost",
+                "ledger: the final write to %s failed (%s: %s); %d rows %s",
                 _safe_url(self.url), type(exc).__name__, exc, self._rows,
+                "stay in the journal for the next start" if self._journal is not None else "are lost",
             )
         finally:
             self._log_dropped()
+            journal, self._journal = self._journal, None
+            if journal is not None:
+                journal.close(drained=not self._buffer)  # rows not written stay for the next start
             engine, self._engine = self._engine, None
             writer, self._writer = self._writer, None
             self._migrated = False
@@ -306,6 +466,9 @@ class LedgerExporter(Exporter):
                 self._migrated = True
             batch, self._buffer, self._rows = self._buffer, deque(), 0
             alerts, self._alerts = self._alerts, []
+            journal = self._journal
+            if journal is not None:
+                journal.seal()  # the batch's rows are in sealed segments; new rows go to a new one
             try:
                 try:
                     await self._write(batch, alerts)
@@ -325,6 +488,8 @@ class LedgerExporter(Exporter):
                             log.error("ledger: the database rejected %d alert rows (%s)", len(alerts), alert_exc)
                         alerts = []
                     await self._write_one_by_one(batch)
+                if journal is not None and journal is self._journal:
+                    journal.committed()  # every sealed row is in the database (or was refused, and counted)
             finally:
                 if alerts:  # unwritten alerts go back ahead of newer ones
                     self._alerts = alerts + self._alerts
@@ -335,6 +500,8 @@ class LedgerExporter(Exporter):
                     self._rows = sum(1 + len(atts) for _, atts in batch)
                     self._trim()
                     self._migrated = False  # re-check the schema on the next try (cheap)
+                    if journal is not None and journal is self._journal:
+                        await asyncio.to_thread(journal.sync)  # they may wait a while: on disk, not only in the OS
 
     async def _migrate(self) -> None:
         """Bring the schema up to date before a write; raises what the migration raised."""
@@ -405,6 +572,20 @@ class LedgerExporter(Exporter):
             except Exception as exc:
                 if _transient(exc):
                     raise
+                if (safer := _database_safe(entry)) is not None:
+                    try:
+                        await self._write([safer])
+                    except Exception as again:
+                        if _transient(again):
+                            raise
+                    else:
+                        self.salvaged += 1
+                        log.warning(
+                            "ledger: the database refused the rows of request %s (%s: %s); stored with replaced "
+                            "values (invalid_fields: %s)", entry[0][0], type(exc).__name__, exc, safer[0][-1],
+                        )
+                        batch.popleft()
+                        continue
                 n = 1 + len(entry[1])
                 self.dropped += n
                 log.error(
@@ -430,7 +611,16 @@ class LedgerExporter(Exporter):
                 if self._failures:
                     log.warning("ledger: writing to the database again after %d failed tries", self._failures)
                 self._failures = 0
+            await self._sync_journal()
+            await self._open_journal()  # after a failure to open it: the directory may exist now
             self._log_dropped()
+
+    async def _sync_journal(self) -> None:
+        """``fdatasync`` what the journal holds, on a thread: a power loss then loses at most one interval."""
+        async with self._lock:  # a flush deletes and closes segments: not while they are being synced
+            journal = self._journal
+            if journal is not None and journal.pending:
+                await asyncio.to_thread(journal.sync)
 
     async def _flush_due(self) -> bool:
         """Wait for the next flush; False when close() has taken over (before or during the wait).
@@ -456,6 +646,13 @@ class LedgerExporter(Exporter):
         return not self._closing  # closing: close() writes what is left
 
     def _log_dropped(self) -> None:
+        if self.spilled != self._spilled_logged:
+            log.warning(
+                "ledger: %d rows left the memory buffer since the last report (%d in total); the journal "
+                "keeps them and the next start writes them; raise [exporters.ledger] max_buffer or fix the database",
+                self.spilled - self._spilled_logged, self.spilled,
+            )
+            self._spilled_logged = self.spilled
         if self.dropped != self._dropped_logged:
             log.warning(
                 "ledger: %d rows dropped since the last report (%d in total); raise "
@@ -846,7 +1043,7 @@ _REQUEST_COLUMNS: tuple[str, ...] = (
     "id", "ts", "endpoint", "api_key_id", "team", "tags", "user", "route", "requested_model", "strategy",
     "provider", "model", "status", "stream", "attempts", "fallback_used", "latency_ms", "ttft_ms",
     "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "cost_usd", "error_type",
-    "error_message", "cost_delta_usd", "rule", "hedged", "events", "protocol",
+    "error_message", "cost_delta_usd", "rule", "hedged", "events", "protocol", "invalid_fields",
 )
 _ATTEMPT_COLUMNS: tuple[str, ...] = (
     "request_id", "n", "provider", "provider_type", "model", "outcome", "action", "status", "latency_ms",
@@ -937,6 +1134,7 @@ def _make_builders(
             flag(bool(d.hedged)),
             dumps([text(e, limit) for e in events]) if events else None,
             d.protocol,
+            None,  # invalid_fields: set by _salvaged_entry
         )
 
     def attempt_values(request_id: str, a: Attempt) -> _Row:
@@ -966,10 +1164,176 @@ def _make_builders(
     return request_values, attempt_values
 
 
+_Converters = tuple[Callable[[float], Any], Callable[[Any], Any], Callable[[bool], Any]]
+_GENERIC_FORM: _Converters = (_utc_datetime, _same, _same)
+_SQLITE_FORM: _Converters = (_sqlite_timestamp, _float_or_none, int)
 #: rows as SQLAlchemy takes them (datetime, Decimal, bool): written through Core inserts
-_GENERIC_ROWS = _make_builders(_utc_datetime, _same, _same)
+_GENERIC_ROWS = _make_builders(*_GENERIC_FORM)
 #: rows as SQLAlchemy's SQLite dialect stores them (text, float, 0/1): written with executemany
-_SQLITE_ROWS = _make_builders(_sqlite_timestamp, _float_or_none, int)
+_SQLITE_ROWS = _make_builders(*_SQLITE_FORM)
+
+#: positions of the values the generic form's journal lines carry as text (see _journal_line)
+_REQUEST_TS = _REQUEST_COLUMNS.index("ts")
+_REQUEST_DECIMALS = tuple(_REQUEST_COLUMNS.index(c) for c in ("cost_usd", "cost_delta_usd"))
+_ATTEMPT_DECIMALS = (_ATTEMPT_COLUMNS.index("cost_usd"),)
+
+
+def _decimal_text(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not a ledger value")
+
+
+def _journal_line(entry: _Entry) -> bytes:
+    """One journal line: ``[request_row, [attempt_rows]]`` as JSON and a newline.
+
+    The SQLite form is JSON-native; the generic form's datetimes become ISO text and its
+    Decimals decimal text (exact), read back by ``LedgerExporter._replayed_entry``.
+    Raises for a value JSON cannot hold (text that is not valid UTF-8).
+    """
+    return jsonutil.dumps_line(entry, default=_decimal_text)
+
+
+# --------------------------------------------------------------------------- #
+# rows that cannot be stored as recorded
+# --------------------------------------------------------------------------- #
+
+
+def _scrub(value: Any) -> Any:
+    """``value`` with what no database or JSON can hold replaced: returns ``value`` itself when it is fine.
+
+    Text that is not valid UTF-8 (aiohttp hands a header's undecodable bytes over as lone
+    surrogates) gets U+FFFD where it cannot be decoded; NaN and infinities become None;
+    lists, tuples and dicts are scrubbed item by item.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode()
+            return value
+        except UnicodeEncodeError:
+            try:
+                return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            except UnicodeEncodeError:
+                return value.encode("utf-8", "replace").decode()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Decimal):
+        return value if value.is_finite() else None
+    if isinstance(value, list | tuple):
+        items = [_scrub(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else type(value)(items)
+    if isinstance(value, dict):
+        pairs = [(_scrub(k), _scrub(v)) for k, v in value.items()]
+        return value if all(a is k and b is v for (a, b), (k, v) in zip(pairs, value.items(), strict=True)) else dict(pairs)
+    return value
+
+
+def _scrubbed(d: Decision) -> tuple[Decision, list[str]]:
+    """A copy of ``d`` with its values scrubbed (:func:`_scrub`), and the names of the fields that changed."""
+    clean = copy.copy(d)
+    fields: list[str] = []
+    for f in dataclasses.fields(d):
+        value = getattr(d, f.name)
+        if f.name == "attempts":
+            attempts = []
+            for a in value:
+                copied = copy.copy(a)
+                for af in dataclasses.fields(a):
+                    av = getattr(a, af.name)
+                    if (scrubbed := _scrub(av)) is not av:
+                        setattr(copied, af.name, scrubbed)
+                        if f"attempts.{af.name}" not in fields:
+                            fields.append(f"attempts.{af.name}")
+                attempts.append(copied)
+            clean.attempts = attempts
+        elif (scrubbed := _scrub(value)) is not value:
+            setattr(clean, f.name, scrubbed)
+            fields.append(f.name)
+    return clean, fields
+
+
+def _attempt(get: Callable[[], Any], default: Any) -> Any:
+    """``get()``, or ``default`` when it raises (one value of an essential row, see ``_essential_row``)."""
+    try:
+        return get()
+    except Exception:
+        return default
+
+
+def _now() -> float:
+    return datetime.now(UTC).timestamp()
+
+
+def _finite_decimal(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    number = Decimal(value)
+    return number if number.is_finite() else None
+
+
+#: the largest magnitude a Numeric(18, 10) column holds
+_NUMERIC_LIMIT = Decimal("1e8")
+
+
+def _fits_numeric(value: float | Decimal) -> bool:
+    """A finite number a Numeric(18, 10) column holds."""
+    finite = value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)
+    return finite and abs(Decimal(value)) < _NUMERIC_LIMIT
+
+
+def _database_safe(entry: _Entry) -> _Entry | None:
+    """The entry with what a database may refuse replaced: text as ASCII, out-of-range decimals as NULL.
+
+    None when nothing would change (retrying would be refused again). The request
+    row's ``invalid_fields`` names the replaced columns.
+    """
+    request, attempts = entry
+    changed: list[str] = []
+
+    def safe(row: _Row, columns: tuple[str, ...], prefix: str) -> _Row:
+        out = list(row)
+        for i, value in enumerate(row):
+            if columns[i] in ("id", "request_id", "invalid_fields"):
+                continue
+            new = value
+            if isinstance(value, str) and not value.isascii():
+                new = value.encode("ascii", "backslashreplace").decode()
+            elif isinstance(value, float | Decimal) and not _fits_numeric(value):
+                new = None
+            if new is not value:
+                out[i] = new
+                if prefix + columns[i] not in changed:
+                    changed.append(prefix + columns[i])
+        return tuple(out)
+
+    new_request = safe(request, _REQUEST_COLUMNS, "")
+    new_attempts = [safe(a, _ATTEMPT_COLUMNS, "attempts.") for a in attempts]
+    if not changed:
+        return None
+    flags = [f for f in (request[-1] or "").split(",") if f]
+    flags += [c for c in changed if c not in flags]
+    return new_request[:-1] + (",".join(flags),), new_attempts
+
+
+def journal_directory(url: str, option: str | bool) -> str | None:
+    """Where the journal of the ledger at ``url`` lives (``option``: the ``journal`` setting); None: nowhere.
+
+    ``true`` (the default): next to a SQLite file, ``<file>.journal``; for other databases
+    ``interlock-ledger.journal`` in the working directory. An in-memory database has none.
+    """
+    if option is False:
+        return None
+    if isinstance(option, str):
+        return option
+    parsed = file_url(url)
+    if parsed is not None:
+        path, query = parsed
+        if path == ":memory:" or "mode=memory" in query or not path:
+            return None
+        return path + ".journal"
+    if url.startswith("sqlite"):
+        return None  # an in-memory SQLite URL: nothing outlives the process anyway
+    return "interlock-ledger.journal"
 
 
 def request_row(d: Decision) -> dict[str, Any]:
@@ -999,7 +1363,7 @@ def alert_row(alert: Alert) -> dict[str, Any]:
 # configuration
 # --------------------------------------------------------------------------- #
 
-_OPTIONS = ("enabled", "flush_interval", "batch_size", "max_buffer")
+_OPTIONS = ("enabled", "flush_interval", "batch_size", "max_buffer", "journal")
 
 
 def parse_options(table: Any) -> dict[str, Any]:
@@ -1022,7 +1386,12 @@ def parse_options(table: Any) -> dict[str, Any]:
         raise ValueError(
             f"exporters.ledger.flush_interval: must be a positive number of seconds, not {interval!r}"
         )
-    out: dict[str, Any] = {"enabled": enabled, "flush_interval": float(interval)}
+    journal = table.get("journal", True)
+    if not (isinstance(journal, bool) or (isinstance(journal, str) and journal.strip())):
+        raise ValueError(
+            f"exporters.ledger.journal: must be a directory path, true (the default place) or false, not {journal!r}"
+        )
+    out: dict[str, Any] = {"enabled": enabled, "flush_interval": float(interval), "journal": journal}
     for key, default in (("batch_size", DEFAULT_BATCH_SIZE), ("max_buffer", DEFAULT_MAX_BUFFER)):
         value = table.get(key, default)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -1051,7 +1420,7 @@ def register_exporters(register: Callable[[Exporter], None], settings: Mapping[s
             make_url(url).get_dialect()  # an unknown dialect is a config error; drivers load at start
         except Exception as exc:
             raise ValueError(f"database.url: cannot use {ledger.safe_url(url)!r}: {exc}") from None
-    options = {k: opts[k] for k in ("flush_interval", "batch_size", "max_buffer")}
+    options = {k: opts[k] for k in ("flush_interval", "batch_size", "max_buffer", "journal")}
     register(LedgerExporter(url, **options))
 
 
