@@ -27,8 +27,8 @@ nothing (the keys in memory, none or some, keep serving).
 Tags of a request, in this order, de-duplicated: the key's default tags, the
 ``x-interlock-tags`` header (comma separated), then OpenAI ``metadata`` entries as
 ``key:value``. At most ``MAX_TAGS`` tags of at most ``MAX_TAG_CHARS`` characters
-each: a header tag that is too long, or a header with too many tags, is rejected
-(400); a ``metadata`` tag is cut to ``MAX_TAG_CHARS`` (OpenAI allows longer
+each: a header tag that is too long or holds control characters or bytes that are
+not UTF-8, or a header with too many tags, is rejected (400); a ``metadata`` tag is cut to ``MAX_TAG_CHARS`` (OpenAI allows longer
 values), and tags beyond ``MAX_TAGS`` in total are dropped, metadata first.
 """
 
@@ -41,6 +41,7 @@ import os
 import re
 import secrets
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -219,6 +220,10 @@ def request_tags(defaults: Iterable[str], header: str, metadata: Any) -> list[st
         if len(tag) > MAX_TAG_CHARS:
             raise GatewayError(400, f"x-interlock-tags: a tag is at most {MAX_TAG_CHARS} characters",
                                code="invalid_tags")
+        if not _clean_text(tag):
+            # undecodable bytes arrive as lone surrogates (aiohttp decodes headers with surrogateescape)
+            raise GatewayError(400, "x-interlock-tags: tags must be UTF-8 text without control characters",
+                               code="invalid_tags")
     meta_tags: list[str] = []
     if isinstance(metadata, dict):
         for k, v in metadata.items():
@@ -230,6 +235,13 @@ def request_tags(defaults: Iterable[str], header: str, metadata: Any) -> list[st
         if tag not in out:
             out.append(tag)
     return out[:MAX_TAGS]
+
+
+def _clean_text(text: str) -> bool:
+    """No control characters and no lone surrogates (what undecodable header bytes become)."""
+    if text.isascii():
+        return text.isprintable()
+    return not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text)
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
