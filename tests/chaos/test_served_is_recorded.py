@@ -78,6 +78,8 @@ flush_interval = 3600
         if self._stop is not None:
             self.loop.call_soon_threadsafe(self._stop.set)
         self.thread.join(timeout=60)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 @pytest.fixture
