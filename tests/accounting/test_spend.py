@@ -134,8 +134,10 @@ _DIM_COLUMNS = {"model": "model", "provider": "provider", "team": "team", "route
                 "api_key": "api_key_id"}
 
 
-async def independent(url: str, by: list[str]) -> tuple[dict[tuple[Any, ...], dict[str, Any]], dict[str, Any]]:
-    """Groups and totals computed in Python from every raw row of ``requests`` (no SQL aggregate)."""
+async def independent(url: str, by: list[str], where: dict[str, str] | None = None
+                      ) -> tuple[dict[tuple[Any, ...], dict[str, Any]], dict[str, Any]]:
+    """Groups and totals computed in Python from every raw row of ``requests`` (no SQL aggregate);
+    with ``where``, from the rows whose dimensions have those values only."""
     engine = await ledger.open_engine(url)
     try:
         async with engine.connect() as conn:
@@ -158,6 +160,8 @@ async def independent(url: str, by: list[str]) -> tuple[dict[tuple[Any, ...], di
     groups: dict[tuple[Any, ...], dict[str, Any]] = defaultdict(blank)
     total = blank()
     for r in rows:
+        if any(r[_DIM_COLUMNS[dim]] != value for dim, value in (where or {}).items()):
+            continue
         add(total, r)
         keys: list[list[Any]] = [[]]
         for dim in by:
@@ -197,6 +201,36 @@ async def test_spend_matches_independent_sums(real_ledger: Ledger, by: list[str]
         assert_metrics_equal(row, groups[tuple(row[d] for d in by)])
     costs = [r["cost_usd"] for r in report.rows]
     assert costs == sorted(costs, reverse=True)
+
+
+@pytest.mark.parametrize(("by", "where"), [
+    (["model"], {"team": "search"}), (["tag", "user"], {"team": "billing"}), (["team"], {"api_key": "cfg_billing"}),
+    (["model"], {"team": "nobody"}), (["api_key"], {"team": "search", "model": "gpt-4o"}),
+])
+async def test_spend_where_counts_only_the_matching_requests(real_ledger: Ledger, by: list[str],
+                                                            where: dict[str, str]) -> None:
+    engine = spend.open_read_only(real_ledger.url)
+    try:
+        report = await spend.spend(engine, by, timedelta(hours=1), where=where)
+        everything = await spend.spend(engine, by, timedelta(hours=1))
+    finally:
+        await engine.dispose()
+    groups, total = await independent(real_ledger.url, by, where)
+    assert report.filter == where and report.to_json()["filter"] == where
+    assert_metrics_equal(report.total, total)
+    assert {tuple(r[d] for d in by) for r in report.rows} == set(groups)
+    for row in report.rows:
+        assert_metrics_equal(row, groups[tuple(row[d] for d in by)])
+    assert report.total["requests"] < everything.total["requests"] == 8  # the filter did leave requests out
+
+
+async def test_spend_cannot_filter_on_tags() -> None:
+    engine = spend.open_read_only("sqlite+aiosqlite:///unused.db")  # refused before any I/O
+    try:
+        with pytest.raises(ValueError, match="cannot filter on 'tag'"):
+            await spend.spend(engine, ["model"], timedelta(hours=1), where={"tag": "batch"})
+    finally:
+        await engine.dispose()
 
 
 async def test_spend_agrees_with_the_gateways_own_decisions(real_ledger: Ledger) -> None:
