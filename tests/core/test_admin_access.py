@@ -317,3 +317,16 @@ async def test_the_access_settings_follow_a_reload(fake: FakeOpenAI, tmp_path: P
         assert (await call(dep, PROVIDERS, token=READER))[0] == 200
         check(RO, *await call(dep, RELOAD, token=READER), RELOAD)
         assert (await call(dep, RELOAD, token=ADMIN))[0] == 200
+
+
+async def test_the_read_key_works_from_another_address_without_an_admin_key(fake: FakeOpenAI, tmp_path: Path) -> None:
+    toml = openai_config(fake.base_url, f'[server]\nread_key = "{READER}"\n' + TEAM + COMMON)
+    async with deployment(toml, tmp_path) as dep:
+        for endpoint in (PROVIDERS, PLUGINS, SPEND, METRICS, LIST_KEYS, BUDGETS):
+            check(200, *await call(dep, endpoint, token=READER, far=True), endpoint)
+        for endpoint in (RELOAD, CREATE_KEY, RESET_BUDGET):
+            check(RO, *await call(dep, endpoint, token=READER, far=True), endpoint)
+        status, body = await call(dep, PROVIDERS, far=True)
+        check(FAR, status, body, PROVIDERS)
+        assert "server.read_key" in json.loads(body)["error"]["message"]  # says what would do
+        check(200, *await call(dep, PROVIDERS), PROVIDERS)  # loopback is still the administrator
