@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -93,6 +93,7 @@ class SpendReport:
     until: datetime
     rows: list[dict[str, Any]] = field(default_factory=list)
     total: dict[str, Any] = field(default_factory=dict)
+    filter: dict[str, str] = field(default_factory=dict)  # dimension -> the one value counted (empty: every request)
 
     def to_json(self) -> dict[str, Any]:
         """The ``GET /spend`` body: ISO 8601 UTC times, money as exact decimal strings."""
@@ -104,6 +105,7 @@ class SpendReport:
             "since": _iso(self.since),
             "until": _iso(self.until),
             "by": self.by,
+            "filter": dict(self.filter),
             "rows": [encode(r) for r in self.rows],
             "total": encode(self.total),
         }
@@ -172,14 +174,17 @@ async def _has_table(engine: AsyncEngine, name: str) -> bool:
 
 
 async def spend(
-    engine: AsyncEngine, by: Sequence[str], since: timedelta, until: datetime | None = None
+    engine: AsyncEngine, by: Sequence[str], since: timedelta, until: datetime | None = None,
+    where: Mapping[str, str] | None = None,
 ) -> SpendReport:
     """Spend per ``by`` group over ``[until - since, until)`` (``until`` defaults to now).
 
     Rows are dicts of the group values (keyed by dimension name, None where the
     ledger has NULL) and :data:`METRICS`; costs are Decimals, sorted costliest
-    first. A ledger whose tables do not exist yet reads as empty; a SQLite file that
-    does not exist raises ``FileNotFoundError``.
+    first. ``where`` (``{"team": "search"}``, ``{"api_key": "key_..."}``; any
+    dimension but ``tag``) counts only the requests with those values, in the rows
+    and in the total alike. A ledger whose tables do not exist yet reads as empty; a
+    SQLite file that does not exist raises ``FileNotFoundError``.
     """
     from sqlalchemy import and_, func, select, true
     from sqlalchemy import exc as sa_exc
@@ -187,11 +192,17 @@ async def spend(
     from interlock.accounting.ledger import requests
 
     by = parse_by(list(by))
+    conditions = []
+    for name, value in (where or {}).items():
+        column = DIMENSIONS.get(name)
+        if column is None:
+            raise ValueError(f"cannot filter on {name!r}; choose from {', '.join(d for d, c in DIMENSIONS.items() if c)}")
+        conditions.append(requests.c[column] == value)
     _require_file(engine)
     until = (until or datetime.now(UTC)).astimezone(UTC)
     start = until - since
-    report = SpendReport(by=by, since=start, until=until)
-    window = and_(requests.c.ts >= start, requests.c.ts < until)
+    report = SpendReport(by=by, since=start, until=until, filter=dict(where or {}))
+    window = and_(requests.c.ts >= start, requests.c.ts < until, *conditions)
 
     groups = []
     source: Any = requests

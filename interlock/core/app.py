@@ -51,6 +51,8 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: the handlers of the routes telemetry exporters added (Prometheus' GET /metrics)
+_TELEMETRY_HANDLERS = web.AppKey("telemetry_handlers", frozenset)
 
 
 def create_app(gateway: Gateway) -> web.Application:
@@ -58,7 +60,10 @@ def create_app(gateway: Gateway) -> web.Application:
     app[GATEWAY] = gateway
     app[admin.LEDGER_READER] = spend.LedgerReader(gateway.cfg.database_url)  # opened on the first GET /spend
     app.cleanup_ctx.append(_lifecycle)
+    before = set(app.router.routes())
     gateway.telemetry.add_routes(app, gateway.exporters)  # e.g. Prometheus' GET /metrics
+    # what an exporter serves is information about the whole gateway: guarded (admin.require_metrics)
+    app[_TELEMETRY_HANDLERS] = frozenset(r.handler for r in app.router.routes() if r not in before)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)  # clients configured without /v1
     app.router.add_post("/v1/embeddings", embeddings)
@@ -184,6 +189,8 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
             key = request.app[GATEWAY].keys.authenticate(request.headers)
             if key is not None:
                 request[API_KEY] = key
+        elif request.match_info.handler in request.app[_TELEMETRY_HANDLERS]:
+            admin.require_metrics(request)
         resp = await handler(request)
     except GatewayError as err:
         resp = _error(request, err)
@@ -276,12 +283,15 @@ _AUTHENTICATED_HANDLERS: frozenset[Handler] = frozenset(
 
 
 async def health(request: web.Request) -> web.Response:
+    # the liveness probe: answers anyone, and says nothing but that this process is up
     # pid: which process answered (``serve --workers N`` runs several on one port)
     return json_response({"status": "ok", "pid": os.getpid()})
 
 
 async def health_providers(request: web.Request) -> web.Response:
-    """Each provider instance, and per target: counts, breaker state and requests in flight."""
+    """Each provider instance, and per target: counts, breaker state and requests in flight (an
+    information endpoint: base URLs and health are not for everyone, :func:`admin.require_reader`)."""
+    admin.require_reader(request)
     gateway = request.app[GATEWAY]
     router = gateway.router
     targets = gateway.health.snapshot()

@@ -22,7 +22,7 @@ from interlock.core.breaker import BreakerSettings
 from interlock.accounting.budgets import Budget, parse_budgets
 from interlock.accounting.pricing import Price, parse_prices
 from interlock.core.provider import ProviderSettings, Secret
-from interlock.accounting.keys import KeySpec, parse_keys
+from interlock.accounting.keys import KeySpec, hash_key, parse_keys
 from interlock.accounting.rate_limits import Limits, parse_model_limits, parse_teams
 from interlock.accounting.stored_responses import ResponsesSettings
 from interlock.core.rules import Rule, parse_rules
@@ -52,7 +52,7 @@ _TOP_KEYS = {
     "server", "database", "providers", "routes", "rules", "plugins", "logging", "exporters", "breaker", "prices", "keys",
     "telemetry", "budgets", "anomaly", "responses", "store", "teams", "rate_limits",
 }
-_SERVER_KEYS = {"host", "port", "max_body_bytes", "auto_providers", "admin_key"}
+_SERVER_KEYS = {"host", "port", "max_body_bytes", "auto_providers", "admin_key", "read_key", "public_metrics"}
 
 
 @dataclass(slots=True)
@@ -74,6 +74,8 @@ class Config:
     exporters: dict[str, Any] = field(default_factory=dict)  # [exporters.*] tables, for exporter plugins
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     admin_key: Secret | None = None  # guards admin endpoints; without it they answer loopback clients only
+    read_key: Secret | None = None  # reads the information endpoints (core.admin), changes nothing
+    public_metrics: bool = False  # GET /metrics answers anyone (for scrapers without a credential)
     prices: dict[str, Price] = field(default_factory=dict)  # [prices]: "model" or "instance/model" -> price
     budgets: list[Budget] = field(default_factory=list)  # [[budgets]] (core.budgets)
     anomaly: AnomalySettings = field(default_factory=AnomalySettings)  # [anomaly] (core.anomaly)
@@ -130,6 +132,11 @@ def parse(data: Mapping[str, Any], *, source: str | None = None, environ: Mappin
     cfg.auto_providers = _typed(server, "auto_providers", bool, "server", problems, False)
     admin_key = _typed(server, "admin_key", str, "server", problems, None)
     cfg.admin_key = Secret(admin_key) if admin_key else None
+    read_key = _typed(server, "read_key", str, "server", problems, None)
+    cfg.read_key = Secret(read_key) if read_key else None
+    if read_key and read_key == admin_key:
+        problems.append(("server.read_key", "must differ from server.admin_key"))
+    cfg.public_metrics = _typed(server, "public_metrics", bool, "server", problems, False)
     cfg.breaker = BreakerSettings.parse(_table(data, "breaker", problems), problems)
 
     database = _table(data, "database", problems)
@@ -153,6 +160,10 @@ def parse(data: Mapping[str, Any], *, source: str | None = None, environ: Mappin
     cfg.budgets = parse_budgets(data.get("budgets"), problems)
     cfg.anomaly = AnomalySettings.parse(data.get("anomaly"), problems)
     cfg.keys = parse_keys(data.get("keys"), problems)
+    gateway_keys = {spec.key_hash for spec in cfg.keys}
+    for name, secret in (("admin_key", cfg.admin_key), ("read_key", cfg.read_key)):
+        if secret is not None and hash_key(secret.get()) in gateway_keys:  # a gateway key is never an admin credential
+            problems.append((f"server.{name}", "must differ from every [[keys]] key"))
     cfg.responses = ResponsesSettings.parse(data.get("responses"), problems)
     cfg.store = StoreSettings.parse(data.get("store"), problems)
     cfg.teams = parse_teams(data.get("teams"), problems)  # accounting.rate_limits

@@ -194,7 +194,7 @@ class Gateway:
 
     def secrets(self) -> list[str]:
         """Every credential value, so logs can be scrubbed of them."""
-        admin = [self.cfg.admin_key.get()] if self.cfg.admin_key else []
+        admin = [k.get() for k in (self.cfg.admin_key, self.cfg.read_key) if k is not None]
         return [p.settings.api_key.get() for p in self.providers.values() if p.settings.api_key] + [
             k.secret.get() for k in self.cfg.keys if k.secret
         ] + admin

@@ -257,7 +257,7 @@ async def test_config_keys_are_listed_but_cannot_be_revoked(fake: FakeOpenAI, ma
 
 def test_admin_endpoints_answer_loopback_only_without_an_admin_key() -> None:
     gateway = mock.Mock()
-    gateway.cfg.admin_key = None
+    gateway.cfg.admin_key = gateway.cfg.read_key = None
     app: Any = {GATEWAY: gateway}
 
     def request(peer: str) -> Any:

@@ -103,8 +103,8 @@ async def sqlite_ledger(fake: FakeOpenAI, tmp_path: Path) -> AsyncIterator[Ledge
 
 
 @contextlib.asynccontextmanager
-async def filled_ledger(fake: FakeOpenAI, url: str) -> AsyncIterator[Ledger]:
-    async with running_gateway(config(fake, url, KEYS)) as gw:
+async def filled_ledger(fake: FakeOpenAI, url: str, extra: str = "") -> AsyncIterator[Ledger]:
+    async with running_gateway(config(fake, url, KEYS + extra)) as gw:
         search = gw.client.with_options(api_key=SEARCH_KEY)
         billing = gw.client.with_options(api_key=BILLING_KEY)
         for _ in range(3):
@@ -134,8 +134,10 @@ _DIM_COLUMNS = {"model": "model", "provider": "provider", "team": "team", "route
                 "api_key": "api_key_id"}
 
 
-async def independent(url: str, by: list[str]) -> tuple[dict[tuple[Any, ...], dict[str, Any]], dict[str, Any]]:
-    """Groups and totals computed in Python from every raw row of ``requests`` (no SQL aggregate)."""
+async def independent(url: str, by: list[str], where: dict[str, str] | None = None
+                      ) -> tuple[dict[tuple[Any, ...], dict[str, Any]], dict[str, Any]]:
+    """Groups and totals computed in Python from every raw row of ``requests`` (no SQL aggregate);
+    with ``where``, from the rows whose dimensions have those values only."""
     engine = await ledger.open_engine(url)
     try:
         async with engine.connect() as conn:
@@ -158,6 +160,8 @@ async def independent(url: str, by: list[str]) -> tuple[dict[tuple[Any, ...], di
     groups: dict[tuple[Any, ...], dict[str, Any]] = defaultdict(blank)
     total = blank()
     for r in rows:
+        if any(r[_DIM_COLUMNS[dim]] != value for dim, value in (where or {}).items()):
+            continue
         add(total, r)
         keys: list[list[Any]] = [[]]
         for dim in by:
@@ -197,6 +201,36 @@ async def test_spend_matches_independent_sums(real_ledger: Ledger, by: list[str]
         assert_metrics_equal(row, groups[tuple(row[d] for d in by)])
     costs = [r["cost_usd"] for r in report.rows]
     assert costs == sorted(costs, reverse=True)
+
+
+@pytest.mark.parametrize(("by", "where"), [
+    (["model"], {"team": "search"}), (["tag", "user"], {"team": "billing"}), (["team"], {"api_key": "cfg_billing"}),
+    (["model"], {"team": "nobody"}), (["api_key"], {"team": "search", "model": "gpt-4o"}),
+])
+async def test_spend_where_counts_only_the_matching_requests(real_ledger: Ledger, by: list[str],
+                                                            where: dict[str, str]) -> None:
+    engine = spend.open_read_only(real_ledger.url)
+    try:
+        report = await spend.spend(engine, by, timedelta(hours=1), where=where)
+        everything = await spend.spend(engine, by, timedelta(hours=1))
+    finally:
+        await engine.dispose()
+    groups, total = await independent(real_ledger.url, by, where)
+    assert report.filter == where and report.to_json()["filter"] == where
+    assert_metrics_equal(report.total, total)
+    assert {tuple(r[d] for d in by) for r in report.rows} == set(groups)
+    for row in report.rows:
+        assert_metrics_equal(row, groups[tuple(row[d] for d in by)])
+    assert report.total["requests"] < everything.total["requests"] == 8  # the filter did leave requests out
+
+
+async def test_spend_cannot_filter_on_tags() -> None:
+    engine = spend.open_read_only("sqlite+aiosqlite:///unused.db")  # refused before any I/O
+    try:
+        with pytest.raises(ValueError, match="cannot filter on 'tag'"):
+            await spend.spend(engine, ["model"], timedelta(hours=1), where={"tag": "batch"})
+    finally:
+        await engine.dispose()
 
 
 async def test_spend_agrees_with_the_gateways_own_decisions(real_ledger: Ledger) -> None:
@@ -386,6 +420,85 @@ async def test_get_spend_needs_the_admin_key_when_one_is_set(fake: FakeOpenAI, t
                 assert resp.status == 200
                 body = await resp.json()
     assert body["total"]["requests"] == 1 and Decimal(body["total"]["cost_usd"]) > 0
+
+
+ADMIN = "adm-spend-0123456789"
+READER = "read-spend-0123456789"
+LONER_KEY = "ik_loner-0123456789abcdef"
+SCOPED = f"""
+[server]
+admin_key = "{ADMIN}"
+read_key = "{READER}"
+[[keys]]
+key = "{LONER_KEY}"
+name = "loner"
+"""
+
+
+async def get_spend(gw: RunningGateway, token: str, **query: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{gw.root}/spend", params=query, headers={"Authorization": f"Bearer {token}"}) as resp:
+            return resp.status, await resp.json()
+
+
+async def test_a_gateway_key_reads_its_own_teams_spend_and_the_admin_reads_all(fake: FakeOpenAI, database_url: str
+                                                                               ) -> None:
+    async with filled_ledger(fake, database_url, SCOPED) as filled:
+        gw = filled.gw
+        for _ in range(2):  # a key without a team
+            await gw.client.with_options(api_key=LONER_KEY).chat.completions.create(model="gpt-4o-mini", messages=HI)
+        await flush(gw)
+        groups, total = await independent(filled.url, ["team"])
+        assert {team: g["requests"] for team, g in groups.items()} == {("search",): 5, ("billing",): 3, (None,): 2}
+
+        # the administrator and the read key: every team, and every key without one
+        for token in (ADMIN, READER):
+            status, body = await get_spend(gw, token, by="team", since="1h")
+            assert status == 200 and body["filter"] == {}
+            assert {r["team"]: r["requests"] for r in body["rows"]} == {"search": 5, "billing": 3, None: 2}
+            assert body["total"]["requests"] == total["requests"] == 10
+        status, body = await get_spend(gw, ADMIN, by="api_key", team="billing")  # narrowed on request
+        assert status == 200 and body["filter"] == {"team": "billing"}
+        assert [(r["api_key"], r["requests"]) for r in body["rows"]] == [("cfg_billing", 3)]
+
+        # a team key: its team's rows only, whatever it groups by; its total is its team's
+        want = groups[("search",)]
+        for by in ("team", "model,team", "api_key", "tag,user"):
+            status, body = await get_spend(gw, SEARCH_KEY, by=by, since="1h")
+            assert status == 200, body
+            assert body["filter"] == {"team": "search"}
+            assert body["total"]["requests"] == want["requests"] == 5
+            assert abs(Decimal(body["total"]["cost_usd"]) - want["cost_usd"]) < EPS
+            if "team" in by:
+                assert {r["team"] for r in body["rows"]} == {"search"}
+            if by == "api_key":
+                assert [r["api_key"] for r in body["rows"]] == ["cfg_search"]
+        status, body = await get_spend(gw, SEARCH_KEY, by="team", team="search")  # naming its own team is fine
+        assert status == 200 and [r["team"] for r in body["rows"]] == ["search"]
+        status, body = await get_spend(gw, SEARCH_KEY, team="billing")  # another team: refused, not narrowed
+        assert status == 403
+        assert body["error"]["code"] == "other_team" and body["error"]["param"] == "team"
+        assert SEARCH_KEY not in json.dumps(body)
+
+        # a key without a team: its own requests only
+        status, body = await get_spend(gw, LONER_KEY, by="api_key,team")
+        assert status == 200 and body["filter"] == {"api_key": "cfg_loner"}
+        assert [(r["api_key"], r["team"], r["requests"]) for r in body["rows"]] == [("cfg_loner", None, 2)]
+        assert body["total"]["requests"] == 2
+        status, body = await get_spend(gw, LONER_KEY, team="search")
+        assert status == 403 and body["error"]["code"] == "other_team"
+
+        # a wrong or revoked key is not a team key: the admin key is asked for
+        status, body = await get_spend(gw, "ik_nobody-0123456789abcdef")
+        assert status == 401 and body["error"]["code"] == "invalid_admin_key"
+
+
+async def test_get_spend_refuses_an_empty_team(real_ledger: Ledger) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{real_ledger.gw.root}/spend", params={"team": " "}) as resp:
+            assert resp.status == 400
+            err = (await resp.json())["error"]
+    assert err["param"] == "team" and err["code"] == "invalid_value"
 
 
 # --------------------------------------------------------------------------- #

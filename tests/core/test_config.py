@@ -259,6 +259,13 @@ def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path: Path) -> 
         ("[server]\nport = true\n", "server.port", "must be int, not bool"),
         ("[server]\nmax_body_bytes = 0\n", "server.max_body_bytes", "positive"),
         ('[server]\nauto_providers = "yes"\n', "server.auto_providers", "must be bool"),
+        ('[server]\npublic_metrics = "yes"\n', "server.public_metrics", "must be bool"),
+        ('[server]\nadmin_key = "same-key-0123456789"\nread_key = "same-key-0123456789"\n', "server.read_key",
+         "must differ from server.admin_key"),
+        ('[server]\nadmin_key = "team-key-0123456789"\n[[keys]]\nkey = "team-key-0123456789"\n', "server.admin_key",
+         "must differ from every [[keys]] key"),
+        ('[server]\nread_key = "team-key-0123456789"\n[[keys]]\nkey = "team-key-0123456789"\n', "server.read_key",
+         "must differ from every [[keys]] key"),
         ("server = 3\n", "server", "must be a table, not int"),
         ('[database]\nurl = "interlock.db"\n', "database.url", "not a SQLAlchemy URL"),
         ('[database]\nhost = "x"\n', "database.host", "unknown key"),
@@ -289,6 +296,18 @@ def test_single_problem_key_paths(tmp_path: Path, toml: str, path: str, fragment
     problems = problems_of(tmp_path, toml)
     assert path in problems, problems
     assert fragment in problems[path]
+
+
+def test_server_credentials_and_public_metrics(tmp_path: Path) -> None:
+    cfg = load(tmp_path, '[server]\nadmin_key = "adm-0123456789abcdef"\nread_key = "${READ_KEY}"\npublic_metrics = true\n',
+               {"READ_KEY": "read-0123456789abcdef"})
+    assert cfg.admin_key is not None and cfg.admin_key.get() == "adm-0123456789abcdef"
+    assert cfg.read_key is not None and cfg.read_key.get() == "read-0123456789abcdef"
+    assert cfg.public_metrics is True
+    assert "read-0123456789abcdef" not in repr(cfg)  # a Secret, like the admin key
+    assert sorted(gateway(cfg).secrets()) == ["adm-0123456789abcdef", "read-0123456789abcdef"]  # scrubbed from logs
+    defaults = load(tmp_path, "")
+    assert (defaults.admin_key, defaults.read_key, defaults.public_metrics) == (None, None, False)
 
 
 def test_bad_toml_is_reported(tmp_path: Path) -> None:
