@@ -78,8 +78,12 @@ CHANNEL = "keys"
 
 
 def hash_key(key: str) -> str:
-    """The SHA-256 hex digest under which a key is stored and looked up."""
-    return hashlib.sha256(key.encode()).hexdigest()
+    """The SHA-256 hex digest under which a key is stored and looked up.
+
+    A key read from a header that was not UTF-8 holds aiohttp's surrogate escapes: it is hashed
+    as the bytes the client sent (it matches no key, and is refused with 401, not a 500).
+    """
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def new_key() -> str:
@@ -219,6 +223,8 @@ def request_tags(defaults: Iterable[str], header: str, metadata: Any) -> list[st
         if len(tag) > MAX_TAG_CHARS:
             raise GatewayError(400, f"x-interlock-tags: a tag is at most {MAX_TAG_CHARS} characters",
                                code="invalid_tags")
+        if not _utf8(tag):  # aiohttp keeps bytes that are not UTF-8 as surrogate escapes: no sink can encode them
+            raise GatewayError(400, "x-interlock-tags must be UTF-8 text", code="invalid_tags")
     meta_tags: list[str] = []
     if isinstance(metadata, dict):
         for k, v in metadata.items():
@@ -230,6 +236,14 @@ def request_tags(defaults: Iterable[str], header: str, metadata: Any) -> list[st
         if tag not in out:
             out.append(tag)
     return out[:MAX_TAGS]
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
