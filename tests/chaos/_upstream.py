@@ -10,8 +10,8 @@ upstream serves every cell of the fault matrix and each cell's model is its own 
 Kind ``ok`` answers correctly: ``tests/chaos/test_fault_matrix.py`` checks that answer with the
 official ``openai`` SDK, so every fault is a deviation from a valid baseline.
 
-The 401 and 500 faults echo the ``Authorization`` header they received in their error
-message, as careless upstreams do: the secret-leak tests rely on that.
+The 401, 500 and error-event faults echo the ``Authorization`` header they received in
+their error message, as careless upstreams do: the secret-leak tests rely on that.
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ KINDS: tuple[Kind, ...] = (
          after_commit=True),
     Kind("malformed_sse", "200 JSON that is not an object", "two content chunks, then 'data: {not json'",
          after_commit=True),
-    Kind("error_event", "200 with an OpenAI error object as the body", "two content chunks, then an error event",
-         after_commit=True),
+    Kind("error_event", "200 with an OpenAI error object as the body (echoing the Authorization header)",
+         "two content chunks, then an error event (echoing it too)", after_commit=True),
     Kind("hang_mid_stream", "200 headers, then silence", "two content chunks, then silence", after_commit=True),
     Kind("garbage", "200 application/json, random binary bytes", "two content chunks, then random binary bytes",
          after_commit=True),
@@ -297,7 +297,8 @@ class ChaosUpstream:
             case "malformed_sse", False:
                 await self._send(writer, 200, b'["chaos", "reply"]')
             case "error_event", False:
-                await self._send(writer, 200, _error("The server had an error.", "server_error", "internal_error"))
+                await self._send(writer, 200, _error(f"Server error; request had Authorization: {auth}", "server_error",
+                                                     "internal_error"))
             case "hang_mid_stream", False:
                 writer.write(self._head(200, "application/json", len(complete)))
                 await writer.drain()
@@ -315,7 +316,8 @@ class ChaosUpstream:
                 else:
                     tail = {
                         "malformed_sse": b"data: {not json\n\n",
-                        "error_event": _sse(json.loads(_error("The server had an error.", "server_error", "internal_error"))),
+                        "error_event": _sse(json.loads(_error(f"Server error; request had Authorization: {auth}",
+                                                              "server_error", "internal_error"))),
                         "garbage": self._garbage(),
                     }[kind]
                     await self._chunk(writer, tail)
