@@ -79,8 +79,12 @@ CHANNEL = "keys"
 
 
 def hash_key(key: str) -> str:
-    """The SHA-256 hex digest under which a key is stored and looked up."""
-    return hashlib.sha256(key.encode()).hexdigest()
+    """The SHA-256 hex digest under which a key is stored and looked up.
+
+    A key read from a header that was not UTF-8 holds aiohttp's surrogate escapes: it is hashed
+    as the bytes the client sent (it matches no key, and is refused with 401, not a 500).
+    """
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def new_key() -> str:

@@ -144,6 +144,14 @@ class OpenAICompatible(HTTPProvider):
                 f"{self.name} returned an error: {message}", kind="http", status=_int(body["error"], "code") or 502,
                 body=body, code=code, error_type=etype,
             )
+        choices = body.get("choices")
+        if not isinstance(choices, list) or not choices or not all(
+            isinstance(c, dict) and isinstance(c.get("message"), dict) for c in choices
+        ):
+            # a 200 without an answer must not reach the client as one: classified like an unreadable body
+            raise UpstreamError(
+                f"{self.name}: response has no choices with a message", kind="stream", status=resp.status
+            )
         self.fix_response(body)
         return ChatResult(body, self.extract_usage(body))
 

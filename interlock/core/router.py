@@ -642,7 +642,9 @@ def stream_op(ctx: RequestContext) -> Op:
                 try:
                     chunk = await it.__anext__()
                 except StopAsyncIteration:
-                    return StreamStart(buffered, None, attempt, target)
+                    # ended ([DONE]) before any content, finish reason or usage: an empty answer is a
+                    # broken stream, and nothing is committed yet, so the next target can still answer
+                    raise UpstreamError(f"{provider.name}: the stream ended before any content", kind="stream") from None
                 buffered.append(chunk)
                 note_chunk(attempt, chunk)
                 if chunk.content or chunk.finish_reason or chunk.usage_only:

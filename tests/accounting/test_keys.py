@@ -13,6 +13,7 @@ from typing import Any
 from unittest import mock
 
 import aiohttp
+import httpx2
 import openai
 import pytest
 from aiohttp.test_utils import make_mocked_request
@@ -176,6 +177,32 @@ async def test_an_oversized_tag_header_is_a_400(fake: FakeOpenAI, make_gateway: 
             model="smart", messages=MESSAGES, extra_headers={"x-interlock-tags": "t" * 100}
         )
     assert exc.value.code == "invalid_tags"
+
+
+async def test_header_bytes_that_are_not_utf8_are_refused_not_a_500_nor_a_lost_ledger_row(
+    fake: FakeOpenAI, make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp keeps such bytes as surrogate escapes, which nothing downstream can encode.
+
+    Found by tests/chaos/test_fuzz.py: a key header of them was a 500 (hashing the key failed);
+    a tag of them was answered but its ledger row was dropped (the tags' JSON failed), so a
+    client could keep its requests out of the spend ledger.
+    """
+    gw = await make_gateway(openai_config(fake.base_url, KEYS), environ={"TEAM_SEARCH_KEY": SEARCH_KEY})
+    url = f"{gw.base_url}/chat/completions"
+    body = {"model": "smart", "messages": MESSAGES}
+    async with httpx2.AsyncClient() as http:  # (aiohttp's client would re-encode the bytes as UTF-8)
+        for name, value in [("Authorization", b"Bearer sk-\xff\xfe-not-utf8"), ("x-api-key", b"\xc3\x28\xa0")]:
+            resp = await http.post(url, json=body, headers={name: value})
+            assert resp.status_code == 401, (name, resp.text)
+        key = f"Bearer {SEARCH_KEY}".encode()
+        resp = await http.post(url, json=body, headers={"Authorization": key, "x-interlock-tags": b"ok, caf\xe9"})
+        assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_tags"
+        utf8 = {"Authorization": key, "x-interlock-tags": "ok, café".encode(), "x-request-id": b"req-cafe"}
+        assert (await http.post(url, json=body, headers=utf8)).status_code == 200
+    [row] = await ledger_rows(gw)  # the refused requests never reached routing
+    assert (row["id"], row["tags"]) == ("req-cafe", '["prod","search-api","ok","café"]')
+    assert "cannot convert decision" not in caplog.text
 
 
 # --------------------------------------------------------------------------- #

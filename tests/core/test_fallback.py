@@ -43,8 +43,11 @@ def dead_url() -> str:
         (Fault(status=401, model="gpt-4o"), "auth"),
         (Fault(status=403, model="gpt-4o"), "auth"),
         (Fault(status=200, body="<html>not json</html>", model="gpt-4o"), "stream_error"),
+        # a 200 without an answer is no answer: not passed on as one
+        (Fault(status=200, body={"object": "chat.completion", "choices": []}, model="gpt-4o"), "stream_error"),
+        (Fault(status=200, body={"object": "chat.completion"}, model="gpt-4o"), "stream_error"),
     ],
-    ids=["429", "500", "502", "503", "504", "401", "403", "html-200"],
+    ids=["429", "500", "502", "503", "504", "401", "403", "html-200", "200-empty-choices", "200-no-choices"],
 )
 async def test_chain_falls_back_to_the_next_target(
     fake: FakeOpenAI, make_gateway: GatewayFactory, fault: Fault, failure_class: str

@@ -525,6 +525,18 @@ async def test_missing_max_tokens_and_malformed_json(gw: RunningGateway, sdk: an
     assert resp.json()["type"] == "error" and resp.json()["error"]["type"] == "invalid_request_error"
 
 
+@pytest.mark.parametrize("source", ["https://example.com/y.png", ["url"], True])
+async def test_an_image_or_document_source_that_is_not_an_object_is_a_4xx(gw: RunningGateway, source: Any) -> None:
+    """It was a 500 (the translation called .get on it), found by tests/chaos/test_fuzz.py."""
+    for kind in ("image", "document"):
+        body = {"model": "gpt-4o", "max_tokens": 8,
+                "messages": [{"role": "user", "content": [{"type": kind, "source": source}]}]}
+        async with httpx.AsyncClient() as http:
+            resp = await http.post(f"{gw.root}/v1/messages", json=body)
+        assert 400 <= resp.status_code < 500, (kind, resp.text)
+        assert resp.json()["type"] == "error"
+
+
 async def test_unknown_model_is_not_found(sdk: anthropic.AsyncAnthropic) -> None:
     with pytest.raises(anthropic.NotFoundError) as exc:
         await sdk.messages.create(model="no-such-model", max_tokens=10, messages=HELLO)

@@ -88,12 +88,26 @@ def test_what_a_translated_target_loses_is_listed() -> None:
         ({"model": "m", "input": "hi", "background": True}, "background"),
         ({"model": "m", "input": "hi", "conversation": "conv_1"}, "conversation"),
         ({"model": "m", "input": "hi", "text": {"format": {"type": "json_schema"}}}, "text.format"),
+        # values of the wrong JSON type were a 500 (a list is not hashable), found by tests/chaos/test_fuzz.py
+        ({"model": "m", "input": [{"role": [], "content": ""}]}, "input[0].role"),
+        ({"model": "m", "input": [{"role": {"a": 1}, "content": ""}]}, "input[0].role"),
+        ({"model": "m", "input": "hi", "tools": [{"type": "function", "name": "a"}],
+          "tool_choice": {"type": "allowed_tools", "tools": 5}}, "tool_choice"),
     ],
 )
 def test_bad_requests_name_the_parameter(body: dict[str, Any], param: str) -> None:
     with pytest.raises(GatewayError) as info:
         chat(body)
     assert info.value.status == 400 and info.value.param == param
+
+
+def test_allowed_tools_of_the_wrong_types_are_ignored_not_a_crash() -> None:
+    tools = [{"type": "function", "name": "a"}, {"type": "function", "name": "b"}]
+    out = chat({"model": "m", "input": "hi", "tools": tools, "tool_choice": {
+        "type": "allowed_tools", "mode": ["required"], "tools": [{"type": "function", "name": ["a"]},
+                                                                {"type": "function", "name": "b"}]}})
+    assert [t["function"]["name"] for t in out.body["tools"]] == ["b"]
+    assert "tool_choice" not in out.body  # a mode that is not one of the names: the default
 
 
 def test_native_targets_get_every_item_but_the_gateways_own_reasoning() -> None:

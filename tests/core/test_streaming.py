@@ -11,6 +11,7 @@ from typing import Any
 
 import openai
 import pytest
+from aiohttp import web
 
 from interlock.testing import FakeOpenAI, Fault
 from tests.conftest import SECRET, GatewayFactory, RunningGateway, openai_config
@@ -211,6 +212,56 @@ async def test_failure_before_content_falls_back_invisibly(
     # exactly one role chunk reached the client: the failed attempt's opening chunk was discarded
     roles = [c for c in chunks if c.choices and c.choices[0].delta.role == "assistant"]
     assert len(roles) == 1
+
+
+async def _role_then_done(request: web.Request) -> web.StreamResponse:
+    """An upstream stream that says nothing: the opening role chunk, then ``[DONE]``."""
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    role = {"id": "chatcmpl-empty", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+    await resp.write(b"data: " + json.dumps(role).encode() + b"\n\n")
+    await resp.write(b"data: [DONE]\n\n")
+    return resp
+
+
+async def test_a_stream_that_ends_before_any_content_falls_back(
+    fake: FakeOpenAI, make_gateway: GatewayFactory
+) -> None:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", _role_then_done)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        empty = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+        toml = openai_config(fake.base_url) + f"""
+[providers.empty]
+type = "openai"
+base_url = "{empty}"
+api_key = "{SECRET}"
+
+[routes.hollow]
+chain = "empty/gpt-4o > backup/gpt-4o-mini"
+
+[routes.hollow-alone]
+chain = "empty/gpt-4o"
+"""
+        gw = await make_gateway(toml)
+        # an empty answer is not passed on as one ([DONE] with no content, no finish reason)
+        headers, chunks = await stream_chat(gw, model="hollow")
+        assert text_of(chunks) == LONG_REPLY
+        assert headers["x-interlock-provider"] == "backup" and headers["x-interlock-attempts"] == "2"
+        assert gw.log.last.attempts[0].outcome == "stream_error"
+        # and with nothing to fall back on, the client gets an error, not an empty 200
+        resp = await raw_request(
+            "POST", f"{gw.base_url}/chat/completions",
+            json_body={"model": "hollow-alone", "messages": LONG, "stream": True},
+        )
+        assert resp.status == 502
+        assert_openai_error(resp.json(), code="stream_error")
+    finally:
+        await runner.cleanup()
 
 
 async def test_stall_before_first_token_times_out_and_falls_back(

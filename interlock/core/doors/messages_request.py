@@ -173,8 +173,14 @@ def _text_part(block: dict[str, Any]) -> dict[str, Any]:
     return part
 
 
+def _source(block: dict[str, Any]) -> dict[str, Any]:
+    """A block's ``source`` object; anything else (a string, a list) reads as no source."""
+    source = block.get("source")
+    return source if isinstance(source, dict) else {}
+
+
 def _image_part(block: dict[str, Any]) -> dict[str, Any] | None:
-    source = block.get("source") or {}
+    source = _source(block)
     if source.get("type") == "base64":
         url = f"data:{source.get('media_type')};base64,{source.get('data')}"
     elif source.get("type") == "url":
@@ -188,7 +194,7 @@ def _image_part(block: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _document_part(block: dict[str, Any]) -> dict[str, Any] | None:
-    source = block.get("source") or {}
+    source = _source(block)
     part: dict[str, Any]
     if source.get("type") == "base64" and source.get("media_type") == "application/pdf":
         file: dict[str, Any] = {"file_data": f"data:application/pdf;base64,{source.get('data')}"}
@@ -219,7 +225,7 @@ def _parts(blocks: list[dict[str, Any]], tr: Translation, where: str) -> list[di
         else:
             part = None
         if part is None:
-            source = (block.get("source") or {}).get("type")
+            source = _source(block).get("type")
             tr.refuse(f"{where}.{kind}" + (f" ({source} source)" if source else ""))
         else:
             parts.append(part)

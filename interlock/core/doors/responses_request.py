@@ -82,7 +82,8 @@ def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
             raise bad_request(f"'input[{i}]' must be an object", param=f"input[{i}]")
         kind = item.get("type", "message" if "role" in item else None)
         if kind == "message":
-            if item.get("role") not in _ROLES:
+            role = item.get("role")
+            if not isinstance(role, str) or role not in _ROLES:  # (a list is not hashable: no set lookup)
                 raise bad_request(f"'input[{i}].role' must be one of {sorted(_ROLES)}", param=f"input[{i}].role")
             if not isinstance(item.get("content"), (str, list)):
                 raise bad_request(f"'input[{i}].content' must be a string or an array", param=f"input[{i}].content")
@@ -270,12 +271,17 @@ def _tool_choice(body: dict[str, Any], out: Translation, names: list[str]) -> No
             raise bad_request(f"'tool_choice' names no function tool of this request: {choice.get('name')!r}", param="tool_choice")
         out.body["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
     elif choice.get("type") == "allowed_tools":
-        allowed = {t.get("name") for t in choice.get("tools") or () if isinstance(t, dict) and t.get("type") == "function"}
+        tools = choice.get("tools") or []
+        if not isinstance(tools, list):
+            raise bad_request("'tool_choice.tools' must be an array", param="tool_choice")
+        allowed = {
+            t["name"] for t in tools if isinstance(t, dict) and t.get("type") == "function" and isinstance(t.get("name"), str)
+        }
         out.body["tools"] = [t for t in out.body.get("tools", ()) if t["function"]["name"] in allowed]
         if not out.body["tools"]:
             out.body.pop("tools")
             out.body.pop("parallel_tool_calls", None)
-        elif choice.get("mode") in _TOOL_CHOICES:
+        elif isinstance(choice.get("mode"), str) and choice["mode"] in _TOOL_CHOICES:
             out.body["tool_choice"] = choice["mode"]
     else:
         out.refusal = out.refusal or ("unsupported_tool", f"tool_choice of type {choice.get('type')!r} needs an OpenAI-native target")
