@@ -77,7 +77,7 @@ def identify(request: web.Request, *, readable: bool) -> Caller:
     gateway key ignores what a client sends (SDKs always send some key).
     """
     cfg = request.app[GATEWAY].cfg
-    authorization = request.headers.get("Authorization", "").encode()
+    authorization = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")  # bytes that are not UTF-8 stay bytes
     if _sent(authorization, cfg.admin_key):
         return ADMIN
     if _sent(authorization, cfg.read_key):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httpx2  # sends header bytes as they are (aiohttp's client would re-encode them)
 import pytest
 from aiohttp import web
 
@@ -330,3 +331,15 @@ async def test_the_read_key_works_from_another_address_without_an_admin_key(fake
         check(FAR, status, body, PROVIDERS)
         assert "server.read_key" in json.loads(body)["error"]["message"]  # says what would do
         check(200, *await call(dep, PROVIDERS), PROVIDERS)  # loopback is still the administrator
+
+
+async def test_an_authorization_header_that_is_not_utf8_is_a_401_not_a_500(fake: FakeOpenAI, tmp_path: Path) -> None:
+    """aiohttp keeps undecodable header bytes as surrogate escapes; comparing them must not raise (found by the fuzz)."""
+
+
+    async with deployment(openai_config(fake.base_url, ADMIN_AND_READ + TEAM + COMMON), tmp_path) as dep:
+        async with httpx2.AsyncClient() as http:
+            for path in ("/-/keys", "/health/providers", "/spend"):
+                resp = await http.get(dep.root + path, headers={"Authorization": b"Bearer adm-\xff\xfe"})
+                assert resp.status_code == 401, (path, resp.text)
+                assert_openai_error(resp.json(), code="invalid_admin_key")
