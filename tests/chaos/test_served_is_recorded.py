@@ -3,21 +3,19 @@
 Property-based (hypothesis): raw HTTP requests whose ``x-interlock-tags`` bytes, extra
 headers and body fields (``user``, ``metadata``, message text, ``model``) are drawn at
 random, including bytes that are not UTF-8, control characters and very long values. The
-gateway runs on its own event loop in a thread, so the property is checked with plain
-sockets; every request that got a 200 must have its row in the SQLite ledger afterwards,
+gateway runs on its own event loop in a thread (tests/chaos/_threaded.py), so the property is
+checked with plain sockets; every request that got a 200 must have its row in the SQLite ledger afterwards,
 and every request the fake upstream saw (billed) must be in the ledger too.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import http.client
 import json
 import sqlite3
-import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,26 +26,28 @@ from hypothesis import strategies as st
 from interlock.plugins.exporters.ledger import LedgerExporter
 from interlock.testing import FakeOpenAI
 from interlock.testing.gateway import running_gateway
+from tests.chaos._threaded import BackgroundLoop, background_loop
 
 EXAMPLES = 250
 
 
-class ThreadedGateway:
-    """A fake upstream and an in-process gateway on an event loop of their own thread."""
+@dataclass
+class Served:
+    """A fake upstream and an in-process gateway running on a background loop (tests/chaos/_threaded.py)."""
 
-    def __init__(self, tmp_path: Path) -> None:
-        self.db = tmp_path / "ledger.db"
-        self.tmp_path = tmp_path
-        self.loop = asyncio.new_event_loop()
-        self.ready: concurrent.futures.Future[tuple[int, FakeOpenAI, LedgerExporter]] = concurrent.futures.Future()
-        self._stop: asyncio.Event | None = None
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._main(),), daemon=True)
+    loop: BackgroundLoop
+    db: Path
+    port: int
+    fake: FakeOpenAI
+    exporter: LedgerExporter
 
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
-        try:
-            async with FakeOpenAI(models=["gpt-4o", "gpt-4o-mini"]) as fake:
-                toml = f"""
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Served]:
+    db = tmp_path / "ledger.db"
+    with background_loop() as bg:
+        fake = bg.enter(FakeOpenAI(models=["gpt-4o", "gpt-4o-mini"]))
+        toml = f"""
 [providers.openai]
 base_url = "{fake.base_url}"
 api_key = "sk-served-recorded-provider-key"
@@ -56,41 +56,14 @@ api_key = "sk-served-recorded-provider-key"
 chain = "openai/gpt-4o > openai/gpt-4o-mini"
 
 [database]
-url = "sqlite+aiosqlite:///{self.db}"
+url = "sqlite+aiosqlite:///{db}"
 
 [exporters.ledger]
 flush_interval = 3600
 """
-                async with running_gateway(toml, workdir=self.tmp_path) as gw:
-                    [exporter] = [e for e in gw.gateway.exporters if isinstance(e, LedgerExporter)]
-                    port = int(gw.root.rsplit(":", 1)[1])
-                    self.ready.set_result((port, fake, exporter))
-                    await self._stop.wait()
-        except BaseException as exc:
-            if not self.ready.done():
-                self.ready.set_exception(exc)
-            raise
-
-    def call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
-
-    def stop(self) -> None:
-        if self._stop is not None:
-            self.loop.call_soon_threadsafe(self._stop.set)
-        self.thread.join(timeout=60)
-        if not self.thread.is_alive():
-            self.loop.close()
-
-
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[ThreadedGateway]:
-    gw = ThreadedGateway(tmp_path)
-    gw.thread.start()
-    gw.ready.result(timeout=60)
-    try:
-        yield gw
-    finally:
-        gw.stop()
+        gw = bg.enter(running_gateway(toml, workdir=tmp_path))
+        [exporter] = [e for e in gw.gateway.exporters if isinstance(e, LedgerExporter)]
+        yield Served(bg, db, int(gw.root.rsplit(":", 1)[1]), fake, exporter)
 
 
 def send(port: int, headers: list[tuple[bytes, bytes]], body: bytes) -> int:
@@ -148,8 +121,8 @@ def ledger_ids(db: Path) -> dict[str, str | None]:
         return dict(conn.execute("SELECT id, invalid_fields FROM requests"))
 
 
-def test_every_served_request_is_in_the_ledger(gateway: ThreadedGateway) -> None:
-    port, fake, exporter = gateway.ready.result()
+def test_every_served_request_is_in_the_ledger(gateway: Served) -> None:
+    port, fake, exporter = gateway.port, gateway.fake, gateway.exporter
     served: list[str] = []
     statuses: dict[int, int] = {}
     counter = iter(range(1_000_000))
@@ -168,7 +141,7 @@ def test_every_served_request_is_in_the_ledger(gateway: ThreadedGateway) -> None
             served.append(request_id)
 
     one()
-    gateway.call(exporter.flush())
+    gateway.loop.run(exporter.flush())
     recorded = ledger_ids(gateway.db)
     print(f"\nserved ⇒ recorded: {sum(statuses.values())} requests, statuses {dict(sorted(statuses.items()))}, "
           f"{len(served)} served, {sum(1 for v in recorded.values() if v)} stored with replaced values")
@@ -181,8 +154,8 @@ def test_every_served_request_is_in_the_ledger(gateway: ThreadedGateway) -> None
     assert upstream <= len([rid for rid in recorded if rid.startswith("req-prop-")]) + statuses.get(0, 0)
 
 
-def test_tags_that_are_not_utf8_are_refused_at_the_door(gateway: ThreadedGateway) -> None:
-    port, fake, _ = gateway.ready.result()
+def test_tags_that_are_not_utf8_are_refused_at_the_door(gateway: Served) -> None:
+    port, fake = gateway.port, gateway.fake
     before = len(fake.requests)
     body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).encode()
     for value in (b"team-\xff\xfe", b"a,\x01b", b"ok,\x7f"):
