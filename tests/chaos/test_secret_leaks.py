@@ -233,7 +233,7 @@ def test_no_key_leaks_anywhere(
                              json={"model": "claude", "max_tokens": 8, "messages": HELLO})).status_code == 401
         assert seen.response("GET /-/keys (wrong admin key)", http.get(
             "/-/keys", headers={"Authorization": f"Bearer {WRONG_ADMIN}"})).status_code == 401
-        assert seen.response("GET /-/keys (gateway key)", http.get("/-/keys", headers=user)).status_code == 401
+        assert seen.response("GET /-/keys (gateway key)", http.get("/-/keys", headers=user)).status_code == 403  # a gateway key is never admin (admin_only)
 
         # a key created through the admin API: shown once, in that answer only, then used
         created_resp = http.post("/-/keys", headers=admin, json={"name": "made-here", "team": "chaos"})
@@ -243,7 +243,7 @@ def test_no_key_leaks_anywhere(
         assert chat("ok", headers={"Authorization": f"Bearer {created}"}).status_code == 200
 
         # what operators and scrapers read
-        for path, headers in [("/health", {}), ("/health/providers", {}), ("/metrics", {}), ("/v1/models", user),
+        for path, headers in [("/health", {}), ("/health/providers", admin), ("/metrics", admin), ("/v1/models", user),
                               ("/v1/models/ok", user), ("/-/plugins", admin), ("/-/keys", admin), ("/spend", admin),
                               ("/-/budgets", admin)]:
             resp = seen.response(f"GET {path}", http.get(path, headers=headers))
