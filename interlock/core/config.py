@@ -9,6 +9,7 @@ provider type registered? does this chain element resolve?) happen in
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -21,6 +22,7 @@ from interlock.accounting.database import DEFAULT_DATABASE_URL
 from interlock.core.breaker import BreakerSettings
 from interlock.accounting.budgets import Budget, parse_budgets
 from interlock.accounting.pricing import Price, parse_prices
+from interlock.core.http_server import ConnectionLimits
 from interlock.core.provider import ProviderSettings, Secret
 from interlock.accounting.keys import KeySpec, parse_keys
 from interlock.accounting.rate_limits import Limits, parse_model_limits, parse_teams
@@ -52,7 +54,11 @@ _TOP_KEYS = {
     "server", "database", "providers", "routes", "rules", "plugins", "logging", "exporters", "breaker", "prices", "keys",
     "telemetry", "budgets", "anomaly", "responses", "store", "teams", "rate_limits",
 }
-_SERVER_KEYS = {"host", "port", "max_body_bytes", "auto_providers", "admin_key"}
+_SERVER_KEYS = {
+    "host", "port", "max_body_bytes", "auto_providers", "admin_key",
+    # client connections (core.http_server, core.http_json): header_timeout, body_timeout, ...
+    *(f.name for f in dataclasses.fields(ConnectionLimits)),
+}
 
 
 @dataclass(slots=True)
@@ -74,6 +80,7 @@ class Config:
     exporters: dict[str, Any] = field(default_factory=dict)  # [exporters.*] tables, for exporter plugins
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     admin_key: Secret | None = None  # guards admin endpoints; without it they answer loopback clients only
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)  # [server] client connection bounds
     prices: dict[str, Price] = field(default_factory=dict)  # [prices]: "model" or "instance/model" -> price
     budgets: list[Budget] = field(default_factory=list)  # [[budgets]] (core.budgets)
     anomaly: AnomalySettings = field(default_factory=AnomalySettings)  # [anomaly] (core.anomaly)
@@ -128,6 +135,7 @@ def parse(data: Mapping[str, Any], *, source: str | None = None, environ: Mappin
     if cfg.max_body_bytes <= 0:
         problems.append(("server.max_body_bytes", "must be a positive number of bytes"))
     cfg.auto_providers = _typed(server, "auto_providers", bool, "server", problems, False)
+    cfg.limits = _positive_settings(server, ConnectionLimits, "", problems)
     admin_key = _typed(server, "admin_key", str, "server", problems, None)
     cfg.admin_key = Secret(admin_key) if admin_key else None
     cfg.breaker = BreakerSettings.parse(_table(data, "breaker", problems), problems)
@@ -174,6 +182,20 @@ def parse(data: Mapping[str, Any], *, source: str | None = None, environ: Mappin
     if problems:
         raise ConfigError(problems, source)
     return cfg
+
+
+def _positive_settings(server: Mapping[str, Any], cls: Any, prefix: str, problems: list[tuple[str, str]]) -> Any:
+    """A settings dataclass of positive numbers (seconds: float, counts: int) from [server] keys ``prefix + field``."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        key, default = prefix + f.name, f.default
+        value = _typed(server, key, type(default), "server", problems, default)
+        if not 0 < value < float("inf"):  # TOML has inf and nan
+            unit = "seconds" if isinstance(default, float) else "connections"
+            problems.append((f"server.{key}", f"must be a positive number of {unit}, not {value!r}"))
+            value = default
+        values[f.name] = value
+    return cls(**values)
 
 
 # --------------------------------------------------------------------------- #

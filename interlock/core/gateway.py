@@ -166,6 +166,9 @@ class Gateway:
             notes.append("server host/port changed: takes effect after a restart")
         if cfg.store != self.cfg.store:
             notes.append("store changed: takes effect after a restart")
+        if cfg.limits != self.cfg.limits:
+            notes.append("server connection limits changed: take effect after a restart")
+        cfg.limits = self.cfg.limits  # the listening server keeps its own
         cfg.store = self.cfg.store
         if cfg.responses.store != self.cfg.responses.store:
             notes.append("responses.store changed: takes effect after a restart")
