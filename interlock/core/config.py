@@ -23,7 +23,7 @@ from interlock.core.breaker import BreakerSettings
 from interlock.accounting.budgets import Budget, parse_budgets
 from interlock.accounting.pricing import Price, parse_prices
 from interlock.core.http_server import ConnectionLimits
-from interlock.core.provider import ProviderSettings, Secret
+from interlock.core.provider import PoolSettings, ProviderSettings, Secret
 from interlock.accounting.keys import KeySpec, parse_keys
 from interlock.accounting.rate_limits import Limits, parse_model_limits, parse_teams
 from interlock.accounting.stored_responses import ResponsesSettings
@@ -58,6 +58,8 @@ _SERVER_KEYS = {
     "host", "port", "max_body_bytes", "auto_providers", "admin_key",
     # client connections (core.http_server, core.http_json): header_timeout, body_timeout, ...
     *(f.name for f in dataclasses.fields(ConnectionLimits)),
+    # the upstream pool (core.provider): upstream_connections_per_host, upstream_keepalive_timeout
+    *(f"upstream_{f.name}" for f in dataclasses.fields(PoolSettings)),
 }
 
 
@@ -81,6 +83,7 @@ class Config:
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     admin_key: Secret | None = None  # guards admin endpoints; without it they answer loopback clients only
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)  # [server] client connection bounds
+    pool: PoolSettings = field(default_factory=PoolSettings)  # [server] upstream_*: the upstream connection pool
     prices: dict[str, Price] = field(default_factory=dict)  # [prices]: "model" or "instance/model" -> price
     budgets: list[Budget] = field(default_factory=list)  # [[budgets]] (core.budgets)
     anomaly: AnomalySettings = field(default_factory=AnomalySettings)  # [anomaly] (core.anomaly)
@@ -136,6 +139,7 @@ def parse(data: Mapping[str, Any], *, source: str | None = None, environ: Mappin
         problems.append(("server.max_body_bytes", "must be a positive number of bytes"))
     cfg.auto_providers = _typed(server, "auto_providers", bool, "server", problems, False)
     cfg.limits = _positive_settings(server, ConnectionLimits, "", problems)
+    cfg.pool = _positive_settings(server, PoolSettings, "upstream_", problems)
     admin_key = _typed(server, "admin_key", str, "server", problems, None)
     cfg.admin_key = Secret(admin_key) if admin_key else None
     cfg.breaker = BreakerSettings.parse(_table(data, "breaker", problems), problems)

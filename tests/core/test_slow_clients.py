@@ -26,6 +26,7 @@ import pytest
 from interlock.core import config as config_mod
 from interlock.core.config import ConfigError
 from interlock.core.http_server import ConnectionLimits
+from interlock.core.provider import PoolSettings
 from interlock.testing import FakeOpenAI, Fault
 from tests.conftest import GatewayFactory, ServeProcess, openai_config
 from tests.servers import RedisServer, redis_binary, unique_prefix
@@ -334,8 +335,11 @@ def test_server_limits_have_documented_defaults_and_can_be_set() -> None:
     cfg = parse("")
     assert cfg.limits == ConnectionLimits(header_timeout=10.0, body_timeout=30.0, keepalive_timeout=75.0,
                                           max_connections=10_000)
-    cfg = parse("[server]\nheader_timeout = 2\nbody_timeout = 5.5\nkeepalive_timeout = 30\nmax_connections = 50\n")
+    assert cfg.pool == PoolSettings(connections_per_host=1024, keepalive_timeout=15.0)
+    cfg = parse("[server]\nheader_timeout = 2\nbody_timeout = 5.5\nkeepalive_timeout = 30\nmax_connections = 50\n"
+                "upstream_connections_per_host = 8\nupstream_keepalive_timeout = 2.5\n")
     assert cfg.limits == ConnectionLimits(2.0, 5.5, 30.0, 50)
+    assert cfg.pool == PoolSettings(8, 2.5)
 
 
 @pytest.mark.parametrize("line, problem", [
@@ -344,6 +348,8 @@ def test_server_limits_have_documented_defaults_and_can_be_set() -> None:
     ("keepalive_timeout = nan", "server.keepalive_timeout: must be a positive number of seconds"),
     ("max_connections = 0", "server.max_connections: must be a positive number of connections, not 0"),
     ("max_connections = 1.5", "server.max_connections: must be int, not float"),
+    ("upstream_connections_per_host = -2", "server.upstream_connections_per_host: must be a positive number"),
+    ("upstream_keepalive_timeout = inf", "server.upstream_keepalive_timeout: must be a positive number"),
     ("header_timeout = \"10s\"", "server.header_timeout: must be float, not str"),
 ])
 def test_bad_server_limits_are_config_errors_naming_the_key(line: str, problem: str) -> None:
