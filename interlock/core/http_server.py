@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.streams import StreamReader
@@ -47,6 +49,10 @@ BACKLOG = 128
 REFUSED_LINGER = 1.0
 #: at most one warning about refused connections per this many seconds
 REFUSED_LOG_INTERVAL = 10.0
+#: serve gives memory back once no request has started for QUIET_CHECKS checks this many seconds apart
+#: (30-45s after a burst: after the upstream pool closed its idle connections, 15-30s)
+QUIET_CHECK_INTERVAL = 15.0
+QUIET_CHECKS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,8 +262,8 @@ def run(app: web.Application, *, host: str, port: int, limits: ConnectionLimits,
             listener = await listen(runner, host, port, limits, reuse_port=reuse_port)
             if ready is not None:
                 ready()
-            while True:
-                await asyncio.sleep(3600)
+            assert runner.server is not None
+            await _give_memory_back_when_quiet(runner.server)  # runs until cancelled
         finally:
             if listener is not None:
                 listener.close()
@@ -280,6 +286,39 @@ def run(app: web.Application, *, host: str, port: int, limits: ConnectionLimits,
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
             asyncio.set_event_loop(None)
+
+
+async def _give_memory_back_when_quiet(server: web.Server) -> None:
+    """After a burst, once no request has started for ``QUIET_CHECKS`` checks: collect and trim the heap.
+
+    What a burst of concurrent requests allocated is freed when they end, but the allocators
+    keep it: the cyclic GC runs rarely here (``interlock.cli`` raises its threshold), and glibc's
+    malloc keeps freed heap. A full collection (the start-up objects are frozen, so it walks only
+    what is alive since) and ``malloc_trim`` return part of it; CPython's small-object arenas that
+    still hold one live object cannot be returned (docs/connections.md has the figures).
+    Costs a few milliseconds once per quiet period, never while requests keep arriving.
+    """
+    trim = _malloc_trim()
+    seen = trimmed = server.requests_count
+    quiet = 0
+    while True:
+        await asyncio.sleep(QUIET_CHECK_INTERVAL)
+        count = server.requests_count
+        quiet = quiet + 1 if count == seen else 0
+        seen = count
+        if quiet >= QUIET_CHECKS and count != trimmed:
+            trimmed = count
+            gc.collect()
+            if trim is not None:
+                trim(0)
+
+
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None (another libc, or not Linux)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:

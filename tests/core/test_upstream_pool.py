@@ -9,6 +9,7 @@ bounded by ``WAIT``, far above the limits under test; nothing asserts how fast a
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from collections.abc import AsyncIterator
@@ -174,3 +175,46 @@ async def test_waiting_for_a_pooled_connection_is_bounded_by_the_request_timeout
     assert reply.choices[0].message.content == "pooled"
     assert len(upstream.open_at_request) == 1  # the timed-out request never reached the upstream
 
+
+# --------------------------------------------------------------------------- #
+# what a burst leaves behind: serve gives freed memory back once requests stop
+# --------------------------------------------------------------------------- #
+
+
+async def test_serve_collects_and_trims_once_requests_have_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    from interlock.core import http_server
+
+    calls: list[str] = []
+
+    def collect() -> int:
+        calls.append("collect")
+        return 0
+
+    monkeypatch.setattr(http_server, "QUIET_CHECK_INTERVAL", 0.01)
+    monkeypatch.setattr(http_server, "_malloc_trim", lambda: lambda pad: calls.append(f"trim {pad}"))
+    monkeypatch.setattr(gc, "collect", collect)
+
+    class Server:
+        requests_count = 0
+
+    server = Server()
+    task = asyncio.create_task(http_server._give_memory_back_when_quiet(server))  # type: ignore[arg-type]
+    try:
+        await asyncio.sleep(0.1)
+        assert calls == []  # no request since the start: nothing was freed, nothing to give back
+        for _ in range(10):  # a burst: requests keep starting, so the process is not quiet
+            server.requests_count += 50
+            await asyncio.sleep(0.01)
+        deadline = time.monotonic() + WAIT
+        while not calls:
+            assert time.monotonic() < deadline, "no collection after the requests stopped"
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        assert calls == ["collect", "trim 0"]  # once per quiet period, not on every check
+        server.requests_count += 1  # the next burst: once more after it
+        while len(calls) < 4:
+            assert time.monotonic() < deadline, "no collection after the second burst"
+            await asyncio.sleep(0.01)
+        assert calls == ["collect", "trim 0"] * 2
+    finally:
+        task.cancel()
