@@ -14,6 +14,16 @@ the target streams (``chat``, ``messages``, ``responses``). Prints one JSON obje
 The client does as little per byte as possible (no line splitting: it scans
 the accumulated body once for the first content event and counts events at
 the end), and its ceiling is the "direct" row of the benchmark.
+
+``--watch-pid PID --upstream-port PORT`` (Linux) also reports what a burst leaves
+behind in the gateway: its RSS and the sockets it holds to the upstream port,
+before the run, right after it, and every ``--sample-every`` seconds of
+``--idle`` seconds with no load (the "resources" object). A burst of 1,000
+concurrent streams:
+
+    python bench/streamload.py --url http://127.0.0.1:4000/v1/chat/completions \\
+        --body '{"model": "bench-instant", "stream": true, "messages": [...]}' \\
+        --concurrency 1000 --streams 1000 --watch-pid GATEWAY_PID --upstream-port 9100 --idle 60
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import statistics
 import time
@@ -56,6 +67,44 @@ def _ended(received: bytes, end_marker: bytes) -> bool:
                     or (end_marker != b"[DONE]" and last.strip() == b"data: [DONE]")):
         rest, last = _last_event(rest)
     return end_marker in last
+
+
+def rss_mb(pid: int) -> float:
+    """The process's resident memory (VmRSS), in MB (1e6 bytes)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) * 1024 / 1e6, 1)
+    return 0.0
+
+
+def sockets_to(pid: int, port: int) -> int:
+    """TCP sockets the process holds (open descriptors) whose remote port is ``port``, any state."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in (f"/proc/{pid}/net/tcp", f"/proc/{pid}/net/tcp6"):
+        try:
+            with open(table) as fh:
+                next(fh)
+                for line in fh:
+                    fields = line.split()
+                    if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
+                        count += 1
+        except FileNotFoundError:
+            continue
+    return count
+
+
+def resources(pid: int, port: int, label: str, t0: float) -> dict:
+    return {"at": label, "t_s": round(time.perf_counter() - t0, 1), "rss_mb": rss_mb(pid),
+            "upstream_sockets": sockets_to(pid, port)}
 
 
 def pct(values: list[float], p: float) -> float | None:
@@ -121,12 +170,23 @@ async def run(args: argparse.Namespace) -> dict:
             started += 1
             await one(session)
 
+    watch = args.watch_pid is not None
+    t_start = time.perf_counter()
+    samples = [resources(args.watch_pid, args.upstream_port, "before", t_start)] if watch else []
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(session) for _ in range(args.concurrency)))
         elapsed = time.perf_counter() - t0
+    if watch:  # the client's connections are closed now: what stays open is the gateway's doing
+        samples.append(resources(args.watch_pid, args.upstream_port, "after", t_start))
+        idle_start = time.perf_counter()
+        while (waited := time.perf_counter() - idle_start) < args.idle:
+            await asyncio.sleep(min(args.sample_every, args.idle - waited))
+            samples.append(resources(args.watch_pid, args.upstream_port,
+                                     f"idle {time.perf_counter() - idle_start:.0f}s", t_start))
     ms = lambda v: None if v is None else round(v * 1000, 3)  # noqa: E731
     return {
+        **({"resources": samples} if watch else {}),
         "started": started,
         "completed": len(ttfts),
         "errors": errors,
@@ -155,7 +215,13 @@ def main() -> None:
     parser.add_argument("--min-chunks", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--watch-pid", type=int, help="the gateway's pid: report its RSS and upstream sockets")
+    parser.add_argument("--upstream-port", type=int, help="with --watch-pid: the upstream port its sockets go to")
+    parser.add_argument("--idle", type=float, default=0.0, help="with --watch-pid: seconds to keep sampling after")
+    parser.add_argument("--sample-every", type=float, default=5.0, help="with --idle: seconds between samples")
     args = parser.parse_args()
+    if args.watch_pid is not None and args.upstream_port is None:
+        parser.error("--watch-pid needs --upstream-port")
     print(json.dumps(asyncio.run(run(args))))
 
 

@@ -30,9 +30,7 @@ def _load(path: str | None) -> Config:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from interlock.core import logs
+    from interlock.core import http_server, logs
     from interlock.core.app import create_app
 
     from interlock import workers as workers_mod
@@ -85,11 +83,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # span export and ledger writes run on threads; when one of them holds the GIL the event loop
     # waits up to the switch interval for it (5 ms by default), which is what a request's p99 sees
     sys.setswitchinterval(SWITCH_INTERVAL)
-    # a worker shares host:port with the others (SO_REUSEPORT: the kernel spreads connections); run_app
-    # calls `print` once every socket listens, which is when the worker reports itself ready
-    web.run_app(
-        app, host=cfg.host, port=cfg.port, access_log=None, loop=_event_loop(),
-        print=None if link is None else (lambda _banner: link.ready()), reuse_port=True if link is not None else None,
+    # a worker shares host:port with the others (SO_REUSEPORT: the kernel spreads connections); `ready`
+    # is called once the socket listens, which is when the worker reports itself ready. The server bounds
+    # slow, idle and excess client connections ([server] header_timeout, keepalive_timeout, max_connections).
+    http_server.run(
+        app, host=cfg.host, port=cfg.port, limits=cfg.limits, loop=_event_loop(),
+        ready=None if link is None else link.ready, reuse_port=True if link is not None else None,
     )
     return 0
 

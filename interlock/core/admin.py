@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -185,7 +185,7 @@ async def create_key(request: web.Request) -> web.Response:
     A new key, returned once, stored hashed.
     """
     require_admin(request)
-    body = await read_json(request, request.app[GATEWAY].cfg.max_body_bytes)
+    body = await _body(request)
     problems = _unknown_fields(body, _CREATE_FIELDS)
     values: dict[str, str | None] = {}
     for field in ("name", "team"):
@@ -208,7 +208,7 @@ async def update_key(request: web.Request) -> web.Response:
     Only the fields sent change; ``null`` removes a limit. Every gateway sharing the database follows.
     """
     require_admin(request)
-    body = await read_json(request, request.app[GATEWAY].cfg.max_body_bytes)
+    body = await _body(request)
     problems = _unknown_fields(body, _LIMIT_BODY_FIELDS)
     limits = parse_limits(body, "", problems)
     changes: dict[str, object] = {f: getattr(limits, f) for f in LIMIT_FIELDS if f in body}
@@ -251,7 +251,7 @@ async def reset_budget(request: web.Request) -> web.Response:
     restart re-seeds only the spend after it.
     """
     require_admin(request)
-    body = await read_json(request, request.app[GATEWAY].cfg.max_body_bytes)
+    body = await _body(request)
     scope = body.get("scope")
     if not isinstance(scope, str) or set(body) != {"scope"}:
         raise GatewayError(400, 'send {"scope": "<a [[budgets]] scope>"}, e.g. {"scope": "team:search"}',
@@ -301,3 +301,9 @@ async def spend_report(request: web.Request) -> web.Response:
         raise GatewayError(503, f"the ledger cannot be read ({type(exc).__name__}); see the gateway log",
                            type="server_error", code="ledger_unavailable") from None
     return json_response(report.to_json())
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    """The admin request's JSON body, within the [server] size and time limits."""
+    cfg = request.app[GATEWAY].cfg
+    return await read_json(request, cfg.max_body_bytes, cfg.limits.body_timeout)

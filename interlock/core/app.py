@@ -115,7 +115,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
 async def messages_count_tokens(request: web.Request) -> web.StreamResponse:
     """The Messages door's token count: the first target's own count, else the gateway's estimate."""
     gateway = request.app[GATEWAY]
-    ctx = messages_context(await read_json(request, gateway.cfg.max_body_bytes), count=True)
+    ctx = messages_context(await read_json(request, gateway.cfg.max_body_bytes, gateway.cfg.limits.body_timeout),
+                           count=True)
     _attribute(request, ctx)
     tokens, estimated = await count_message_tokens(gateway.lifecycle.router, ctx)
     return json_response({"input_tokens": tokens}, headers={ESTIMATE_HEADER: "true"} if estimated else None)
@@ -136,7 +137,7 @@ _TRACED_HANDLERS = frozenset(_DOORS)
 async def _serve(request: web.Request, door: FrontDoor) -> web.StreamResponse:
     """Read the door's request, attribute it, and run it on the gateway's current lifecycle."""
     gateway = request.app[GATEWAY]
-    ctx = door.parse(await read_json(request, gateway.cfg.max_body_bytes))
+    ctx = door.parse(await read_json(request, gateway.cfg.max_body_bytes, gateway.cfg.limits.body_timeout))
     _attribute(request, ctx)
     if door.needs_prepare:
         await door.prepare(ctx)
@@ -194,6 +195,8 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         resp = await handler(request)
     except GatewayError as err:
         resp = _error(request, err)
+        if err.status == 408:  # the body never arrived in full: this connection cannot carry another request
+            resp.force_close()
     except web.HTTPException as exc:
         etype, code = _HTTP_ERRORS.get(exc.status, ("invalid_request_error", None))
         message = f"{exc.reason}: {request.method} {request.path}"
@@ -202,16 +205,28 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         # keep aiohttp's Allow header: a 405 must say which methods are allowed
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         resp = _error(request, GatewayError(exc.status, message, type=etype, code=code, headers=allow))
+    except ConnectionError as exc:  # ConnectionResetError, aiohttp's ClientConnectionResetError, a broken pipe
+        if request.transport is not None and not request.transport.is_closing():
+            resp = _unhandled(request, request_id)  # the client is still there: not its disconnect
+        else:  # the client went away (mid-body, mid-stream): nothing to answer, nothing broken
+            log.info("client disconnected during %s %s (request %s): %s", request.method, request.path, request_id,
+                     exc or type(exc).__name__)
+            resp = web.Response(status=499)  # never sent; what telemetry records (nginx's "client closed request")
     except Exception:
-        log.exception("unhandled error in %s %s (request %s)", request.method, request.path, request_id)
-        resp = _error(request, GatewayError(
-            500, f"internal gateway error (request id {request_id})", type="server_error", code="internal_error"
-        ))
+        resp = _unhandled(request, request_id)
     if not resp.prepared:
         resp.headers["x-request-id"] = request_id
         if request.match_info.handler in _REQUEST_ID_HANDLERS:
             resp.headers["request-id"] = request_id  # the anthropic SDK's name for it
     return resp
+
+
+def _unhandled(request: web.Request, request_id: str) -> web.Response:
+    """A bug or a failing dependency, inside ``except``: logged with its traceback, a 500 for the client."""
+    log.exception("unhandled error in %s %s (request %s)", request.method, request.path, request_id)
+    return _error(request, GatewayError(
+        500, f"internal gateway error (request id {request_id})", type="server_error", code="internal_error"
+    ))
 
 
 def _error(request: web.Request, err: GatewayError) -> web.Response:

@@ -9,6 +9,7 @@ provider type registered? does this chain element resolve?) happen in
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tomllib
@@ -21,7 +22,8 @@ from interlock.accounting.database import DEFAULT_DATABASE_URL
 from interlock.core.breaker import BreakerSettings
 from interlock.accounting.budgets import Budget, parse_budgets
 from interlock.accounting.pricing import Price, parse_prices
-from interlock.core.provider import ProviderSettings, Secret
+from interlock.core.http_server import ConnectionLimits
+from interlock.core.provider import PoolSettings, ProviderSettings, Secret
 from interlock.accounting.keys import KeySpec, hash_key, parse_keys
 from interlock.accounting.rate_limits import Limits, parse_model_limits, parse_teams
 from interlock.accounting.stored_responses import ResponsesSettings
@@ -52,7 +54,13 @@ _TOP_KEYS = {
     "server", "database", "providers", "routes", "rules", "plugins", "logging", "exporters", "breaker", "prices", "keys",
     "telemetry", "budgets", "anomaly", "responses", "store", "teams", "rate_limits",
 }
-_SERVER_KEYS = {"host", "port", "max_body_bytes", "auto_providers", "admin_key", "read_key", "public_metrics"}
+_SERVER_KEYS = {
+    "host", "port", "max_body_bytes", "auto_providers", "admin_key", "read_key", "public_metrics",
+    # client connections (core.http_server, core.http_json): header_timeout, body_timeout, ...
+    *(f.name for f in dataclasses.fields(ConnectionLimits)),
+    # the upstream pool (core.provider): upstream_connections_per_host, upstream_keepalive_timeout
+    *(f"upstream_{f.name}" for f in dataclasses.fields(PoolSettings)),
+}
 
 
 @dataclass(slots=True)
@@ -76,6 +84,8 @@ class Config:
     admin_key: Secret | None = None  # guards admin endpoints; without it they answer loopback clients only
     read_key: Secret | None = None  # reads the information endpoints (core.admin), changes nothing
     public_metrics: bool = False  # GET /metrics answers anyone (for scrapers without a credential)
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)  # [server] client connection bounds
+    pool: PoolSettings = field(default_factory=PoolSettings)  # [server] upstream_*: the upstream connection pool
     prices: dict[str, Price] = field(default_factory=dict)  # [prices]: "model" or "instance/model" -> price
     budgets: list[Budget] = field(default_factory=list)  # [[budgets]] (core.budgets)
     anomaly: AnomalySettings = field(default_factory=AnomalySettings)  # [anomaly] (core.anomaly)
@@ -130,6 +140,8 @@ def parse(data: Mapping[str, Any], *, source: str | None = None, environ: Mappin
     if cfg.max_body_bytes <= 0:
         problems.append(("server.max_body_bytes", "must be a positive number of bytes"))
     cfg.auto_providers = _typed(server, "auto_providers", bool, "server", problems, False)
+    cfg.limits = _positive_settings(server, ConnectionLimits, "", problems)
+    cfg.pool = _positive_settings(server, PoolSettings, "upstream_", problems)
     admin_key = _typed(server, "admin_key", str, "server", problems, None)
     cfg.admin_key = Secret(admin_key) if admin_key else None
     read_key = _typed(server, "read_key", str, "server", problems, None)
@@ -185,6 +197,20 @@ def parse(data: Mapping[str, Any], *, source: str | None = None, environ: Mappin
     if problems:
         raise ConfigError(problems, source)
     return cfg
+
+
+def _positive_settings(server: Mapping[str, Any], cls: Any, prefix: str, problems: list[tuple[str, str]]) -> Any:
+    """A settings dataclass of positive numbers (seconds: float, counts: int) from [server] keys ``prefix + field``."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        key, default = prefix + f.name, f.default
+        value = _typed(server, key, type(default), "server", problems, default)
+        if not 0 < value < float("inf"):  # TOML has inf and nan
+            unit = "seconds" if isinstance(default, float) else "connections"
+            problems.append((f"server.{key}", f"must be a positive number of {unit}, not {value!r}"))
+            value = default
+        values[f.name] = value
+    return cls(**values)
 
 
 # --------------------------------------------------------------------------- #

@@ -68,7 +68,7 @@ class Gateway:
         )
         self.registry = collect(self.pm, {**cfg.settings_view(), "telemetry": self.telemetry.settings})
         self.environ = environ
-        self.http = HttpPool()
+        self.http = HttpPool(cfg.pool)  # [server] upstream_connections_per_host, upstream_keepalive_timeout
         self.health = HealthBoard()
         # shared routing state outlives reloads: breakers and latencies are about targets, not configs
         # [store]: in-memory for one process, Redis when several processes share state; tests may pass one
@@ -166,6 +166,9 @@ class Gateway:
             notes.append("server host/port changed: takes effect after a restart")
         if cfg.store != self.cfg.store:
             notes.append("store changed: takes effect after a restart")
+        if cfg.limits != self.cfg.limits or cfg.pool != self.cfg.pool:
+            notes.append("server connection limits changed: take effect after a restart")
+        cfg.limits, cfg.pool = self.cfg.limits, self.cfg.pool  # the listening server and the pool keep theirs
         cfg.store = self.cfg.store
         if cfg.responses.store != self.cfg.responses.store:
             notes.append("responses.store changed: takes effect after a restart")

@@ -150,8 +150,10 @@ class HTTPProvider(Provider):
 
 @functools.lru_cache(maxsize=256)  # immutable and few: shared rather than built per request (~0.6 µs each)
 def _client_timeout(stream: bool, timeout: float | None, connect: float | None) -> aiohttp.ClientTimeout:
+    # `connect` bounds the wait for a pooled connection (all of a host's [server]
+    # upstream_connections_per_host busy) plus the connect itself; `total` includes that wait
     if stream:  # a long answer may stream for minutes: bound the silence between chunks instead
-        return aiohttp.ClientTimeout(sock_read=timeout, sock_connect=connect)
+        return aiohttp.ClientTimeout(sock_read=timeout, connect=timeout, sock_connect=connect)
     return aiohttp.ClientTimeout(total=timeout, sock_connect=connect)
 
 

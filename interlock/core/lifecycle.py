@@ -357,7 +357,7 @@ class Lifecycle:
                 )
                 await resp.write(writer.error(error))  # explicit, never a silent truncation
                 break
-        except (ConnectionResetError, asyncio.CancelledError):
+        except (ConnectionError, asyncio.CancelledError):  # the client went away (reset, or lost during a write)
             decision.status, decision.error_type = 499, "client_disconnected"
             raise
         finally:

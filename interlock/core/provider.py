@@ -76,6 +76,21 @@ class ProviderSettings:
     environ: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
 
 
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """The upstream connection pool's bounds (``[server] upstream_*``).
+
+    ``connections_per_host``: at most this many connections to one upstream host and port at
+    once; a request that finds them all busy waits for one to be released, within its attempt's
+    timeouts (the provider's ``timeout`` and the route's ``timeout``/``total_timeout``).
+    ``keepalive_timeout``: an idle pooled connection is closed after this many seconds, so a
+    burst's connections do not outlive it by long.
+    """
+
+    connections_per_host: int = 1024
+    keepalive_timeout: float = 15.0
+
+
 class HttpPool:
     """The app's single shared ``aiohttp.ClientSession``.
 
@@ -84,13 +99,18 @@ class HttpPool:
     session, so they can be constructed before the loop runs.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, settings: PoolSettings | None = None) -> None:
+        self.settings = settings or PoolSettings()
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         """Create the session (on app startup, inside the running loop); a second call does nothing."""
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60)
+            s = self.settings
+            connector = aiohttp.TCPConnector(
+                limit=0, limit_per_host=s.connections_per_host, keepalive_timeout=s.keepalive_timeout,
+                ttl_dns_cache=300,
+            )
             # auto_decompress stays on; no cookie jar: a gateway must not carry state between tenants.
             # The gateway names itself instead of aiohttp's default User-Agent: a default header,
             # not skip_auto_headers, which costs every request a merged copy of its headers.

@@ -20,6 +20,7 @@ from aiohttp import web
 from interlock import hookimpl
 from interlock.accounting.database import DEFAULT_DATABASE_URL
 from interlock.core import config as config_mod
+from interlock.core import http_server
 from interlock.core.app import create_app
 from interlock.core.gateway import Gateway
 from interlock.core.types import Decision
@@ -95,17 +96,19 @@ async def running_gateway(
         )
         runner = web.AppRunner(create_app(gateway), access_log=None)
         await runner.setup()
+        listener = None
         try:
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            port = runner.addresses[0][1]
-            base_url = f"http://127.0.0.1:{port}/v1"
+            # the server `interlock serve` runs (core.http_server): the [server] connection limits apply
+            listener = await http_server.listen(runner, "127.0.0.1", 0, cfg.limits)
+            base_url = f"http://127.0.0.1:{listener.port}/v1"
             client = openai.AsyncOpenAI(base_url=base_url, api_key="client-key", max_retries=0)
             try:
                 yield RunningGateway(gateway, base_url, client, log)
             finally:
                 await client.close()
         finally:
+            if listener is not None:
+                listener.close()
             await runner.cleanup()
 
 
