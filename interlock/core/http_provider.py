@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
@@ -26,6 +27,9 @@ from interlock.core.types import UpstreamError
 
 # headers worth keeping from an upstream error (retry hints, rate-limit state)
 KEEP_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")
+
+#: an upstream request body larger than this goes to aiohttp as a file-like object (aiohttp's own threshold)
+LARGE_BODY_BYTES = 1024 * 1024
 
 
 class HTTPProvider(Provider):
@@ -61,7 +65,9 @@ class HTTPProvider(Provider):
         if headers:
             all_headers.update(headers)
         current().inject(all_headers)  # the attempt span's traceparent, when tracing
-        payload = data if data is not None else (jsonutil.dumps(body) if body is not None else None)
+        raw = data if data is not None else (jsonutil.dumps(body) if body is not None else None)
+        # aiohttp sends a file-like body in chunks (and warns about a large bytes one)
+        payload = io.BytesIO(raw) if raw is not None and len(raw) > LARGE_BODY_BYTES else raw
         try:
             resp = await self.http.session.request(
                 method, url, data=payload, headers=all_headers, timeout=self.timeout(stream)

@@ -56,10 +56,6 @@ FUZZ = settings(
     print_blob=True,
 )
 
-# aiohttp advises (a ResourceWarning) when the gateway sends an upstream body over 1 MiB as bytes;
-# outside pytest's "error" filter it is ignored, and it is no fault of the request: not a failure here
-pytestmark = pytest.mark.filterwarnings("ignore:Sending a large body directly with raw bytes:ResourceWarning")
-
 
 def config(upstream: str) -> str:
     """Routes onto the always-answering upstream, rules that read every part of a request, a budget."""

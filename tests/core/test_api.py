@@ -219,6 +219,16 @@ async def test_text_and_image_content_parts(fake: FakeOpenAI, make_gateway: Gate
     assert chat_requests(fake)[-1].json["messages"][0]["content"] == content
 
 
+async def test_a_body_over_a_mebibyte_reaches_the_upstream_whole(fake: FakeOpenAI, make_gateway: GatewayFactory) -> None:
+    """A large image goes upstream as a file-like body (aiohttp warns about large bytes; the suite's warnings are errors)."""
+    gw = await make_gateway(openai_config(fake.base_url))
+    image = "data:image/png;base64," + base64.b64encode(os.urandom(1_200_000)).decode()
+    content: Any = [{"type": "text", "text": "big"}, {"type": "image_url", "image_url": {"url": image}}]
+    completion = await gw.client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": content}])
+    assert completion.choices[0].message.content == "Fake reply to: big (1 image)"
+    assert chat_requests(fake)[-1].json["messages"][0]["content"][1]["image_url"]["url"] == image
+
+
 async def test_tool_call_round_trip(fake: FakeOpenAI, make_gateway: GatewayFactory) -> None:
     gw = await make_gateway(openai_config(fake.base_url))
     messages: list[Any] = [{"role": "user", "content": "Weather in Paris for 3 days?"}]
