@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any
 
 #: the ledger's database when the config names none: a SQLite file in the working directory
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///interlock.db"
@@ -55,3 +59,25 @@ def retryable_sqlstate(exc: BaseException) -> bool:
         if isinstance(code, str) and code[:2] in RETRYABLE_SQLSTATE_CLASSES:
             return True
     return False
+
+
+def use_wal(execute: Callable[[str], Any], timeout: float) -> None:
+    """``PRAGMA journal_mode=WAL`` through ``execute``, retried while another connection holds a lock.
+
+    Switching a new database file to WAL needs an exclusive lock, and SQLite answers
+    "database is locked" at once, without waiting for the busy timeout, while another
+    process (a ``serve --workers`` worker) migrates or writes the file. Retried for up to
+    ``timeout`` seconds (sleeping: call it where blocking is fine, a driver thread or a
+    start-up). Once the file is in WAL mode the pragma needs no lock.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)

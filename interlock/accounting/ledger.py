@@ -62,6 +62,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from interlock.accounting.database import use_wal
+
 log = logging.getLogger("interlock.ledger")
 
 #: longest stored ``error_message`` / ``error`` text, in characters
@@ -454,7 +456,7 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     # across application crashes and loses at most the last commits on power loss.
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
+        use_wal(cursor.execute, SQLITE_BUSY_TIMEOUT)  # retried: another process may be migrating a new file
         cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()

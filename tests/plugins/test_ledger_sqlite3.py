@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from interlock.accounting import ledger
+from interlock.accounting.database import use_wal
 from interlock.core.types import Attempt, Decision, Usage
 from interlock.plugins.exporters import ledger as ledger_exporter
 from interlock.plugins.exporters.ledger import LedgerExporter
@@ -307,3 +308,22 @@ def test_the_idle_thread_runs_under_sched_idle() -> None:
     thread.start()
     thread.join()
     assert seen == [os.SCHED_IDLE]
+
+
+def test_switching_a_new_file_to_wal_waits_for_another_process_lock(tmp_path: Path) -> None:
+    """SQLite refuses the switch at once ("database is locked") while another connection writes a
+    new file; two ``serve --workers`` migrating one new ledger hit that. use_wal waits instead."""
+    db = tmp_path / "new.db"
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # a migration in another process
+    holder.execute("CREATE TABLE t (x)")
+    waiter = sqlite3.connect(db, isolation_level=None, timeout=5)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        waiter.execute("PRAGMA journal_mode=WAL")  # what SQLite does without the retry
+    release = threading.Timer(0.3, lambda: holder.execute("COMMIT"))
+    release.start()
+    use_wal(waiter.execute, timeout=10)
+    release.join()
+    assert waiter.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    holder.close()
+    waiter.close()

@@ -80,7 +80,7 @@ from typing import TYPE_CHECKING, Any
 from interlock import hookimpl
 from interlock.core import jsonutil
 from interlock.core.exporter import Exporter
-from interlock.accounting.database import DEFAULT_DATABASE_URL, file_problem, file_url, retryable_sqlstate
+from interlock.accounting.database import DEFAULT_DATABASE_URL, file_problem, file_url, retryable_sqlstate, use_wal
 from interlock.core.threads import background_thread, idle_thread
 from interlock.core.types import Alert, Attempt, Decision
 from interlock.plugins.exporters.ledger_journal import Journal
@@ -894,7 +894,7 @@ class _SQLiteWriter:
             try:
                 # interlock.accounting.ledger._sqlite_pragmas: WAL lets readers (your queries) run while
                 # the gateway writes; NORMAL is durable across application crashes
-                conn.execute("PRAGMA journal_mode=WAL")
+                use_wal(conn.execute, SQLITE_BUSY_TIMEOUT)  # retried: another process may be migrating a new file
                 conn.execute("PRAGMA synchronous=NORMAL")
             except BaseException:
                 conn.close()
