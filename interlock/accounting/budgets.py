@@ -10,6 +10,8 @@ Config::
     action = "reject"          # "reject": a request that could exceed the limit gets a 429;
                                # "alert": only a budget_hard alert when the limit is reached
     default_max_tokens = 4096  # output tokens reserved for a request without max_tokens
+    allow_unpriced = false     # true: a model without a price is served, reserving $0 (counted
+                               # at its actual cost, which is $0 while it has no price)
 
 How a request is counted. Every counter lives in the :class:`~interlock.core.store.Store`
 as ``budget:<scope>:<period>`` (UTC day ``YYYY-MM-DD`` or month ``YYYY-MM``), an integer
@@ -33,8 +35,11 @@ other request the moment it is made, so N concurrent streams are admitted only w
 the sum of their worst cases fits under the limit. The spend can exceed a limit only
 by the in-flight reservations' estimation error: the prompt estimate is a
 character count (roughly 4 characters per token), a fallback may land on a pricier
-target than the first, and a model without a known price reserves 0 (logged once per
-model). Conversely, while requests are in flight the counters are *higher* than
+target than the first, and a model without a known price reserves 0 where a budget
+allows it (``allow_unpriced``; logged once per model). Without that opt-out, a request
+whose first target has no price is refused under a ``reject`` budget (403,
+``model_unpriced``, naming the model and how to price it): its cost could not be counted,
+so the budget could not hold. Conversely, while requests are in flight the counters are *higher* than
 the spend so far (by their unused reservations), which can reject a request a little
 early, never late.
 
@@ -67,7 +72,7 @@ _DAY_TTL = 3 * 86400.0  # counters outlive their period a little, for inspection
 _MONTH_TTL = 35 * 86400.0
 _ALERT_TTL = 35 * 86400.0
 SEED_RETRY = 30.0  # seconds before a failed ledger read for seeding is tried again
-_KEYS = {"scope", "daily_usd", "monthly_usd", "soft", "action", "default_max_tokens"}
+_KEYS = {"scope", "daily_usd", "monthly_usd", "soft", "action", "default_max_tokens", "allow_unpriced"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +85,7 @@ class Budget:
     soft: float = 0.8
     action: str = "reject"  # or "alert"
     default_max_tokens: int = DEFAULT_MAX_TOKENS
+    allow_unpriced: bool = False  # serve models without a price (reserving $0) instead of refusing them
 
     def limits(self) -> list[tuple[str, Decimal]]:
         out = []
@@ -140,7 +146,12 @@ def parse_budgets(value: Any, problems: list[tuple[str, str]]) -> list[Budget]:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
             problems.append((f"{path}.default_max_tokens", f"must be a non-negative integer, not {max_tokens!r}"))
             max_tokens = DEFAULT_MAX_TOKENS
-        out.append(Budget(scope, limits["daily_usd"], limits["monthly_usd"], float(soft), action, max_tokens))
+        allow_unpriced = table.get("allow_unpriced", False)
+        if not isinstance(allow_unpriced, bool):
+            problems.append((f"{path}.allow_unpriced", f"must be true or false, not {allow_unpriced!r}"))
+            allow_unpriced = False
+        out.append(Budget(scope, limits["daily_usd"], limits["monthly_usd"], float(soft), action, max_tokens,
+                          allow_unpriced))
     return out
 
 
@@ -242,7 +253,9 @@ class Budgets:
 
         ``worst_case`` is what the request may cost at most (None: unknown, so 0 is
         reserved and only the actual cost counts); ``unpriced`` names the target
-        without a price that made it unknown, logged once per target. Returns None
+        without a price that made it unknown: refused (403 ``model_unpriced``) when a
+        ``reject`` budget applies that does not set ``allow_unpriced``, else logged once
+        per target. Returns None
         when no budget applies (nothing to reconcile). Every counter is changed in one
         atomic store operation: all of them take the reservation, or none does.
         """
@@ -251,6 +264,13 @@ class Budgets:
             return None
         note = None
         if worst_case is None and unpriced is not None:
+            if strict := [b.scope for b in budgets if b.action == "reject" and not b.allow_unpriced]:
+                raise GatewayError(
+                    403, f"{unpriced} has no price, so the budget of {', '.join(strict)} cannot count what this "
+                    f"request costs; price it ([prices.\"{unpriced}\"] input = ..., output = ..., in USD per "
+                    "million tokens) or set allow_unpriced = true on the budget",
+                    type="permission_error", code="model_unpriced", headers={"x-should-retry": "false"},
+                )
             note = f"{unpriced} has no price"
             if unpriced not in self._unpriced:
                 self._unpriced.add(unpriced)

@@ -180,10 +180,11 @@ async def test_gateways_sharing_a_store_agree(fake: FakeOpenAI, make_gateway: Ga
     assert await one.gateway.budgets.spent("global") == await two.gateway.budgets.spent("global") == spent
 
 
-async def test_unknown_price_reserves_nothing_and_counts_actual(
+async def test_unknown_price_reserves_nothing_and_counts_actual_where_the_budget_allows_it(
     fake: FakeOpenAI, make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    toml = openai_config(fake.base_url, '[prices."gpt-4o"]\ninput = 0\noutput = 0\n[[budgets]]\nscope = "global"\ndaily_usd = 1\n')
+    toml = openai_config(fake.base_url, '[prices."gpt-4o"]\ninput = 0\noutput = 0\n[[budgets]]\nscope = "global"\n'
+                                        'daily_usd = 1\nallow_unpriced = true\n')
     gw = await make_gateway(toml)
     budgets = gw.gateway.budgets
     held = await budgets.reserve(_ctx({"model": "backup/unpriced-model", "messages": HELLO}), None, "backup/unpriced-model")
@@ -192,6 +193,56 @@ async def test_unknown_price_reserves_nothing_and_counts_actual(
     await budgets.reconcile(held, None)
     await gw.client.chat.completions.create(model="openai/gpt-4o", messages=HELLO)
     assert await gw.gateway.budgets.spent("global") == 0
+
+
+UNPRICED = """
+[providers.house]
+type = "openai"
+base_url = "{base_url}"
+api_key = "sk-house-0123456789"
+models = ["house-model"]
+
+[[budgets]]
+scope = "team:search"
+daily_usd = 5
+{extra}
+[[keys]]
+key = "ik_unpriced-search-0123456789"
+team = "search"
+"""
+
+
+@pytest.mark.parametrize(("extra", "served"), [("", False), ("allow_unpriced = true", True), ('action = "alert"', True)],
+                         ids=["refused", "allow_unpriced", "alert-only"])
+async def test_a_model_without_a_price_is_refused_under_a_reject_budget(
+    make_gateway: GatewayFactory, extra: str, served: bool
+) -> None:
+    """Unpriced means uncountable: under a reject budget it would slip past the limit (it reserved and counted $0)."""
+    async with FakeOpenAI(models=["house-model"]) as house:
+        gw = await make_gateway(UNPRICED.format(base_url=house.base_url, extra=extra))
+        client = openai.AsyncOpenAI(base_url=gw.base_url, api_key="ik_unpriced-search-0123456789", max_retries=0)
+        try:
+            if served:
+                reply = await client.chat.completions.create(model="house/house-model", messages=HELLO)
+                assert reply.choices[0].message.content
+                assert len(house.requests) == 1
+                return
+            with pytest.raises(openai.PermissionDeniedError) as exc:
+                await client.chat.completions.create(model="house/house-model", messages=HELLO)
+        finally:
+            await client.close()
+    assert exc.value.code == "model_unpriced"
+    message = exc.value.body["message"] if isinstance(exc.value.body, dict) else str(exc.value)
+    assert "house/house-model has no price" in message and "team:search" in message
+    assert '[prices."house/house-model"]' in message and "allow_unpriced" in message
+    assert house.requests == []  # refused before any upstream call
+    assert gw.log.last.status == 403 and gw.log.last.error_type == "model_unpriced"  # and recorded
+
+
+def test_allow_unpriced_must_be_a_boolean() -> None:
+    problems: list[tuple[str, str]] = []
+    parse_budgets([{"scope": "global", "daily_usd": 1, "allow_unpriced": "yes"}], problems)
+    assert problems == [("budgets[0].allow_unpriced", "must be true or false, not 'yes'")]
 
 
 def _ctx(body: dict[str, object]) -> object:

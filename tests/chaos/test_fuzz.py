@@ -83,6 +83,14 @@ chain = "chaos/ok--alt"
 input = 1
 output = 2
 
+[prices."ok--alt"]  # every model priced: a budget refuses a model without a price
+input = 3
+output = 4
+
+[prices."ok--direct"]
+input = 1
+output = 1
+
 [[budgets]]
 scope = "global"
 daily_usd = 1000000
