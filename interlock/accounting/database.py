@@ -18,6 +18,12 @@ from typing import Any
 #: the ledger's database when the config names none: a SQLite file in the working directory
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///interlock.db"
 
+#: SQLite: seconds a statement waits for another connection's write lock before failing with "database
+#: is locked" (sqlite3's default is 5). Several processes writing one file (``serve --workers``) take
+#: turns; waiting is cheap (a driver or writer thread sleeps, the rows stay buffered, no request waits).
+#: The ledger's engines and its exporter's writer use the same figure.
+SQLITE_BUSY_TIMEOUT = 30.0
+
 #: ``sqlite+aiosqlite:///path[?query]``, the form of the default database URL
 _FILE_URL = re.compile(r"sqlite\+aiosqlite:///([^?#]+)(\?[^#]*)?")
 
@@ -61,7 +67,7 @@ def retryable_sqlstate(exc: BaseException) -> bool:
     return False
 
 
-def use_wal(execute: Callable[[str], Any], timeout: float) -> None:
+def use_wal(execute: Callable[[str], Any], timeout: float = SQLITE_BUSY_TIMEOUT) -> None:
     """``PRAGMA journal_mode=WAL`` through ``execute``, retried while another connection holds a lock.
 
     Switching a new database file to WAL needs an exclusive lock, and SQLite answers

@@ -62,7 +62,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from interlock.accounting.database import use_wal
+from interlock.accounting.database import SQLITE_BUSY_TIMEOUT, use_wal
 
 log = logging.getLogger("interlock.ledger")
 
@@ -438,11 +438,6 @@ def _migrate_sqlite(conn: Connection) -> int:
 # --------------------------------------------------------------------------- #
 
 
-#: SQLite: seconds a statement waits for another connection's write lock before "database is locked"
-#: (sqlite3's default is 5; the ledger exporter's writer uses the same figure)
-SQLITE_BUSY_TIMEOUT = 30.0
-
-
 def safe_url(url: str) -> str:
     """``url`` with any password masked, for logs and messages."""
     try:
@@ -456,7 +451,7 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     # across application crashes and loses at most the last commits on power loss.
     cursor = dbapi_connection.cursor()
     try:
-        use_wal(cursor.execute, SQLITE_BUSY_TIMEOUT)  # retried: another process may be migrating a new file
+        use_wal(cursor.execute)  # retried: another process may be migrating a new file
         cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()

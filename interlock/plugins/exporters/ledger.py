@@ -80,7 +80,14 @@ from typing import TYPE_CHECKING, Any
 from interlock import hookimpl
 from interlock.core import jsonutil
 from interlock.core.exporter import Exporter
-from interlock.accounting.database import DEFAULT_DATABASE_URL, file_problem, file_url, retryable_sqlstate, use_wal
+from interlock.accounting.database import (
+    DEFAULT_DATABASE_URL,
+    SQLITE_BUSY_TIMEOUT,
+    file_problem,
+    file_url,
+    retryable_sqlstate,
+    use_wal,
+)
 from interlock.core.threads import background_thread, idle_thread
 from interlock.core.types import Alert, Attempt, Decision
 from interlock.plugins.exporters.ledger_journal import Journal
@@ -112,10 +119,6 @@ _SQLITE_MAX_PIECES = 8  # per table and flush: under saturation each piece waits
 # rows are waiting behind it
 _IDLE_MAX_ROWS = 2
 _IDLE_BACKOFF = 5.0  # seconds of normal-priority writes after the idle thread was found starved
-#: SQLite: seconds a write waits for another connection's write lock before failing with "database is
-#: locked" (sqlite3's default is 5). Several processes writing one file (``serve --workers``) take turns;
-#: waiting is cheap (the writer thread sleeps, the rows stay buffered, no request waits).
-SQLITE_BUSY_TIMEOUT = 30.0
 
 _Row = tuple[Any, ...]  # one row's values, in the order of its table's columns (see _REQUEST_COLUMNS)
 _Entry = tuple[_Row, list[_Row]]  # (requests row, attempts rows) of one decision
@@ -147,7 +150,6 @@ class LedgerExporter(Exporter):
         self.journal_dir: str | None = journal_directory(url, opts["journal"])
         self._journal: Journal | None = None
         self._journal_failed = False  # the directory could not be opened: retried on every flush
-        self._line = _journal_line  # an entry as one journal line
         #: requests replayed from the journal at start (rows a previous process had not written)
         self.replayed = 0
         #: rows stored with replaced values (see invalid_fields)
@@ -200,7 +202,7 @@ class LedgerExporter(Exporter):
             request_id = decision.request_id
             entry = (request_values(decision), [attempt_values(request_id, a) for a in decision.attempts])
             if journal is not None:
-                journal.append(self._line(entry))
+                journal.append(_journal_line(entry))
         except Exception:  # a value that cannot be stored as given must not cost the request its row
             entry = self._salvaged(decision)
         self._buffer.append(entry)
@@ -245,7 +247,7 @@ class LedgerExporter(Exporter):
         log.warning("ledger: request %s is stored with replaced values (invalid_fields: %s)", entry[0][0], flag)
         if self._journal is not None:
             try:
-                self._journal.append(self._line(entry))
+                self._journal.append(_journal_line(entry))
             except Exception:
                 log.exception("ledger: request %s cannot be journaled; it is kept in memory", entry[0][0])
         return entry
@@ -253,29 +255,29 @@ class LedgerExporter(Exporter):
     def _essential_row(self, d: Decision) -> _Row:
         """A ``requests`` row with what accounting needs, each value got on its own (see :meth:`_salvaged`)."""
         timestamp, number, flag = self._form
-        usage = _attempt(lambda: d.usage, None)
+        usage = _or_default(lambda: d.usage, None)
         values: dict[str, Any] = dict.fromkeys(_REQUEST_COLUMNS)
         values.update(
-            id=_scrub(_attempt(lambda: str(d.request_id), "")) or f"req_unknown_{id(d):x}",
-            ts=timestamp(_attempt(lambda: float(d.ts), None) or _now()),
-            endpoint=_scrub(_attempt(lambda: str(d.endpoint), "unknown")),
+            id=_scrub(_or_default(lambda: str(d.request_id), "")) or f"req_unknown_{id(d):x}",
+            ts=timestamp(_or_default(lambda: float(d.ts), None) or _now()),
+            endpoint=_scrub(_or_default(lambda: str(d.endpoint), "unknown")),
             tags="[]",
-            requested_model=_scrub(_attempt(lambda: str(d.requested_model), "")),
-            provider=_attempt(lambda: _scrub(str(d.provider)) if d.provider is not None else None, None),
-            model=_attempt(lambda: _scrub(str(d.model)) if d.model is not None else None, None),
-            status=_attempt(lambda: int(d.status), 0),
-            stream=flag(_attempt(lambda: bool(d.stream), False)),
-            attempts=_attempt(lambda: len(d.attempts), 0),
+            requested_model=_scrub(_or_default(lambda: str(d.requested_model), "")),
+            provider=_or_default(lambda: _scrub(str(d.provider)) if d.provider is not None else None, None),
+            model=_or_default(lambda: _scrub(str(d.model)) if d.model is not None else None, None),
+            status=_or_default(lambda: int(d.status), 0),
+            stream=flag(_or_default(lambda: bool(d.stream), False)),
+            attempts=_or_default(lambda: len(d.attempts), 0),
             fallback_used=flag(False),
-            latency_ms=number(_attempt(lambda: float(d.latency_ms), 0.0)),
-            input_tokens=_attempt(lambda: int(usage.prompt_tokens), None),
-            cached_tokens=_attempt(lambda: int(usage.cached_tokens), None),
-            output_tokens=_attempt(lambda: int(usage.completion_tokens), None),
-            reasoning_tokens=_attempt(lambda: int(usage.reasoning_tokens), None),
-            cost_usd=number(_attempt(lambda: _finite_decimal(d.cost_usd), None)),
-            api_key_id=_attempt(lambda: _scrub(str(d.api_key_id)) if d.api_key_id is not None else None, None),
-            team=_attempt(lambda: _scrub(str(d.team)) if d.team is not None else None, None),
-            protocol=_attempt(lambda: _scrub(str(d.protocol)), None),
+            latency_ms=number(_or_default(lambda: float(d.latency_ms), 0.0)),
+            input_tokens=_or_default(lambda: int(usage.prompt_tokens), None),
+            cached_tokens=_or_default(lambda: int(usage.cached_tokens), None),
+            output_tokens=_or_default(lambda: int(usage.completion_tokens), None),
+            reasoning_tokens=_or_default(lambda: int(usage.reasoning_tokens), None),
+            cost_usd=number(_or_default(lambda: _finite_decimal(d.cost_usd), None)),
+            api_key_id=_or_default(lambda: _scrub(str(d.api_key_id)) if d.api_key_id is not None else None, None),
+            team=_or_default(lambda: _scrub(str(d.team)) if d.team is not None else None, None),
+            protocol=_or_default(lambda: _scrub(str(d.protocol)), None),
         )
         return tuple(values[c] for c in _REQUEST_COLUMNS)
 
@@ -619,7 +621,7 @@ class LedgerExporter(Exporter):
         """``fdatasync`` what the journal holds, on a thread: a power loss then loses at most one interval."""
         async with self._lock:  # a flush deletes and closes segments: not while they are being synced
             journal = self._journal
-            if journal is not None and journal.pending:
+            if journal is not None and journal.unsynced:
                 await asyncio.to_thread(journal.sync)
 
     async def _flush_due(self) -> bool:
@@ -894,7 +896,7 @@ class _SQLiteWriter:
             try:
                 # interlock.accounting.ledger._sqlite_pragmas: WAL lets readers (your queries) run while
                 # the gateway writes; NORMAL is durable across application crashes
-                use_wal(conn.execute, SQLITE_BUSY_TIMEOUT)  # retried: another process may be migrating a new file
+                use_wal(conn.execute)  # retried: another process may be migrating a new file
                 conn.execute("PRAGMA synchronous=NORMAL")
             except BaseException:
                 conn.close()
@@ -1252,7 +1254,7 @@ def _scrubbed(d: Decision) -> tuple[Decision, list[str]]:
     return clean, fields
 
 
-def _attempt(get: Callable[[], Any], default: Any) -> Any:
+def _or_default(get: Callable[[], Any], default: Any) -> Any:
     """``get()``, or ``default`` when it raises (one value of an essential row, see ``_essential_row``)."""
     try:
         return get()

@@ -236,9 +236,13 @@ class Journal:
         self._kept += self._sealed
         self._sealed = []
 
+    def _segments(self) -> list[_Segment]:
+        """Every segment not deleted yet."""
+        return [*self._sealed, *self._kept, *((self._current,) if self._current else ())]
+
     def sync(self) -> None:
         """``fdatasync`` the segments written since their last sync (blocking: run it on a thread)."""
-        for seg in (*self._sealed, *self._kept, *((self._current,) if self._current else ())):
+        for seg in self._segments():
             if seg.lines != seg.synced:
                 lines = seg.lines
                 try:
@@ -250,8 +254,12 @@ class Journal:
     @property
     def pending(self) -> int:
         """Rows in segments not deleted yet."""
-        segments = (*self._sealed, *self._kept, *((self._current,) if self._current else ()))
-        return sum(seg.lines for seg in segments)
+        return sum(seg.lines for seg in self._segments())
+
+    @property
+    def unsynced(self) -> bool:
+        """Some segment holds rows written since its last sync (:meth:`sync` has work to do)."""
+        return any(seg.lines != seg.synced for seg in self._segments())
 
     def close(self, drained: bool) -> None:
         """Release the segments: deleted when ``drained`` (everything is in the database), else kept."""
@@ -287,10 +295,6 @@ def _delete(seg: _Segment) -> None:
         pass
     except OSError as exc:
         log.warning("ledger: cannot delete the journal segment %s (%s)", seg.path, exc)
-    _discard(seg)
-
-
-def _discard(seg: _Segment) -> None:
     try:
         os.close(seg.fd)
     except OSError:
