@@ -281,10 +281,10 @@ class Lifecycle:
             err.headers.update(self.limiter.headers(held.limits))
 
     async def _finish(self, ctx: RequestContext, decision: Decision, attempt: Attempt | None, held: _Held | None) -> None:
-        self._close(ctx, decision, attempt)
+        self._account_and_record(ctx, decision, attempt)
         await self._settle(decision, held)
 
-    def _close(self, ctx: RequestContext, decision: Decision, attempt: Attempt | None) -> None:
+    def _account_and_record(self, ctx: RequestContext, decision: Decision, attempt: Attempt | None) -> None:
         """Account and record the decision: from here on it is in the ledger's journal."""
         decision.latency_ms = (time.perf_counter() - ctx.started) * 1000
         if attempt is not None:
@@ -336,7 +336,7 @@ class Lifecycle:
                     # recorded before the stream's last bytes leave: a client that has its whole
                     # answer has its row in the ledger's journal, even if the process dies now
                     await router.stream_ended(current)
-                    self._close(ctx, decision, current.attempt)  # the trailer may carry the cost
+                    self._account_and_record(ctx, decision, current.attempt)  # the trailer may carry the cost
                     recorded = True
                     await resp.write(writer.end(decision))
                     break
@@ -365,7 +365,7 @@ class Lifecycle:
                 await current.rest.aclose()  # releases the upstream connection whatever happened
             await router.stream_ended(current)
             if not recorded:
-                self._close(ctx, decision, current.attempt)
+                self._account_and_record(ctx, decision, current.attempt)
             await self._settle(decision, held)  # a stream reconciles its budget here
         return resp
 
