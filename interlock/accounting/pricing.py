@@ -1,57 +1,60 @@
-"""Prices: the built-in table (``interlock/data/prices.toml``), config overrides, and cost arithmetic.
+"""Prices: the genai-prices data set, config overrides, and cost arithmetic.
 
-Money is :class:`~decimal.Decimal` throughout, never float: the data file is parsed
-with ``parse_float=Decimal`` and config numbers go through their shortest ``repr``,
-so ``0.075`` stays exactly ``0.075``. Prices are USD per million tokens.
+Money is :class:`~decimal.Decimal` throughout, never float: the data set's prices are
+Decimals and config numbers go through their shortest ``repr``, so ``0.075`` stays exactly
+``0.075``. Token rates are USD per million tokens; fees are USD each.
 
-A lookup takes the provider *type* (which list to read), the model name as sent
-upstream and, optionally, the provider *instance* (for per-target overrides). Model
-names are normalised so that
+A lookup takes the provider *type* (which of the data set's providers to read, see
+:data:`~interlock.accounting.price_data.PROVIDERS`), the model name as sent upstream and,
+optionally, the provider *instance* (for per-target overrides). The data set matches model
+names itself (dated snapshots, ``-latest`` aliases, Bedrock ids, ``vendor/model`` on
+OpenRouter); interlock also tries the name's normalised forms, most specific first, so that
 
-* dated snapshots and aliases price like their base model: ``gpt-4o-mini-2024-07-18``,
-  ``claude-3-5-haiku-20241022``, ``command-a-03-2025``, ``claude-3-7-sonnet-latest``,
-  ``gemini-2.5-flash-001``, Vertex's ``claude-sonnet-4-5@20250929``;
-* Bedrock ids (``us.anthropic.claude-sonnet-4-20250514-v1:0``, ARNs) and OpenRouter ids
-  (``anthropic/claude-sonnet-4.5``) price as the vendor's own model;
-* ``instance/model`` and ``models/`` / ``accounts/fireworks/models/`` prefixes are stripped.
+* ``instance/model`` and ``models/`` / ``publishers/.../models/`` prefixes are stripped;
+* Vertex's ``claude-sonnet-4-5@20250929`` and Bedrock ARNs price as the vendor's model;
+* a snapshot suffix the data set does not list (``-2025-06-01``, ``-001``) prices as its base model.
 
 Config overrides (``[prices]``, see :func:`parse_prices`) are keyed by model name, or by
 ``"instance/model"`` for one target; ``*`` globs are allowed (``"ollama/*"``). A target key
-wins over a model key, an exact key over a glob, and any override over the built-in table.
+wins over a model key, an exact key over a glob, and any override over the data set.
 
 :class:`PriceTable` objects are immutable. The gateway builds one per configuration
 (:meth:`PriceTable.for_config`) and hands it to the engine, which knows it only as a
 :class:`~interlock.core.catalog.PriceBook` (``compute_cost``'s ``prices``, a strategy's
 ``prices`` attribute) and a :class:`~interlock.core.catalog.ModelMetadata` (context
-windows).
+windows). Each ``(provider type, model, instance)`` is resolved once and remembered (until
+the price changes, for time-dependent prices); costs are computed by :func:`cost`.
 """
 
 from __future__ import annotations
 
 import datetime
 import fnmatch
-import functools
-import importlib.resources
 import math
 import re
-import tomllib
+import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from interlock.accounting.price_data import SELF_HOSTED, PriceData
+from interlock.accounting.price_data import builtin as builtin_data
 from interlock.core.catalog import Price as Price  # re-exported: the table's entries
 from interlock.core.types import Usage
 
 MILLION = Decimal(1_000_000)
 ZERO = Decimal(0)
 
+#: the rates a ``[prices."model"]`` table accepts (USD per million tokens), and its fees (USD each)
+_RATE_KEYS = (
+    "input", "output", "cached_input", "cache_write", "cache_write_1h", "reasoning", "input_audio", "input_image",
+    "output_audio",
+)
+_FEE_KEYS = ("per_request", "web_search")
 #: the keys a ``[prices."model"]`` table accepts
-PRICE_KEYS = ("input", "output", "cached_input", "cache_write", "reasoning", "context_window")
-_RATE_KEYS = ("input", "output", "cached_input", "cache_write", "reasoning")
+PRICE_KEYS = (*_RATE_KEYS, *_FEE_KEYS, "context_window")
 
-_BEDROCK_REGION = re.compile(r"^(us|eu|apac|global|jp|au|ca|us-gov)\.")
-_BEDROCK_VERSION = re.compile(r"(-v\d+(:\d+)?|:\d+)$")
 # snapshot suffixes, stripped one at a time (repeatedly) after the exact name failed
 _SNAPSHOT = re.compile(
     r"(-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{2}-\d{4}|-\d{4}|-\d{3}|-latest|@[\w.-]+)$"
@@ -71,22 +74,64 @@ def cost(usage: Usage, price: Price) -> Decimal:
     Usage is in OpenAI semantics: ``prompt_tokens`` includes cache reads and writes,
     ``completion_tokens`` includes reasoning. So uncached input is prompt - cached -
     cache_write (never below 0) at the input price; cache reads at ``cached_input``;
-    cache writes at ``cache_write``; reasoning tokens at ``reasoning`` and the rest of
-    the completion at ``output``.
+    cache writes at ``cache_write`` (the hour-long ones at ``cache_write_1h``); reasoning
+    tokens at ``reasoning`` and the rest of the completion at ``output``; audio and image
+    tokens at their own rates where the price has them. A prompt larger than a tier's
+    threshold is priced at that tier's rates. Fees come on top: ``per_request`` once and
+    ``web_search`` per search.
     """
+    prompt = usage.prompt_tokens
+    if price.tiers:
+        price = _tier(price, prompt)
     cached = max(0, usage.cached_tokens)
     written = max(0, usage.cache_write_tokens)
-    uncached = max(0, usage.prompt_tokens - cached - written)
+    uncached = max(0, prompt - cached - written)
     completion = max(0, usage.completion_tokens)
     reasoning = min(max(0, usage.reasoning_tokens), completion)
     total = (
         uncached * price.input
         + cached * _or(price.cached_input, price.input)
-        + written * _or(price.cache_write, price.input)
         + (completion - reasoning) * price.output
         + reasoning * _or(price.reasoning, price.output)
     )
-    return total / MILLION
+    if written:
+        hour = min(max(0, usage.cache_write_1h_tokens), written)
+        five_minutes = _or(price.cache_write, price.input)
+        total += (written - hour) * five_minutes + hour * _or(price.cache_write_1h, five_minutes)
+    if usage.input_audio_tokens or usage.input_image_tokens or usage.output_audio_tokens:
+        total += _modalities(usage, price, uncached, completion - reasoning)
+    total /= MILLION
+    if price.per_request is not None:
+        total += price.per_request
+    if usage.web_search_requests > 0 and price.web_search is not None:
+        total += usage.web_search_requests * price.web_search
+    return total
+
+
+def _tier(price: Price, prompt_tokens: int) -> Price:
+    """The rates that apply to a ``prompt_tokens`` prompt: the last tier whose threshold it exceeds."""
+    chosen = price
+    for threshold, tier in price.tiers:
+        if prompt_tokens > threshold:
+            chosen = tier
+    return chosen
+
+
+def _modalities(usage: Usage, price: Price, uncached: int, plain_output: int) -> Decimal:
+    """What audio and image tokens cost beyond the text rates :func:`cost` charged them at.
+
+    They are part of the uncached prompt and of the non-reasoning completion, so each is
+    capped by what is left of those (usage that does not add up never goes negative)."""
+    extra = ZERO
+    left = uncached
+    for tokens, rate in ((usage.input_audio_tokens, price.input_audio), (usage.input_image_tokens, price.input_image)):
+        counted = min(max(0, tokens), left)
+        left -= counted
+        if rate is not None:
+            extra += counted * (rate - price.input)
+    if price.output_audio is not None:
+        extra += min(max(0, usage.output_audio_tokens), plain_output) * (price.output_audio - price.output)
+    return extra
 
 
 def _or(value: Decimal | None, default: Decimal) -> Decimal:
@@ -98,87 +143,78 @@ def _or(value: Decimal | None, default: Decimal) -> Decimal:
 # --------------------------------------------------------------------------- #
 
 
-@dataclass(frozen=True, slots=True)
-class _ProviderRule:
-    inherit: tuple[str, ...] = ()  # provider types whose lists this one shares
-    vendors: Mapping[str, str] | None = None  # "vendor" of vendor/model or vendor.model -> provider type
-    self_hosted: bool = False
-
-
 _FOUND_MAX = 4096  # remembered lookups per table
 
 
 class PriceTable:
-    """Prices by provider type and model, with config overrides layered on top."""
+    """Prices by provider type and model: the data set, with config overrides layered on top."""
 
     def __init__(
         self,
-        models: Mapping[str, Mapping[str, Price]],
+        data: PriceData | None = None,
         *,
-        rules: Mapping[str, _ProviderRule] | None = None,
-        aliases: Mapping[str, Mapping[str, str]] | None = None,
         overrides: Mapping[str, Price] | None = None,
         instance_types: Mapping[str, str] | None = None,
     ) -> None:
+        self.data = data
         self._instance_types = dict(instance_types or {})
-        self._models = {ptype: {m.lower(): p for m, p in table.items()} for ptype, table in models.items()}
-        self._rules = dict(rules or {})
-        self._aliases = {
-            ptype: {a.lower(): m.lower() for a, m in table.items()} for ptype, table in (aliases or {}).items()
-        }
         self._overrides = {k.lower(): v for k, v in (overrides or {}).items()}
         self._exact = {k: v for k, v in self._overrides.items() if "*" not in k}
         self._globs = [(k, v) for k, v in self._overrides.items() if "*" in k]
-        # lookup()'s answers: a table never changes once built (a reload builds a new one), and
-        # every priced request asks the same few questions; bounded, clients name the models
-        self._found: dict[tuple[str, str, str | None], Price | None] = {}
+        # lookup()'s answers with the unix time each stops holding (None: never): a table never
+        # changes once built (a reload builds a new one), and every priced request asks the same
+        # few questions; bounded, clients name the models
+        self._found: dict[tuple[str, str, str | None], tuple[Price | None, float | None]] = {}
 
     # -- construction ----------------------------------------------------- #
 
     @classmethod
     def builtin(cls) -> PriceTable:
-        """The shipped table without overrides; the file is read once per process."""
+        """The data set shipped with interlock, without overrides."""
         return _builtin()
 
     @classmethod
     def for_config(
-        cls, overrides: Mapping[str, Price] | None, instance_types: Mapping[str, str] | None = None
+        cls,
+        overrides: Mapping[str, Price] | None,
+        instance_types: Mapping[str, str] | None = None,
+        data: PriceData | None = None,
     ) -> PriceTable:
-        """The shipped table with a config's ``[prices]`` on top.
+        """``data`` (the shipped snapshot when None) with a config's ``[prices]`` on top.
 
         ``instance_types`` maps provider instance names to their types, so
         :meth:`for_target` can price a :class:`~interlock.core.types.Target`.
         """
-        return cls.builtin().with_overrides(overrides, instance_types)
+        return cls(data or builtin_data(), overrides=overrides, instance_types=instance_types)
 
     def with_overrides(
         self, overrides: Mapping[str, Price] | None, instance_types: Mapping[str, str] | None = None
     ) -> PriceTable:
-        table = PriceTable({}, overrides=overrides, instance_types=instance_types)
-        table._models, table._rules, table._aliases = self._models, self._rules, self._aliases
-        return table
+        return PriceTable(self.data, overrides=overrides, instance_types=instance_types)
 
     # -- lookups ---------------------------------------------------------- #
 
     def lookup(self, provider_type: str, model: str, provider: str | None = None) -> Price | None:
         """The price of ``model`` served by a ``provider_type`` instance named ``provider``, or None."""
         key = (provider_type, model, provider)
+        hit = self._found.get(key)
+        if hit is not None and (hit[1] is None or hit[1] > time.time()):
+            return hit[0]
         found = self._found
-        if key in found:
-            return found[key]
         if len(found) >= _FOUND_MAX:
             found.clear()
-        price = found[key] = self._lookup(provider_type, model, provider)
+        price, until = self._lookup(provider_type, model, provider)
+        found[key] = (price, until)
         return price
 
-    def _lookup(self, provider_type: str, model: str, provider: str | None) -> Price | None:
-        builtin = self._builtin(provider_type, model)
+    def _lookup(self, provider_type: str, model: str, provider: str | None) -> tuple[Price | None, float | None]:
+        builtin, until = self._builtin(provider_type, model)
         override = self._override(provider, model)
         if override is None:
-            return builtin
+            return builtin, until
         if override.context_window is None and builtin is not None and builtin.context_window is not None:
-            return replace(override, context_window=builtin.context_window)
-        return override
+            return replace(override, context_window=builtin.context_window), until
+        return override, until
 
     def for_target(self, provider: str, model: str) -> Price | None:
         """The price of ``model`` on provider instance ``provider`` (its type from ``instance_types``;
@@ -202,11 +238,14 @@ class PriceTable:
         price = self.lookup(provider_type, model, provider)
         return None if price is None else cost(usage, price)
 
-    def models(self) -> Iterator[tuple[str, str, Price]]:
-        """Every built-in entry as ``(provider type, model, price)``."""
-        for ptype, table in self._models.items():
-            for model, price in table.items():
-                yield ptype, model, price
+    def models(self) -> Iterator[tuple[str, str]]:
+        """Every current model of the data set as ``(provider type, model name)``."""
+        if self.data is not None:
+            yield from self.data.models()
+
+    def overrides(self) -> Mapping[str, Price]:
+        """The config's ``[prices]``, keys lowercased."""
+        return self._overrides
 
     # -- internals -------------------------------------------------------- #
 
@@ -230,39 +269,21 @@ class PriceTable:
                     return price
         return None
 
-    def _builtin(self, provider_type: str, model: str) -> Price | None:
+    def _builtin(self, provider_type: str, model: str) -> tuple[Price | None, float | None]:
         ptype = provider_type.lower()
-        rule = self._rules.get(ptype, _ProviderRule())
-        if rule.self_hosted:
-            return FREE
+        if ptype in SELF_HOSTED:
+            return FREE, None
+        if self.data is None:
+            return None, None
         model = model.strip().lower()
-        found = self._in(ptype, model)
-        if found is not None:
-            return found
-        for other in rule.inherit:
-            found = self._in(other, model)
-            if found is not None:
-                return found
-        if rule.vendors:
-            vendor, rest = _split_vendor(ptype, model)
-            if vendor is not None and vendor in rule.vendors:
-                found = self._in(rule.vendors[vendor], rest)
-                if found is not None:
-                    return found
-        if "/" in model:  # "instance/model" or "type/model" written out in full
+        if ptype == "bedrock" and model.startswith("arn:"):
+            model = model.rsplit("/", 1)[-1]
+        found = self.data.find(ptype, _names(model))
+        if found is None and "/" in model and ptype != "openrouter":  # "instance/model" written out in full
             return self._builtin(provider_type, model.split("/", 1)[1])
-        return None
-
-    def _in(self, ptype: str, model: str) -> Price | None:
-        table = self._models.get(ptype)
-        if not table:
-            return None
-        aliases = self._aliases.get(ptype, {})
-        for name in _names(model):
-            hit = table.get(name) or table.get(aliases.get(name, ""))
-            if hit is not None:
-                return hit
-        return None
+        if found is None:
+            return None, None
+        return found.price, found.until
 
 
 def _names(model: str) -> Iterator[str]:
@@ -290,50 +311,14 @@ def _names(model: str) -> Iterator[str]:
                 yield other
 
 
-def _split_vendor(ptype: str, model: str) -> tuple[str | None, str]:
-    """``(vendor, vendor's model)`` of a Bedrock or OpenRouter id."""
-    if ptype == "bedrock":
-        if model.startswith("arn:"):
-            model = model.rsplit("/", 1)[-1]
-        model = _BEDROCK_REGION.sub("", model)
-        if "." not in model:
-            return None, model
-        vendor, rest = model.split(".", 1)
-        return vendor, _BEDROCK_VERSION.sub("", rest)
-    if "/" in model:
-        vendor, rest = model.split("/", 1)
-        return vendor, rest
-    return None, model
+_BUILTIN: PriceTable | None = None
 
 
-@functools.cache
 def _builtin() -> PriceTable:
-    path = importlib.resources.files("interlock.data").joinpath("prices.toml")
-    with path.open("rb") as fh:
-        data = tomllib.load(fh, parse_float=Decimal)
-    return _from_data(data)
-
-
-def _from_data(data: Mapping[str, Any]) -> PriceTable:
-    """Build a table from the data file's structure (also used by tests with their own data)."""
-    models: dict[str, dict[str, Price]] = {}
-    for ptype, table in data.get("models", {}).items():
-        models[ptype] = {}
-        for model, entry in table.items():
-            problems: list[tuple[str, str]] = []
-            price = _price(entry, f"models.{ptype}.{_key(model)}", problems, source="built-in")
-            if problems or price is None:
-                raise ValueError(f"interlock's price table is invalid: {problems}")
-            models[ptype][model] = price
-    rules = {
-        ptype: _ProviderRule(
-            inherit=tuple(spec.get("inherit", ())),
-            vendors=dict(spec["vendors"]) if "vendors" in spec else None,
-            self_hosted=bool(spec.get("self_hosted", False)),
-        )
-        for ptype, spec in data.get("providers", {}).items()
-    }
-    return PriceTable(models, rules=rules, aliases=data.get("aliases", {}))
+    global _BUILTIN
+    if _BUILTIN is None:
+        _BUILTIN = PriceTable(builtin_data())
+    return _BUILTIN
 
 
 # --------------------------------------------------------------------------- #
@@ -345,7 +330,9 @@ def parse_prices(value: Any, problems: list[tuple[str, str]]) -> dict[str, Price
     """Validate a config's ``[prices]`` table: ``"model"`` or ``"instance/model"`` -> price table.
 
     Each entry needs ``input`` and ``output`` (USD per million tokens, >= 0) and may set
-    ``cached_input``, ``cache_write``, ``reasoning`` and ``context_window``. Problems are
+    the other rates (``cached_input``, ``cache_write``, ``cache_write_1h``, ``reasoning``,
+    ``input_audio``, ``input_image``, ``output_audio``), the fees ``per_request`` and
+    ``web_search`` (USD per request / per search) and ``context_window``. Problems are
     reported with key paths (``prices."gpt-4o".output``).
     """
     if value is None:
@@ -376,15 +363,15 @@ def _price(
     for key in entry:
         if key not in known:
             problems.append((f"{path}.{key}", f"unknown key (known: {', '.join(known)})"))
-    rates: dict[str, Decimal | None] = {}
-    for key in _RATE_KEYS:
+    rates: dict[str, Any] = {}
+    for key in (*_RATE_KEYS, *_FEE_KEYS):
         if key not in entry:
             if key in ("input", "output"):
                 message = "missing: every price needs input and output (USD per 1M tokens)"
                 problems.append((f"{path}.{key}", message))
             rates[key] = None
             continue
-        rates[key] = _decimal(entry[key], f"{path}.{key}", problems)
+        rates[key] = _decimal(entry[key], f"{path}.{key}", problems, "USD" if key in _FEE_KEYS else "USD per 1M tokens")
     window = entry.get("context_window")
     if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
         problems.append((f"{path}.context_window", "must be a positive whole number of tokens"))
@@ -393,22 +380,14 @@ def _price(
         problems.append((f"{path}.checked", "must be a date (2026-01-31)"))
     if len(problems) > before:
         return None
-    assert rates["input"] is not None and rates["output"] is not None
-    return Price(
-        input=rates["input"],
-        output=rates["output"],
-        cached_input=rates["cached_input"],
-        cache_write=rates["cache_write"],
-        reasoning=rates["reasoning"],
-        context_window=window,
-        checked=checked,
-        source=source,
-    )
+    input_, output = rates.pop("input"), rates.pop("output")
+    assert input_ is not None and output is not None
+    return Price(input=input_, output=output, context_window=window, checked=checked, source=source, **rates)
 
 
-def _decimal(value: Any, path: str, problems: list[tuple[str, str]]) -> Decimal | None:
+def _decimal(value: Any, path: str, problems: list[tuple[str, str]], unit: str = "USD per 1M tokens") -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
-        problems.append((path, f"must be a number of USD per 1M tokens, not {type(value).__name__}"))
+        problems.append((path, f"must be a number of {unit}, not {type(value).__name__}"))
         return None
     if isinstance(value, float) and not math.isfinite(value):
         problems.append((path, "must be a finite number"))
@@ -420,7 +399,7 @@ def _decimal(value: Any, path: str, problems: list[tuple[str, str]]) -> Decimal 
         problems.append((path, f"{value!r} is not a number"))
         return None
     if not number.is_finite() or number < 0:
-        problems.append((path, "must be a number >= 0 (USD per 1M tokens)"))
+        problems.append((path, f"must be a number >= 0 ({unit})"))
         return None
     return number
 

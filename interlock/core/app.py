@@ -260,7 +260,7 @@ async def model_info(request: web.Request) -> web.Response:
 
 def _model_list(request: web.Request) -> model_list.ModelList:
     gateway = request.app[GATEWAY]
-    return model_list.model_list(gateway.resolver, lambda: ((t, m) for t, m, _ in gateway.prices.models()))
+    return model_list.model_list(gateway.resolver, gateway.prices.models)
 
 
 # --------------------------------------------------------------------------- #

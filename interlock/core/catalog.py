@@ -28,10 +28,22 @@ from interlock.core.types import Usage
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """One model's prices in USD per million tokens.
+    """One model's prices: token rates in USD per million tokens, fees in USD each.
 
     ``cached_input`` (cache reads), ``cache_write`` and ``reasoning`` are None when they
-    do not differ from the base price (input, input and output respectively).
+    do not differ from the base price (input, input and output respectively);
+    ``cache_write_1h`` (hour-long cache writes) falls back to ``cache_write``; the audio
+    and image rates fall back to ``input`` / ``output``. ``per_request`` is charged once
+    per upstream response and ``web_search`` per search the upstream ran.
+
+    ``tiers`` holds long-context prices, ascending: ``(threshold, price)`` applies when a
+    response's prompt (cache reads and writes included) is larger than ``threshold``
+    tokens, and then replaces every rate (a tier's own ``tiers`` is empty).
+
+    ``source`` says where the price came from: ``"built-in"`` (the data set shipped with
+    interlock), ``"refreshed"`` (a data file fetched by ``interlock prices --update``),
+    ``"config"`` (``[prices]``) or ``"self-hosted"``; ``matched`` is the data set's model
+    id the name matched, when it came from the data set.
     """
 
     input: Decimal
@@ -40,8 +52,16 @@ class Price:
     cache_write: Decimal | None = None
     reasoning: Decimal | None = None
     context_window: int | None = None
-    checked: datetime.date | None = None  # when the price was last verified (built-in table)
-    source: str = "built-in"  # "built-in", "config" or "self-hosted"
+    checked: datetime.date | None = None  # when a config or data entry says it was last verified
+    source: str = "built-in"
+    cache_write_1h: Decimal | None = None
+    input_audio: Decimal | None = None
+    input_image: Decimal | None = None
+    output_audio: Decimal | None = None
+    per_request: Decimal | None = None
+    web_search: Decimal | None = None
+    tiers: tuple[tuple[int, Price], ...] = ()
+    matched: str | None = None
 
 
 class PriceBook(Protocol):

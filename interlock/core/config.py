@@ -21,6 +21,7 @@ from interlock.accounting.anomaly import AnomalySettings
 from interlock.accounting.database import DEFAULT_DATABASE_URL
 from interlock.core.breaker import BreakerSettings
 from interlock.accounting.budgets import Budget, parse_budgets
+from interlock.accounting.price_data import PriceDataSettings
 from interlock.accounting.pricing import Price, parse_prices
 from interlock.core.http_server import ConnectionLimits
 from interlock.core.provider import PoolSettings, ProviderSettings, Secret
@@ -52,7 +53,7 @@ _PROVIDER_CORE_KEYS = {"type", "base_url", "api_key", "headers", "timeout", "con
 _ROUTE_KEYS = {"chain", "targets", "strategy", "description", *RouteSettings.keys()}
 _TOP_KEYS = {
     "server", "database", "providers", "routes", "rules", "plugins", "logging", "exporters", "breaker", "prices", "keys",
-    "telemetry", "budgets", "anomaly", "responses", "store", "teams", "rate_limits",
+    "telemetry", "budgets", "anomaly", "responses", "store", "teams", "rate_limits", "price_data",
 }
 _SERVER_KEYS = {
     "host", "port", "max_body_bytes", "auto_providers", "admin_key", "read_key", "public_metrics",
@@ -87,6 +88,7 @@ class Config:
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)  # [server] client connection bounds
     pool: PoolSettings = field(default_factory=PoolSettings)  # [server] upstream_*: the upstream connection pool
     prices: dict[str, Price] = field(default_factory=dict)  # [prices]: "model" or "instance/model" -> price
+    price_data: PriceDataSettings = field(default_factory=PriceDataSettings)  # [price_data]: refreshed data set
     budgets: list[Budget] = field(default_factory=list)  # [[budgets]] (core.budgets)
     anomaly: AnomalySettings = field(default_factory=AnomalySettings)  # [anomaly] (core.anomaly)
     keys: list[KeySpec] = field(default_factory=list)  # [[keys]]: gateway API keys (hashes only)
@@ -169,6 +171,7 @@ def parse(data: Mapping[str, Any], *, source: str | None = None, environ: Mappin
 
     cfg.rules = parse_rules(data.get("rules"), problems)
     cfg.prices = parse_prices(data.get("prices"), problems)
+    cfg.price_data = PriceDataSettings.parse(data.get("price_data"), problems)
     cfg.budgets = parse_budgets(data.get("budgets"), problems)
     cfg.anomaly = AnomalySettings.parse(data.get("anomaly"), problems)
     cfg.keys = parse_keys(data.get("keys"), problems)

@@ -22,6 +22,7 @@ from interlock.accounting.anomaly import AnomalyDetector
 from interlock.accounting.budgets import Budgets
 from interlock.accounting.guard import SpendGuard
 from interlock.accounting.keys import KeyStore
+from interlock.accounting import price_data
 from interlock.accounting.pricing import PriceTable
 from interlock.accounting.rate_limits import RateLimiter
 from interlock.accounting.shared_responses import SharedResponses
@@ -90,6 +91,7 @@ class Gateway:
         #: runs every request on this configuration (rebuilt with the router on reload)
         self.lifecycle = Lifecycle(self.router, self.guard, self.record, self.limits)
         self._ticker: asyncio.Task[None] | None = None
+        self._price_updater: asyncio.Task[None] | None = None
         # stored Responses API responses: one store per process, in the ledger's database, kept across
         # reloads (its pending records must not be lost); None when [responses] store = false. Tests
         # may pass their own store (started and closed by them).
@@ -117,7 +119,8 @@ class Gateway:
         providers = build_providers(
             cfg.providers, self.registry, self.http, self.environ, auto_providers=cfg.auto_providers, source=cfg.source
         )
-        prices = PriceTable.for_config(cfg.prices, {name: p.type_name for name, p in providers.items()})
+        data = price_data.load(cfg.price_data)
+        prices = PriceTable.for_config(cfg.prices, {name: p.type_name for name, p in providers.items()}, data)
         resolver = Resolver(self.pm, self.registry, providers, cfg.routes, cfg.rules, cfg.source)
         router = Router(
             self.pm, self.registry, resolver, self.health, self.store, Breaker(self.store, cfg.breaker),
@@ -215,6 +218,9 @@ class Gateway:
             log.warning("anomaly: cannot rebuild baselines from the ledger (%s: %s); they start afresh",
                         type(exc).__name__, exc)
         self._ticker = asyncio.create_task(self._tick(), name="interlock-anomaly-tick")
+        self._report_price_data()
+        if self.cfg.price_data.refresh is not None and self.cfg.source != "demo":
+            self._price_updater = asyncio.create_task(self._refresh_prices(), name="interlock-price-updater")
         self.limits.start()
         await self.keys.start()  # after the ledger exporter, which creates the database
         if self._sql_responses is not None:
@@ -224,11 +230,42 @@ class Gateway:
         """The shared store answers again (maybe emptied): budgets re-seed their counters before next use."""
         self.budgets.forget_seeds()
 
+    def _report_price_data(self) -> None:
+        """Say which price data is in use, and warn (never fail) when it is stale or a file did not read."""
+        data = self.prices.data
+        if data is None:
+            return
+        if data.problem is not None:
+            log.warning("prices: %s %s; using the %s", data.path, data.problem, data.describe())
+        if data.stale(self.cfg.price_data.stale_after):
+            log.warning("prices: the %s is older than %s; run `interlock prices --update` to refresh it",
+                        data.describe(), self.cfg.price_data.stale_after)
+        else:
+            log.info("prices: %s", data.describe())
+
+    async def _refresh_prices(self) -> None:
+        """``[price_data] refresh``: fetch the data set now and then, and reload onto it when it changed."""
+        interval = self.cfg.price_data.refresh
+        assert interval is not None
+        while True:
+            try:
+                fresh = await asyncio.to_thread(price_data.update, self.cfg.price_data)
+            except Exception as exc:  # a refresh that fails keeps the prices in use
+                log.warning("prices: refresh failed, keeping the %s (%s)", self.prices.data.describe()
+                            if self.prices.data else "current prices", exc)
+            else:
+                if fresh is not self.prices.data:
+                    self.reload(self.cfg)
+                    log.info("prices: now using the %s", fresh.describe())
+            await asyncio.sleep(interval.total_seconds())
+
     async def close(self) -> None:
-        ticker, self._ticker = self._ticker, None
-        if ticker is not None:
-            ticker.cancel()
-            await asyncio.wait([ticker])
+        for name in ("_ticker", "_price_updater"):
+            task = getattr(self, name)
+            setattr(self, name, None)
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])
         await self.limits.close()
         await self.keys.close()
         if self._shared_responses is not None:

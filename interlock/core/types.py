@@ -84,13 +84,25 @@ class UpstreamError(Exception):
 
 @dataclass(slots=True)
 class Usage:
-    """Token usage in OpenAI semantics: prompt includes cached, completion includes reasoning."""
+    """What one upstream response reported using, in OpenAI semantics.
+
+    ``prompt_tokens`` includes cache reads (``cached_tokens``), cache writes
+    (``cache_write_tokens``, of which ``cache_write_1h_tokens`` were written for an hour
+    rather than five minutes) and audio and image input; ``completion_tokens`` includes
+    reasoning and audio output. ``web_search_requests`` counts the searches a server-side
+    search tool ran (Anthropic's web search, Perplexity's search queries), billed per call.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    input_audio_tokens: int = 0
+    input_image_tokens: int = 0
+    output_audio_tokens: int = 0
+    web_search_requests: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -109,6 +121,9 @@ class Usage:
             cached_tokens=int(ptd.get("cached_tokens") or usage.get("prompt_cache_hit_tokens") or 0),
             reasoning_tokens=int(ctd.get("reasoning_tokens") or 0),
             cache_write_tokens=int(ptd.get("cache_write_tokens") or 0),
+            input_audio_tokens=int(ptd.get("audio_tokens") or 0),
+            output_audio_tokens=int(ctd.get("audio_tokens") or 0),
+            web_search_requests=int(usage.get("num_search_queries") or 0),  # Perplexity
         )
 
 

@@ -14,13 +14,24 @@ import openai
 import pytest
 
 from interlock.accounting.pricing import PriceTable
+from interlock.plugins.detection import detect
 from interlock.testing import FakeAnthropic, FakeOpenAI
 from tests.conftest import SECRET, GatewayFactory, RunningGateway, openai_config
 from tests.core._api_helpers import HELLO, assert_openai_error, raw_request
 
-#: what the price table knows for each type, lower-cased as it stores them
-KNOWN_OPENAI = sorted(m for t, m, _ in PriceTable.builtin().models() if t == "openai")
-KNOWN_ANTHROPIC = sorted(m for t, m, _ in PriceTable.builtin().models() if t == "anthropic")
+#: what the price data knows for each type
+OPENAI_MODELS = sorted(m for t, m in PriceTable.builtin().models() if t == "openai")
+ANTHROPIC_MODELS = sorted(m for t, m in PriceTable.builtin().models() if t == "anthropic")
+
+
+def listed(models: list[str], ptype: str, instance: str) -> list[str]:
+    """How an ``instance`` of ``ptype`` lists ``models``: bare when auto-detection sends the name
+    there, ``instance/model`` otherwise (a legacy name detection does not know)."""
+    return sorted(m if detect(m) == ptype else f"{instance}/{m}" for m in models)
+
+
+KNOWN_OPENAI = listed(OPENAI_MODELS, "openai", "openai")
+KNOWN_ANTHROPIC = listed(ANTHROPIC_MODELS, "anthropic", "anthropic")
 
 
 @pytest.fixture
@@ -97,7 +108,7 @@ async def test_routes_configured_models_and_known_models_of_an_unlisted_instance
     assert by_id["gpt-4o"].owned_by == "openai" and by_id["gpt-4o-mini"].owned_by == "openai"
     assert "openai/gpt-5" not in by_id and "gpt-5" not in by_id  # a models list is the whole list
     # backup has no list: the known openai models, qualified (a bare name would go to `openai`)
-    assert {i for i, m in by_id.items() if m.owned_by == "backup"} == {f"backup/{m}" for m in KNOWN_OPENAI}
+    assert {i for i, m in by_id.items() if m.owned_by == "backup"} == {f"backup/{m}" for m in OPENAI_MODELS}
     assert fake.requests == []
 
     for model_id in ("smart", "cheap", "gpt-4o", "gpt-4o-mini", "backup/gpt-4o"):
@@ -129,7 +140,7 @@ async def test_an_instance_not_named_after_its_type_lists_bare_names_it_would_se
 ) -> None:
     gw = await make_gateway(f'[providers.main]\ntype = "openai"\nbase_url = "{fake.base_url}"\napi_key = "{SECRET}"\n')
     page = await gw.client.models.list()
-    assert sorted(m.id for m in page.data) == KNOWN_OPENAI
+    assert sorted(m.id for m in page.data) == listed(OPENAI_MODELS, "openai", "main")
     assert {m.owned_by for m in page.data} == {"main"}
 
 

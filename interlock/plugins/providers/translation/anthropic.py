@@ -319,18 +319,28 @@ def finish_reason(native: str | None, *, tool_calls: bool) -> str:
 
 
 def usage_of(usage: dict[str, Any] | None) -> Usage:
-    """Anthropic usage in OpenAI semantics: ``input_tokens`` excludes cache reads and writes."""
+    """Anthropic usage in OpenAI semantics: ``input_tokens`` excludes cache reads and writes.
+
+    ``cache_creation`` splits the writes by lifetime (``ephemeral_1h_input_tokens`` are billed
+    at the hour rate) and ``server_tool_use.web_search_requests`` counts billed searches.
+    """
     usage = usage or {}
     fresh = int(usage.get("input_tokens") or 0)
     read = int(usage.get("cache_read_input_tokens") or 0)
     write = int(usage.get("cache_creation_input_tokens") or 0)
     details = usage.get("output_tokens_details") or {}
+    creation = usage.get("cache_creation")
+    hour = int(creation.get("ephemeral_1h_input_tokens") or 0) if isinstance(creation, dict) else 0
+    tools = usage.get("server_tool_use")
+    searches = int(tools.get("web_search_requests") or 0) if isinstance(tools, dict) else 0
     return Usage(
         prompt_tokens=fresh + read + write,
         completion_tokens=int(usage.get("output_tokens") or 0),
         cached_tokens=read,
         reasoning_tokens=int(details.get("thinking_tokens") or 0) if isinstance(details, dict) else 0,
         cache_write_tokens=write,
+        cache_write_1h_tokens=min(hour, write),
+        web_search_requests=searches,
     )
 
 

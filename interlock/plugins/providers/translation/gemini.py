@@ -338,12 +338,27 @@ def usage_of(meta: Any) -> Usage | None:
         value = meta.get(key)
         return value if isinstance(value, int) else 0
 
+    prompt_by_modality = _by_modality(meta.get("promptTokensDetails"))
     return Usage(
         prompt_tokens=n("promptTokenCount") + n("toolUsePromptTokenCount"),
         completion_tokens=n("candidatesTokenCount") + n("thoughtsTokenCount"),
         cached_tokens=n("cachedContentTokenCount"),
         reasoning_tokens=n("thoughtsTokenCount"),
+        input_audio_tokens=prompt_by_modality.get("AUDIO", 0),
+        input_image_tokens=prompt_by_modality.get("IMAGE", 0),
+        output_audio_tokens=_by_modality(meta.get("candidatesTokensDetails")).get("AUDIO", 0),
     )
+
+
+def _by_modality(details: Any) -> dict[str, int]:
+    """``[{"modality": "AUDIO", "tokenCount": 120}, ...]`` as ``{"AUDIO": 120}`` (absent or odd: empty)."""
+    out: dict[str, int] = {}
+    if isinstance(details, list):
+        for entry in details:
+            if isinstance(entry, dict) and isinstance(entry.get("tokenCount"), int):
+                key = str(entry.get("modality"))
+                out[key] = out.get(key, 0) + entry["tokenCount"]
+    return out
 
 
 def blocked_prompt(body: dict[str, Any]) -> UpstreamError | None:

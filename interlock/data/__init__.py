@@ -1,1 +1,0 @@
-"""Data files shipped with interlock (the built-in price table, ``prices.toml``)."""
