@@ -1,4 +1,4 @@
-"""The ``interlock`` command line: serve, check, plugins, explain, costs."""
+"""The ``interlock`` command line: serve, check, plugins, explain, costs, prices."""
 
 from __future__ import annotations
 
@@ -334,6 +334,77 @@ def cmd_costs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prices(args: argparse.Namespace) -> int:
+    """What models cost and where the price comes from; unpriced models; refresh the data set."""
+    from interlock.accounting import price_data, price_report, spend
+    from interlock.accounting.ledger import safe_url
+
+    cfg = _load(args.config)
+    if args.update:
+        try:
+            fresh = price_data.update(cfg.price_data)
+        except (OSError, ValueError) as exc:
+            print(f"interlock prices: {exc}; the prices in use are unchanged", file=sys.stderr)
+            return 1
+        print(f"prices: wrote {cfg.price_data.file}: {fresh.describe()}")
+        return 0
+    gateway = _gateway(cfg)
+    table = gateway.prices
+    if args.missing:
+        targets = price_report.configured(gateway)
+        path = spend.sqlite_path(cfg.database_url)
+        if path is None or os.path.isfile(path):  # a ledger that exists: what was routed lately
+
+            async def read() -> list[price_report.Target]:
+                engine = spend.open_read_only(cfg.database_url)
+                try:
+                    return await price_report.routed(engine, spend.parse_duration(args.since))
+                finally:
+                    await engine.dispose()
+
+            try:
+                targets += asyncio.run(read())
+            except Exception as exc:  # no ledger tables yet, an unreachable server: say so, list the config's
+                print(f"interlock prices: cannot read the ledger at {safe_url(cfg.database_url)} ({type(exc).__name__}); "
+                      "listing configured models only", file=sys.stderr)
+        unpriced = price_report.missing(table, targets)
+        if args.json:
+            print(json.dumps([{"provider": t.provider, "provider_type": t.provider_type, "model": t.model,
+                               "why": t.why} for t in unpriced], indent=2))
+        for t in unpriced if not args.json else ():
+            print(f"{t.provider}/{t.model} ({t.provider_type}): no price ({t.why}); add [prices.\"{t.model}\"]")
+        return 1 if unpriced else 0
+    if not args.model:
+        for line in price_report.data_summary(table, cfg.price_data.stale_after, table.overrides()):
+            print(line)
+        return 0
+    if args.provider:
+        provider = gateway.providers.get(args.provider)
+        ptype = provider.type_name if provider is not None else args.provider
+        targets = [price_report.Target(args.provider, ptype, args.model, "--provider")]
+    else:
+        from interlock.core.resolve import Unresolved
+
+        try:
+            route = gateway.resolver.resolve(args.model)
+        except Unresolved as exc:
+            print(f"interlock prices: {args.model}: {exc}; name a provider with --provider TYPE", file=sys.stderr)
+            return 1
+        targets = [price_report.Target(t.provider, gateway.providers[t.provider].type_name, t.model,
+                                       f"route {route.name!r}") for t in route.targets]
+    if args.json:
+        out = []
+        for t in targets:
+            price = table.lookup(t.provider_type, t.model, t.provider)
+            out.append({"provider": t.provider, "provider_type": t.provider_type, "model": t.model,
+                        "price": None if price is None else price_report.price_json(price)})
+        print(json.dumps(out, indent=2))
+    else:
+        print("\n".join(price_report.format_price(t, table.lookup(t.provider_type, t.model, t.provider), table)
+                        for t in targets))
+    return 0 if all(table.lookup(t.provider_type, t.model, t.provider) for t in targets) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="interlock", description="An observability-first LLM gateway.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -375,6 +446,17 @@ def build_parser() -> argparse.ArgumentParser:
     costs.add_argument("--anomalies", action="store_true", help="list recent budget and anomaly alerts instead")
     costs.add_argument("--config", help="TOML config file (its [database] url is read)")
     costs.set_defaults(func=cmd_costs)
+
+    prices = sub.add_parser("prices", help="what a model costs per billing dimension, unpriced models, refresh prices")
+    prices.add_argument("model", nargs="?", help="a model name or route (its targets are priced)")
+    prices.add_argument("--provider", help="price MODEL on this provider instance or type")
+    prices.add_argument("--missing", action="store_true",
+                        help="list configured and recently routed models without a price (exit 1 if any)")
+    prices.add_argument("--since", default="7d", help="with --missing: how far back the ledger is read (default 7d)")
+    prices.add_argument("--update", action="store_true", help="download the current price data ([price_data] file)")
+    prices.add_argument("--json", action="store_true", help="machine-readable output (exact decimal strings)")
+    prices.add_argument("--config", help="TOML config file")
+    prices.set_defaults(func=cmd_prices)
     return parser
 
 
