@@ -346,7 +346,7 @@ def _read_file(path: str, mtime_ns: int) -> PriceData:
     """A refreshed data file (cached by path and modification time: one parse per change)."""
     with open(path, "rb") as fh:
         try:
-            document = json.load(fh)
+            document = json.load(fh, parse_float=Decimal)
         except json.JSONDecodeError as exc:
             raise ValueError(f"is not JSON ({exc.msg}, line {exc.lineno})") from None
     if not isinstance(document, dict) or not isinstance(document.get("providers"), list):
@@ -393,10 +393,10 @@ def update(settings: PriceDataSettings, now: datetime.datetime | None = None) ->
     except Exception as exc:  # httpx2's transport and status errors
         raise OSError(f"cannot download {settings.update_url}: {exc}") from None
     try:
-        raw = json.loads(body)
-    except ValueError as exc:
+        raw = json.loads(body)  # floats for writing back: their shortest repr is the text that came
+        providers = parse_providers(json.loads(body, parse_float=Decimal))  # exact for validating
+    except json.JSONDecodeError as exc:
         raise ValueError(f"{settings.update_url} did not return JSON: {exc}") from None
-    providers = parse_providers(raw)
     fetched = now or datetime.datetime.now(datetime.UTC)
     document = {"fetched_at": fetched.isoformat(), "source": settings.update_url, "providers": raw}
     path = Path(settings.file)
