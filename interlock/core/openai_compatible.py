@@ -237,7 +237,7 @@ class OpenAICompatible(HTTPProvider):
                 f"{self.name}: the response failed: {err.get('message') or 'no reason given'}", kind="http", status=502,
                 body=body, code=str(err.get("code") or "") or None,
             )
-        return NativeResult(body, usage_from_responses(body.get("usage")))
+        return NativeResult(body, usage_from_responses(body.get("usage"), body.get("output")))
 
     async def native_stream(self, ctx: RequestContext, model: str) -> AsyncIterator[Chunk]:
         """The upstream's Responses events, each one native chunk as it arrived (lifecycle events parsed)."""

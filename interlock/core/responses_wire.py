@@ -29,10 +29,13 @@ _LIFECYCLE = frozenset({"response.created", "response.completed", "response.inco
 _SEQUENCE = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
 
 
-def usage_from_responses(usage: Any) -> Usage | None:
-    """A Responses ``usage`` object in the gateway's :class:`Usage` (None when absent)."""
+def usage_from_responses(usage: Any, output: Any = None) -> Usage | None:
+    """A Responses ``usage`` object in the gateway's :class:`Usage` (None when absent); the response's
+    ``output`` items count the web searches its built-in tool ran (billed per call)."""
     if not isinstance(usage, dict):
         return None
+    searches = sum(1 for item in output if isinstance(item, dict) and item.get("type") == "web_search_call") \
+        if isinstance(output, list) else 0
     details = usage.get("input_tokens_details") or {}
     out_details = usage.get("output_tokens_details") or {}
     return Usage(
@@ -41,6 +44,7 @@ def usage_from_responses(usage: Any) -> Usage | None:
         cached_tokens=int(details.get("cached_tokens") or 0),
         reasoning_tokens=int(out_details.get("reasoning_tokens") or 0),
         cache_write_tokens=int(details.get("cache_write_tokens") or 0),
+        web_search_requests=searches,
     )
 
 
@@ -107,6 +111,6 @@ def native_chunk(name: str, event: str, data: bytes) -> Chunk | None:
             chunk.response_id = response.get("id")
             chunk.response_model = response.get("model")
             if event != "response.created":
-                chunk.usage = usage_from_responses(response.get("usage"))
+                chunk.usage = usage_from_responses(response.get("usage"), response.get("output"))
                 chunk.finish_reason = finish_reason(response)
     return chunk

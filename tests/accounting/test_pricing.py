@@ -467,3 +467,45 @@ def test_the_gateway_builds_its_table_once_per_config_and_hands_it_to_the_router
     assert gateway.router.prices is gateway.prices is not old
     expected = Price(Decimal(1), Decimal(1), context_window=128_000, source="config")
     assert gateway.prices.for_target("openai", "gpt-4o") == expected
+
+# --------------------------------------------------------------------------- #
+# the billed dimensions each wire format reports
+# --------------------------------------------------------------------------- #
+
+
+def test_each_wire_format_reports_its_billed_dimensions() -> None:
+    from interlock.core.responses_wire import usage_from_responses
+    from interlock.plugins.providers.translation import anthropic as anthropic_wire
+    from interlock.plugins.providers.translation import gemini as gemini_wire
+
+    claude = anthropic_wire.usage_of({
+        "input_tokens": 100, "cache_read_input_tokens": 50, "cache_creation_input_tokens": 30, "output_tokens": 20,
+        "cache_creation": {"ephemeral_5m_input_tokens": 10, "ephemeral_1h_input_tokens": 20},
+        "server_tool_use": {"web_search_requests": 2},
+    })
+    assert (claude.prompt_tokens, claude.cached_tokens, claude.cache_write_tokens, claude.cache_write_1h_tokens) == (
+        180, 50, 30, 20
+    )
+    assert claude.web_search_requests == 2
+    gemini = gemini_wire.usage_of({
+        "promptTokenCount": 300, "candidatesTokenCount": 40, "thoughtsTokenCount": 10,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 200}, {"modality": "AUDIO", "tokenCount": 60},
+                                {"modality": "IMAGE", "tokenCount": 40}],
+        "candidatesTokensDetails": [{"modality": "AUDIO", "tokenCount": 15}],
+    })
+    assert gemini is not None
+    assert (gemini.input_audio_tokens, gemini.input_image_tokens, gemini.output_audio_tokens) == (60, 40, 15)
+    assert (gemini.completion_tokens, gemini.reasoning_tokens) == (50, 10)
+    openai_usage = Usage.from_openai({
+        "prompt_tokens": 90, "completion_tokens": 30, "prompt_tokens_details": {"audio_tokens": 70},
+        "completion_tokens_details": {"audio_tokens": 25}, "num_search_queries": 3,
+    })
+    assert openai_usage is not None
+    assert (openai_usage.input_audio_tokens, openai_usage.output_audio_tokens, openai_usage.web_search_requests) == (
+        70, 25, 3
+    )
+    responses = usage_from_responses(
+        {"input_tokens": 10, "output_tokens": 5},
+        [{"type": "web_search_call", "status": "completed"}, {"type": "web_search_call"}, {"type": "message"}],
+    )
+    assert responses is not None and responses.web_search_requests == 2
