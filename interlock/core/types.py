@@ -82,6 +82,9 @@ class UpstreamError(Exception):
         self.model: str | None = None
 
 
+_NO_DETAILS: dict[str, Any] = {}
+
+
 @dataclass(slots=True)
 class Usage:
     """What one upstream response reported using, in OpenAI semantics.
@@ -113,18 +116,23 @@ class Usage:
         """Read an OpenAI-shaped ``usage`` object; tolerant of missing fields."""
         if not usage:
             return None
-        ptd = usage.get("prompt_tokens_details") or {}
-        ctd = usage.get("completion_tokens_details") or {}
-        return cls(
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            cached_tokens=int(ptd.get("cached_tokens") or usage.get("prompt_cache_hit_tokens") or 0),
-            reasoning_tokens=int(ctd.get("reasoning_tokens") or 0),
-            cache_write_tokens=int(ptd.get("cache_write_tokens") or 0),
-            input_audio_tokens=int(ptd.get("audio_tokens") or 0),
-            output_audio_tokens=int(ctd.get("audio_tokens") or 0),
-            web_search_requests=int(usage.get("num_search_queries") or 0),  # Perplexity
+        ptd = usage.get("prompt_tokens_details") or _NO_DETAILS
+        ctd = usage.get("completion_tokens_details") or _NO_DETAILS
+        out = cls(
+            int(usage.get("prompt_tokens") or 0),
+            int(usage.get("completion_tokens") or 0),
+            int(ptd.get("cached_tokens") or usage.get("prompt_cache_hit_tokens") or 0),
+            int(ctd.get("reasoning_tokens") or 0),
+            int(ptd.get("cache_write_tokens") or 0),
         )
+        # the rarer billed dimensions: read only when reported (the common answer has none of them)
+        if audio_in := ptd.get("audio_tokens"):
+            out.input_audio_tokens = int(audio_in)
+        if audio_out := ctd.get("audio_tokens"):
+            out.output_audio_tokens = int(audio_out)
+        if searches := usage.get("num_search_queries"):  # Perplexity
+            out.web_search_requests = int(searches)
+        return out
 
 
 @dataclass(slots=True)

@@ -329,19 +329,18 @@ def usage_of(usage: dict[str, Any] | None) -> Usage:
     read = int(usage.get("cache_read_input_tokens") or 0)
     write = int(usage.get("cache_creation_input_tokens") or 0)
     details = usage.get("output_tokens_details") or {}
-    creation = usage.get("cache_creation")
-    hour = int(creation.get("ephemeral_1h_input_tokens") or 0) if isinstance(creation, dict) else 0
-    tools = usage.get("server_tool_use")
-    searches = int(tools.get("web_search_requests") or 0) if isinstance(tools, dict) else 0
-    return Usage(
-        prompt_tokens=fresh + read + write,
-        completion_tokens=int(usage.get("output_tokens") or 0),
-        cached_tokens=read,
-        reasoning_tokens=int(details.get("thinking_tokens") or 0) if isinstance(details, dict) else 0,
-        cache_write_tokens=write,
-        cache_write_1h_tokens=min(hour, write),
-        web_search_requests=searches,
+    out = Usage(
+        fresh + read + write,
+        int(usage.get("output_tokens") or 0),
+        read,
+        int(details.get("thinking_tokens") or 0) if isinstance(details, dict) else 0,
+        write,
     )
+    if write and isinstance(creation := usage.get("cache_creation"), dict):
+        out.cache_write_1h_tokens = min(int(creation.get("ephemeral_1h_input_tokens") or 0), write)
+    if isinstance(tools := usage.get("server_tool_use"), dict):
+        out.web_search_requests = int(tools.get("web_search_requests") or 0)
+    return out
 
 
 def parse_response(body: dict[str, Any], model: str, *, json_tool: str | None = None) -> ChatResult:
