@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-# Verified to install cleanly from PyPI and to ingest gen_ai.* spans (see shared reference otel.md §3.2).
+# Verified to install cleanly from PyPI and to ingest gen_ai.* spans.
 PHOENIX_VERSION = "20.26.1"
 DEFAULT_VENV = REPO / ".cache" / "phoenix-venv"
 PROJECT = "interlock-e2e"

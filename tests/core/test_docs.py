@@ -94,3 +94,18 @@ def test_every_file_contributings_layout_names_exists() -> None:
     assert sorted(files - present) == []
     for path in re.findall(r"^((?:interlock|tests)/[\w/.]*)", layout, re.M):
         assert (ROOT / path).exists(), path
+
+
+def test_the_repository_stands_on_its_own() -> None:
+    """Docs, code and scripts never point at design notes or references kept outside the repository."""
+    outside = re.compile(r"DESIGN\.md|\.\./shared|shared reference|\b(providers|front-doors|peers|litellm|otel|style)\.md\b")
+    offenders = []
+    for pattern in ("*.md", "docs/**/*.md", "interlock/**/*.py", "tests/**/*.py", "bench/**/*.py", "scripts/**/*",
+                    "bench/**/*.md"):
+        for path in ROOT.glob(pattern):
+            if not path.is_file() or path.name == "test_docs.py":
+                continue
+            for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+                if outside.search(line):
+                    offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()[:80]}")
+    assert offenders == []

@@ -12,7 +12,7 @@ from interlock.core.gateway import Gateway
 from interlock.core.types import Target
 from interlock.plugins.detection import detect
 
-# providers.md §19.2, "Test cases to encode" (None: ambiguous, never guessed)
+# model names and the provider each must resolve to (None: ambiguous, never guessed)
 DETECTION_CASES = [
     ("gpt-4o", "openai"),
     ("o3-mini", "openai"),

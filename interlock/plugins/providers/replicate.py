@@ -99,7 +99,7 @@ class Replicate(HTTPProvider):
 
     def __init__(self, settings: ProviderSettings, http: HttpPool) -> None:
         super().__init__(settings, http)
-        # the SDK's base URL has no /v1; accept the providers.md spelling with it too
+        # the SDK's base URL has no /v1; accept the documented spelling with it too
         self.api_root = self.base_url.removesuffix("/v1")
 
     @classmethod
