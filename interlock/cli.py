@@ -57,6 +57,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         cfg, fakes = demo.demo_config(cfg)
         print(f"interlock: {demo.BANNER}", flush=True)
+        if cfg.telemetry.get("tree"):
+            print(f"interlock: {demo.TRACES_HINT}", flush=True)
     if args.host:
         cfg.host = args.host
     if args.port is not None:

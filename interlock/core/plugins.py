@@ -61,6 +61,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "interlock.plugins.pricing",
     "interlock.plugins.exporters.log",
     "interlock.plugins.exporters.ledger",
+    "interlock.plugins.exporters.span_tree",
     "interlock.plugins.exporters.alert_log",
     "interlock.plugins.exporters.alert_otel",
     "interlock.plugins.exporters.webhook",

@@ -26,6 +26,7 @@ CONFIG_KEYS: dict[str, type | tuple[type, ...]] = {
     "service_name": str,
     "sample_ratio": (int, float),
     "console": bool,
+    "tree": bool,
     "prometheus": bool,
     "capture_content": str,
     "content_max_chars": int,
@@ -134,6 +135,8 @@ class TelemetrySettings:
         if t.get("console"):
             s.traces_exporters = _add(s.traces_exporters, "console")
             s.metrics_exporters = _add(s.metrics_exporters, "console")
+        if t.get("tree"):  # each request's trace as a span tree on stdout (plugins.exporters.span_tree)
+            s.traces_exporters = _add(s.traces_exporters, "tree")
         if t.get("prometheus"):
             s.metrics_exporters = _add(s.metrics_exporters, "prometheus")
         capture = t.get("capture_content")
