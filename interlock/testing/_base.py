@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import random
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -22,7 +23,7 @@ from typing import Any, ClassVar, Self
 import orjson
 from aiohttp import web
 
-__all__ = ["Fault", "FakeServer", "ReceivedRequest", "request_state"]
+__all__ = ["Fault", "FakeServer", "ReceivedRequest", "merge_usage", "request_state"]
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -137,6 +138,27 @@ _STATE: Any = (
     if hasattr(web, "RequestKey")
     else ("interlock_fake_state")
 )
+
+
+def merge_usage(native: dict[str, Any], override: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``native`` (a fake's own usage object) with ``override`` deep-merged into it.
+
+    This is what a fake's ``usage`` knob does: nested objects merge key by key, anything else
+    (numbers, strings, lists) replaces the fake's value, and keys the fake does not send are
+    added. So a test can make a fake report the usage a real provider reports (cache writes,
+    reasoning tokens, search counts...) in that provider's own wire shape, while the fake keeps
+    whatever the override leaves out. ``None`` (the default knob) returns ``native`` unchanged.
+    """
+    if not override:
+        return native
+    merged = dict(native)
+    for key, value in override.items():
+        mine = merged.get(key)
+        if isinstance(mine, dict) and isinstance(value, Mapping):
+            merged[key] = merge_usage(mine, value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
 
 
 def request_state(request: web.Request) -> _RequestState:

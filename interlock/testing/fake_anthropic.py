@@ -16,13 +16,13 @@ answers in JSON when the system prompt (or a ``system`` message) asks for JSON
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
-from interlock.testing._base import FakeServer, request_state
+from interlock.testing._base import FakeServer, merge_usage, request_state
 from interlock.testing._replies import Reply, ReplyError, call_id, plan_reply, prompt_tokens, split
 
 if TYPE_CHECKING:
@@ -86,7 +86,12 @@ class FakeAnthropic(FakeServer):
 
     Tests steer what the "model" reports through attributes: ``thinking`` (a thinking block
     before the answer), ``cache_read_tokens`` / ``cache_creation_tokens`` (prompt-cache
-    usage), ``stop_reason`` (overrides the natural one, e.g. ``"refusal"``).
+    usage), ``stop_reason`` (overrides the natural one, e.g. ``"refusal"``), and ``usage``
+    (also a constructor argument): a Messages ``usage`` object deep-merged into the fake's own
+    (:func:`~interlock.testing._base.merge_usage`), e.g. ``{"cache_creation_input_tokens": 4000,
+    "cache_creation": {"ephemeral_5m_input_tokens": 1000, "ephemeral_1h_input_tokens": 3000},
+    "server_tool_use": {"web_search_requests": 2}}``. A stream reports it as the API does:
+    ``message_start`` carries it with ``output_tokens`` 1, ``message_delta`` the final counts.
     """
 
     prefix = ""
@@ -100,9 +105,12 @@ class FakeAnthropic(FakeServer):
         seed: int = 0,
         failure_rate: float = 0.0,
         record_limit: int | None = None,
+        usage: Mapping[str, Any] | None = None,
     ) -> None:
         self.models: list[str] = list(models)
         self.chunks = max(1, chunks)
+        #: merged into every answer's ``usage`` (None: the fake's own counts only)
+        self.usage: Mapping[str, Any] | None = usage
         self.thinking: str | None = None
         self.cache_read_tokens = 0
         self.cache_creation_tokens = 0
@@ -301,6 +309,7 @@ class FakeAnthropic(FakeServer):
         }
         if thinking_tokens:
             usage["output_tokens_details"] = {"thinking_tokens": thinking_tokens}
+        usage = merge_usage(usage, self.usage)
         tool_id = call_id(message_id, "toolu_") if reply.tool_name else None
         if body.get("stream") is True:
             return await self._stream(
@@ -348,6 +357,7 @@ class FakeAnthropic(FakeServer):
         """Anthropic's event sequence: message_start, ping, blocks, message_delta, message_stop."""
         start_usage = {**usage, "output_tokens": 1}
         start_usage.pop("output_tokens_details", None)
+        start_usage.pop("server_tool_use", None)  # counted by the end of the message
         message: dict[str, Any] = {
             "id": message_id,
             "type": "message",
@@ -413,9 +423,12 @@ class FakeAnthropic(FakeServer):
             _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d})
             for d in deltas
         ]
-        delta_usage = {"output_tokens": usage["output_tokens"]}
+        delta_usage: dict[str, Any] = {"output_tokens": usage["output_tokens"]}
         if "output_tokens_details" in usage:
             delta_usage["output_tokens_details"] = usage["output_tokens_details"]
+        # the API's message_delta repeats the cumulative input-side counts (and the server tool
+        # calls): what a test steers is reported there too
+        delta_usage = merge_usage(delta_usage, self.usage)
         tail = [
             _event("content_block_stop", {"type": "content_block_stop", "index": index}),
             _event(

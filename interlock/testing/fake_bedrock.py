@@ -17,8 +17,12 @@ Claude's answers come from :attr:`FakeBedrock.claude`, a
 
 Knobs a test may set on an instance: :attr:`reasoning` (a reasoning block before the answer),
 :attr:`cache_read_tokens` / :attr:`cache_write_tokens` (reported in usage), :attr:`stop_reason`
-(overrides the natural one) and :attr:`stream_exception` (the in-band exception that
-``Fault(error_event_at=...)`` sends).
+(overrides the natural one), :attr:`stream_exception` (the in-band exception that
+``Fault(error_event_at=...)`` sends) and :attr:`usage` (also a constructor argument): a Converse
+``TokenUsage`` object deep-merged (:func:`~interlock.testing._base.merge_usage`) into the ``usage``
+of every Converse answer and of a ConverseStream's ``metadata`` event, e.g. ``{"inputTokens": 500,
+"cacheReadInputTokens": 6000, "cacheWriteInputTokens": 2000, "outputTokens": 300, "totalTokens":
+8800}``. Claude's InvokeModel answers report :attr:`claude`'s ``usage`` instead (Anthropic's shape).
 """
 
 from __future__ import annotations
@@ -27,13 +31,13 @@ import base64
 import hmac
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
-from interlock.testing._base import FakeServer, Fault, request_state
+from interlock.testing._base import FakeServer, Fault, merge_usage, request_state
 from interlock.testing._bedrock_checks import MALFORMED, check_converse
 from interlock.testing._eventstream import corrupt, event_frame, exception_frame
 from interlock.testing.fake_anthropic import FakeAnthropic, _text
@@ -129,15 +133,18 @@ class FakeBedrock(FakeServer):
         seed: int = 0,
         failure_rate: float = 0.0,
         record_limit: int | None = None,
+        usage: Mapping[str, Any] | None = None,
     ) -> None:
         """``access_key_id`` (and ``secret_access_key`` to check signatures) or ``api_key`` make
         the fake require credentials; with neither it accepts any request. ``region`` pins the
-        credential scope a signature must use."""
+        credential scope a signature must use. ``usage``: see the module docstring."""
         self.models: list[str] = list(models)
         self.access_key_id = access_key_id
         self.secret_access_key = secret_access_key
         self.region = region
         self.chunks = max(1, chunks)
+        #: merged into every Converse answer's ``usage`` (None: the fake's own counts only)
+        self.usage: Mapping[str, Any] | None = usage
         self.reasoning: str | None = None
         self.cache_read_tokens = 0
         self.cache_write_tokens = 0
@@ -317,6 +324,7 @@ class FakeBedrock(FakeServer):
         usage["totalTokens"] = (
             usage["inputTokens"] + output + self.cache_read_tokens + self.cache_write_tokens
         )
+        usage = merge_usage(usage, self.usage)
         stop_reason = self.stop_reason or _STOP_REASONS[reply.finish_reason]
         tool_id = call_id(self.next_id("tool-"), "tooluse_") if reply.tool_name else None
         if request.path.endswith("/converse-stream"):

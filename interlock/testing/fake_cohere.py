@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
-from interlock.testing._base import FakeServer, Fault, ReceivedRequest, request_state
+from interlock.testing._base import FakeServer, Fault, ReceivedRequest, merge_usage, request_state
 from interlock.testing._replies import (
     WORD_RE, Reply, ReplyError, call_id, embed, plan_reply, prompt_tokens, split,
 )
@@ -107,14 +107,22 @@ class FakeCohere(FakeServer):
         record_limit: int | None = None,
         thinking: str | None = None,
         cached_tokens: int = 0,
+        usage: Mapping[str, Any] | None = None,
     ) -> None:
         """``thinking`` adds a thinking block before every text answer (a reasoning model);
         ``cached_tokens`` is reported as ``usage.cached_tokens`` (capped at the prompt size).
-        Set :attr:`finish_reason` to make every answer end with that native reason."""
+        Set :attr:`finish_reason` to make every answer end with that native reason.
+
+        ``usage`` (also settable later as :attr:`usage`) is deep-merged into the chat ``usage``
+        of every answer (the response's, or the stream's ``message-end`` delta) with
+        :func:`~interlock.testing._base.merge_usage`, e.g. ``{"billed_units": {"input_tokens":
+        1200, "output_tokens": 400}, "tokens": {"input_tokens": 1391, "output_tokens": 400}}``."""
         self.models: list[str] = list(models)
         self.chunks = max(1, chunks)
         self.thinking = thinking
         self.cached_tokens = cached_tokens
+        #: merged into every chat answer's ``usage`` (None: the fake's own counts only)
+        self.usage: Mapping[str, Any] | None = usage
         #: overrides the native finish reason of every answer (e.g. "ERROR", "TIMEOUT")
         self.finish_reason: str | None = None
         super().__init__(api_key=api_key, seed=seed, failure_rate=failure_rate, record_limit=record_limit)
@@ -229,6 +237,7 @@ class FakeCohere(FakeServer):
         }
         if self.cached_tokens:
             usage["cached_tokens"] = min(self.cached_tokens, prompt)
+        usage = merge_usage(usage, self.usage)
         response_id = self.next_id("fake-cohere-")
         citations = self._citations(body.get("documents"), text) if text else []
         call = None

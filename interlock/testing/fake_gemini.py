@@ -13,13 +13,13 @@ and reports errors in Google's ``{"error": {"code", "message", "status", "detail
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from interlock.testing._base import FakeServer, Fault, ReceivedRequest, request_state
+from interlock.testing._base import FakeServer, Fault, ReceivedRequest, merge_usage, request_state
 from interlock.testing._gemini_wire import InvalidRequest, check_request, error_body, lower_types, norm
 from interlock.testing._replies import Reply, ReplyError, embed, plan_reply, prompt_tokens, split
 
@@ -57,12 +57,22 @@ class FakeGemini(FakeServer):
         seed: int = 0,
         failure_rate: float = 0.0,
         record_limit: int | None = None,
+        usage: Mapping[str, Any] | None = None,
     ) -> None:
         """Serve ``models``; require ``api_key`` (``x-goog-api-key`` or ``?key=``) when given; stream
         replies in about ``chunks`` pieces. ``thoughts`` adds a ``thought: true`` part (and
         ``thoughtsTokenCount``) before each answer; ``cached_tokens`` reports that many prompt tokens
-        as ``cachedContentTokenCount``; ``thought_signature`` rides on each ``functionCall`` part."""
+        as ``cachedContentTokenCount``; ``thought_signature`` rides on each ``functionCall`` part.
+
+        ``usage`` (also settable later as :attr:`usage`) is deep-merged into the ``usageMetadata``
+        of every generateContent answer and of a stream's final chunk
+        (:func:`~interlock.testing._base.merge_usage`; the stream's earlier chunks carry its prompt
+        counts), e.g. ``{"promptTokenCount": 250000, "candidatesTokenCount": 1000,
+        "totalTokenCount": 251000, "promptTokensDetails": [{"modality": "TEXT", "tokenCount":
+        250000}]}``. Lists such as ``promptTokensDetails`` replace the fake's own."""
         self.models = list(models)
+        #: merged into every answer's ``usageMetadata`` (None: the fake's own counts only)
+        self.usage: Mapping[str, Any] | None = usage
         self.chunks = max(1, chunks)
         self.thoughts = thoughts
         self.cached_tokens = cached_tokens
@@ -261,7 +271,7 @@ class FakeGemini(FakeServer):
             thinking = candidates * len(self.thoughts.split())
             usage["thoughtsTokenCount"] = thinking
             usage["totalTokenCount"] += thinking
-        return usage
+        return merge_usage(usage, self.usage)
 
     def _answer_parts(self, reply: Reply) -> list[dict[str, Any]]:
         parts: list[dict[str, Any]] = [{"text": self.thoughts, "thought": True}] if self.thoughts else []

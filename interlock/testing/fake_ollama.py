@@ -14,14 +14,14 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
-from interlock.testing._base import FakeServer, request_state
+from interlock.testing._base import FakeServer, merge_usage, request_state
 from interlock.testing._replies import (
     WORD_RE,
     Reply,
@@ -93,17 +93,25 @@ class FakeOllama(FakeServer):
         seed: int = 0,
         failure_rate: float = 0.0,
         record_limit: int | None = None,
+        usage: Mapping[str, Any] | None = None,
     ) -> None:
         """Serve ``models``; require ``Authorization: Bearer api_key`` if given (Ollama's cloud).
 
         ``chunks`` is the number of content lines per streamed reply; ``tool_call_ids`` False
         omits tool-call ids as Ollama releases before ids did; ``embed_context`` is the token
         window ``/api/embed`` enforces when a request sets ``truncate: false``.
+
+        ``usage`` (also settable later as :attr:`usage`) is merged into the counters of every
+        chat answer (the response object, or the stream's final ``done: true`` line) with
+        :func:`~interlock.testing._base.merge_usage`, e.g. ``{"prompt_eval_count": 4096,
+        "eval_count": 512}``: Ollama has no usage object, its counts are top-level fields.
         """
         self.models = list(models)
         self.chunks = max(1, chunks)
         self.tool_call_ids = tool_call_ids
         self.embed_context = embed_context
+        #: merged into every chat answer's counters (None: the fake's own counts only)
+        self.usage: Mapping[str, Any] | None = usage
         super().__init__(api_key=api_key, seed=seed, failure_rate=failure_rate, record_limit=record_limit)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
@@ -234,6 +242,7 @@ class FakeOllama(FakeServer):
             "eval_count": completion_tokens,
             "eval_duration": 900_000_000,
         }
+        final = merge_usage(final, self.usage)
         calls = self._tool_calls(reply)
         if body.get("stream", True) is False:
             message: dict[str, Any] = {"role": "assistant", "content": reply.content or ""}

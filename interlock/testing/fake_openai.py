@@ -4,7 +4,9 @@
 JSON modes, ``n``), ``/v1/responses`` (the Responses API, :mod:`._openai_responses`) and ``/v1/embeddings`` with deterministic answers, so the gateway's tests,
 plugin authors and the ``--demo`` mode can run without a real provider.  Faults (error
 statuses, latency, stalled or broken streams) are queued with :meth:`FakeOpenAI.add_fault`, or
-over HTTP at ``/_fake/faults`` from another process.
+over HTTP at ``/_fake/faults`` from another process. The ``usage`` knob makes chat answers
+report any OpenAI usage shape (cached, reasoning and audio tokens, Perplexity's
+``num_search_queries``...).
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import base64
 import struct
 import time
 from collections.abc import Iterable
+from collections.abc import Mapping
 from typing import Any, TypeGuard
 
 import orjson
 from aiohttp import web
 
-from interlock.testing._base import FakeServer, Fault, ReceivedRequest, request_state
+from interlock.testing._base import FakeServer, Fault, ReceivedRequest, merge_usage, request_state
 from interlock.testing._openai_responses import responses
 from interlock.testing._replies import Reply, ReplyError, call_id, embed, plan_reply, prompt_tokens, split
 
@@ -113,13 +116,23 @@ class FakeOpenAI(FakeServer):
         failure_rate: float = 0.0,
         record_limit: int | None = None,
         always_stream_usage: bool = False,
+        usage: Mapping[str, Any] | None = None,
     ) -> None:
         """Configure the served ``models``, optional required ``api_key``, stream ``chunks`` per
         reply, and a seeded ``failure_rate`` fraction of chat requests answered with 503.
         ``record_limit`` keeps only the newest requests in :attr:`requests` (long-running demos).
-        ``always_stream_usage`` puts usage on the final chunk unasked, as Mistral's API does."""
+        ``always_stream_usage`` puts usage on the final chunk unasked, as Mistral's API does.
+
+        ``usage`` (also settable later as :attr:`usage`) is deep-merged into the Chat Completions
+        ``usage`` object of every answer, plain or streamed (the ``include_usage`` chunk, or the
+        final chunk with ``always_stream_usage``), with :func:`~interlock.testing._base.merge_usage`:
+        e.g. ``{"prompt_tokens": 9000, "prompt_tokens_details": {"cached_tokens": 3000}}`` makes
+        the fake report a prompt-cache hit the way OpenAI does. Set every count the test relies on
+        (``total_tokens`` is not recomputed). The Responses API and embeddings ignore it."""
         self.models: list[str] = list(models)
         self.always_stream_usage = always_stream_usage
+        #: merged into every chat answer's ``usage`` (None: the fake's own counts only)
+        self.usage: Mapping[str, Any] | None = usage
         self.chunks = max(1, chunks)
         super().__init__(api_key=api_key, seed=seed, failure_rate=failure_rate, record_limit=record_limit)
 
@@ -247,7 +260,7 @@ class FakeOpenAI(FakeServer):
             for c in m.get("tool_calls") or []
             if isinstance(c, dict) and isinstance(c.get("function"), dict)
         ]
-        usage = _usage(prompt_tokens(texts), n * reply.completion_tokens)
+        usage = merge_usage(_usage(prompt_tokens(texts), n * reply.completion_tokens), self.usage)
         base = {
             "id": completion_id,
             "created": int(time.time()),

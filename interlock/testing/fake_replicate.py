@@ -28,7 +28,7 @@ import datetime
 import hashlib
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,7 @@ import orjson
 from aiohttp import web
 
 from interlock.plugins.providers.translation.replicate import ASSISTANT_CUE, BLOCK_SEPARATOR, TRANSCRIPT_LABELS
-from interlock.testing._base import FakeServer, Fault, ReceivedRequest, request_state
+from interlock.testing._base import FakeServer, Fault, ReceivedRequest, merge_usage, request_state
 from interlock.testing._replies import WORD_RE, Reply, plan_reply, prompt_tokens, split
 
 if TYPE_CHECKING:
@@ -181,10 +181,14 @@ class FakeReplicate(FakeServer):
         report_metrics: bool = True,
         streaming: bool = True,
         hold: bool = False,
+        usage: Mapping[str, Any] | None = None,
     ) -> None:
         """``models`` are ``owner/name`` (each gets :func:`version_id`); ``chunks`` output events per
         stream; ``report_metrics=False`` leaves token counts out of ``metrics``; ``streaming=False``
-        serves models without ``urls.stream``; ``hold=True`` keeps predictions running forever."""
+        serves models without ``urls.stream``; ``hold=True`` keeps predictions running forever.
+        ``usage`` (also settable later as :attr:`usage`) is merged into a succeeded prediction's
+        ``metrics`` (:func:`~interlock.testing._base.merge_usage`), e.g. ``{"input_token_count":
+        2000, "output_token_count": 500}``; with ``report_metrics=False`` it is not applied."""
         self.models = list(models)
         self.versions = {version_id(m): m for m in self.models}
         self.chunks = max(1, chunks)
@@ -193,6 +197,8 @@ class FakeReplicate(FakeServer):
         self.report_metrics = report_metrics
         self.streaming = streaming
         self.hold = hold
+        #: merged into a succeeded prediction's token ``metrics`` (None: the fake's own counts only)
+        self.usage: Mapping[str, Any] | None = usage
         self.predictions: dict[str, _Prediction] = {}
         super().__init__(api_key=api_key, seed=seed, failure_rate=failure_rate, record_limit=record_limit)
 
@@ -370,6 +376,7 @@ class FakeReplicate(FakeServer):
                     "tokens_per_second": 250.0,
                     "time_to_first_token": 0.004,
                 }
+                metrics = merge_usage(metrics, self.usage)
             obj["metrics"] = metrics
         return obj
 

@@ -115,7 +115,9 @@ class FakeVertex(FakeServer):
     margin to make every request fetch a new one); ``models`` limits the served models (None:
     any); ``require_auth`` False accepts calls without a token. :attr:`gemini` and :attr:`claude`
     are the fakes whose logic answers each publisher: steer them (``fake.claude.thinking = ...``)
-    as you would the standalone fakes.
+    as you would the standalone fakes, including the usage they report (``fake.gemini.usage``, a
+    ``usageMetadata`` override; ``fake.claude.usage``, a Messages ``usage`` override; see
+    :func:`~interlock.testing._base.merge_usage`).
     """
 
     prefix = "/v1"

@@ -307,11 +307,13 @@ async def test_thinking_and_cached_tokens() -> None:
         assert usage.prompt_tokens_details.cached_tokens == 1
 
 
-def test_usage_casts_floats_and_falls_back_to_billed_units() -> None:
-    tokens = {"tokens": {"input_tokens": 12.0, "output_tokens": 3.0}, "billed_units": {"input_tokens": 5, "output_tokens": 3},
-              "cached_tokens": 4.0}
-    assert usage_of(tokens) == Usage(prompt_tokens=12, completion_tokens=3, cached_tokens=4)
+def test_usage_casts_floats_and_counts_billed_units_over_processed_tokens() -> None:
+    # Cohere bills billed_units; tokens also counts its prompt template, which is not billed
+    both = {"tokens": {"input_tokens": 12.0, "output_tokens": 3.0}, "billed_units": {"input_tokens": 5, "output_tokens": 3},
+            "cached_tokens": 4.0}
+    assert usage_of(both) == Usage(prompt_tokens=5, completion_tokens=3, cached_tokens=4)
     assert usage_of({"billed_units": {"input_tokens": 5.0, "output_tokens": 2.0}}) == Usage(5, 2)
+    assert usage_of({"tokens": {"input_tokens": 12.0, "output_tokens": 3.0}}) == Usage(12, 3)
     assert usage_of({"billed_units": {"search_units": 1}}) is None
     assert usage_of(None) is None
 

@@ -409,3 +409,29 @@ async def test_failure_rate_answers_overloaded() -> None:
             await client.messages.create(model=MODEL, max_tokens=10, messages=HELLO)
         assert info.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
         assert len((await client.models.list()).data) == 2  # listing is not a generation: never failed
+
+
+async def test_usage_knob_reports_cache_lifetimes_and_searches_plain_and_streamed(
+    fake: FakeAnthropic, client: anthropic.AsyncAnthropic
+) -> None:
+    default = await client.messages.create(model=MODEL, max_tokens=100, messages=HELLO)
+    assert default.usage.cache_creation is None and default.usage.server_tool_use is None
+    fake.usage = {
+        "input_tokens": 2000, "cache_read_input_tokens": 30000, "cache_creation_input_tokens": 8000,
+        "cache_creation": {"ephemeral_5m_input_tokens": 5000, "ephemeral_1h_input_tokens": 3000},
+        "output_tokens": 1500, "server_tool_use": {"web_search_requests": 2},
+    }  # fmt: skip
+    plain = await client.messages.create(model=MODEL, max_tokens=100, messages=HELLO)
+    async with client.messages.stream(model=MODEL, max_tokens=100, messages=HELLO) as stream:
+        events = [event async for event in stream]
+        streamed = await stream.get_final_message()
+    start = next(e for e in events if e.type == "message_start")
+    assert start.message.usage.output_tokens == 1 and start.message.usage.server_tool_use is None
+    assert start.message.usage.cache_creation is not None
+    assert start.message.usage.cache_creation.ephemeral_1h_input_tokens == 3000
+    for usage in (plain.usage, streamed.usage):
+        assert (usage.input_tokens, usage.cache_read_input_tokens, usage.cache_creation_input_tokens) == (
+            2000, 30000, 8000,
+        )
+        assert usage.output_tokens == 1500 and usage.service_tier == "standard"  # the fake's own field kept
+        assert usage.server_tool_use is not None and usage.server_tool_use.web_search_requests == 2

@@ -551,3 +551,11 @@ def test_count_tokens_of_a_claude_body(fake: FakeBedrock, client: Any) -> None:
     with pytest.raises(botocore.exceptions.ClientError) as info:
         client.count_tokens(modelId=CLAUDE, input={"invokeModel": {"body": json.dumps({"messages": []})}})
     assert info.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_usage_knob_reaches_converse_and_the_stream_metadata(fake: FakeBedrock, client: Any) -> None:
+    fake.usage = {"inputTokens": 500, "cacheReadInputTokens": 6000, "cacheWriteInputTokens": 2000,
+                  "outputTokens": 300, "totalTokens": 8800}
+    plain = client.converse(modelId=CLAUDE, messages=HELLO)["usage"]
+    metadata = [e["metadata"] for e in stream_events(client, messages=HELLO) if "metadata" in e]
+    assert plain == metadata[0]["usage"] == fake.usage

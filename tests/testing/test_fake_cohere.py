@@ -317,3 +317,15 @@ async def test_finish_reason_override(fake: FakeCohere, client: cohere.AsyncClie
     response = await client.chat(model="command-a-03-2025", messages=HELLO)
     assert response.finish_reason == "TIMEOUT"
     assert (await _events(client))[-1].delta.finish_reason == "TIMEOUT"
+
+
+async def test_usage_knob_reaches_the_sdk_plain_and_streamed(fake: FakeCohere, client: cohere.AsyncClientV2) -> None:
+    fake.usage = {"billed_units": {"input_tokens": 1200, "output_tokens": 400},
+                  "tokens": {"input_tokens": 1391, "output_tokens": 400}}
+    plain = await client.chat(model="command-a-03-2025", messages=HELLO)
+    ends = [e async for e in client.chat_stream(model="command-a-03-2025", messages=HELLO) if e.type == "message-end"]
+    streamed = ends[0].delta.usage if ends[0].delta is not None else None
+    for usage in (plain.usage, streamed):
+        assert usage is not None and usage.billed_units is not None and usage.tokens is not None
+        assert (usage.billed_units.input_tokens, usage.billed_units.output_tokens) == (1200, 400)
+        assert usage.tokens.input_tokens == 1391

@@ -402,3 +402,26 @@ async def test_in_band_error_event_raises(fake: FakeGemini, client: genai.Client
     with pytest.raises(errors.ServerError) as info:
         await _drain(client)
     assert info.value.code == 500 and info.value.status == "INTERNAL"
+
+
+async def test_usage_knob_reaches_the_sdk_plain_and_streamed() -> None:
+    usage = {
+        "promptTokenCount": 12000, "cachedContentTokenCount": 8000, "candidatesTokenCount": 700,
+        "thoughtsTokenCount": 1300, "totalTokenCount": 14000,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 9000}, {"modality": "AUDIO", "tokenCount": 3000}],
+    }  # fmt: skip
+    async with FakeGemini(usage=usage) as fake:
+        client = _client(fake)
+        try:
+            plain = await client.aio.models.generate_content(model=MODEL, contents="hi")
+            chunks = [c async for c in await client.aio.models.generate_content_stream(model=MODEL, contents="hi")]
+        finally:
+            await client.aio.aclose()
+    assert plain.text == "Fake reply to: hi"
+    assert chunks[0].usage_metadata is not None and chunks[0].usage_metadata.prompt_token_count == 12000
+    for meta in (plain.usage_metadata, chunks[-1].usage_metadata):
+        assert meta is not None and meta.prompt_tokens_details is not None
+        assert (meta.prompt_token_count, meta.cached_content_token_count, meta.thoughts_token_count) == (12000, 8000, 1300)
+        assert [(d.modality, d.token_count) for d in meta.prompt_tokens_details] == [
+            (types.MediaModality.TEXT, 9000), (types.MediaModality.AUDIO, 3000),
+        ]  # the list replaces the fake's own

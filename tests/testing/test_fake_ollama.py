@@ -329,3 +329,12 @@ async def test_rejects_what_ollama_rejects(fake: FakeOllama) -> None:
             async with http.post(f"{fake.url}/api/chat", json=body) as resp:
                 assert resp.status == 400, messages
                 assert isinstance((await resp.json())["error"], str)
+
+
+async def test_usage_knob_reaches_the_sdk_plain_and_streamed(fake: FakeOllama, client: ollama.AsyncClient) -> None:
+    fake.usage = {"prompt_eval_count": 4096, "eval_count": 512}
+    plain = await client.chat(model="llama3.2", messages=HELLO, stream=False)
+    last = [part async for part in await client.chat(model="llama3.2", messages=HELLO, stream=True)][-1]
+    for answer in (plain, last):
+        assert answer.done and (answer.prompt_eval_count, answer.eval_count) == (4096, 512)
+        assert answer.eval_duration == 900_000_000  # the fake's other counters are kept

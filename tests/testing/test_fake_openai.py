@@ -628,3 +628,26 @@ async def test_responses_errors_and_faults(fake: FakeOpenAI, client: openai.Asyn
             await stream.get_final_response()  # the stream never completed
     assert events[-1].type == "error" and events[-1].code == "server_error"
     assert len([e for e in events if e.type == "response.output_text.delta"]) == 2
+
+
+async def test_usage_knob_reaches_the_sdk_plain_and_streamed(fake: FakeOpenAI, client: openai.AsyncOpenAI) -> None:
+    plain = await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert plain.usage is not None and plain.usage.prompt_tokens_details is not None
+    assert plain.usage.prompt_tokens_details.cached_tokens == 0  # the fake's own usage by default
+    fake.usage = {"prompt_tokens": 9000, "total_tokens": 12000, "completion_tokens": 3000,
+                  "prompt_tokens_details": {"cached_tokens": 4000},
+                  "completion_tokens_details": {"reasoning_tokens": 2000}, "num_search_queries": 1}
+    plain = await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    chunks = [
+        c async for c in await client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True,
+            stream_options={"include_usage": True},
+        )
+    ]
+    for usage in (plain.usage, chunks[-1].usage):
+        assert usage is not None and usage.prompt_tokens == 9000 and usage.completion_tokens == 3000
+        assert usage.prompt_tokens_details is not None and usage.prompt_tokens_details.cached_tokens == 4000
+        assert usage.prompt_tokens_details.audio_tokens is None  # merged, not replaced: only what was set
+        assert usage.completion_tokens_details is not None
+        assert usage.completion_tokens_details.reasoning_tokens == 2000
+        assert usage.model_extra == {"num_search_queries": 1}  # a provider's extra field passes through

@@ -297,3 +297,13 @@ async def test_faults_match_model_and_skip_polls(fake: FakeReplicate, client: Cl
     with pytest.raises(ReplicateError):
         await client.predictions.async_create(version=version_id(BIG), input=HELLO)
     assert fake.faults == []
+
+
+async def test_usage_knob_reaches_the_metrics(fake: FakeReplicate, client: Client) -> None:
+    fake.usage = {"input_token_count": 2000, "output_token_count": 500}
+    waited = await client.models.predictions.async_create(model=LLAMA, input=HELLO, wait=True)
+    assert waited.metrics is None  # still running: no metrics yet, knob or not
+    done = await client.predictions.async_get(waited.id)
+    assert done.metrics is not None
+    assert (done.metrics["input_token_count"], done.metrics["output_token_count"]) == (2000, 500)
+    assert done.metrics["predict_time"] == 0.012

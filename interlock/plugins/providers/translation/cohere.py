@@ -224,13 +224,18 @@ def _count(value: Any) -> int:
 
 
 def usage_of(usage: Any) -> Usage | None:
-    """OpenAI usage from Cohere's: ``tokens`` (what the model saw) over ``billed_units``."""
+    """OpenAI usage from Cohere's: ``billed_units`` (what Cohere charges for) over ``tokens``.
+
+    ``tokens`` counts everything the model processed, including the prompt template Cohere
+    wraps around the messages, which is not billed; usage is what interlock costs, so the
+    billed counts win and ``tokens`` only stands in when a response has no ``billed_units``.
+    """
     if not isinstance(usage, dict):
         return None
     tokens = usage.get("tokens") or {}
     billed = usage.get("billed_units") or {}
-    prompt = tokens.get("input_tokens", billed.get("input_tokens"))
-    completion = tokens.get("output_tokens", billed.get("output_tokens"))
+    prompt = billed.get("input_tokens", tokens.get("input_tokens"))
+    completion = billed.get("output_tokens", tokens.get("output_tokens"))
     if prompt is None and completion is None:
         return None
     return Usage(prompt_tokens=_count(prompt), completion_tokens=_count(completion),
