@@ -408,6 +408,17 @@ async def test_two_processes_on_one_store_report_a_spike_once() -> None:
     assert emitted[0].value_usd == Decimal(40)
 
 
+def test_the_documented_defaults_are_the_defaults() -> None:
+    import tomllib
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "anomalies.md").read_text()
+    block = text[text.index("```toml\n") + 8 : text.index("```", text.index("```toml\n") + 8)]
+    problems: list[tuple[str, str]] = []
+    documented = AnomalySettings.parse(tomllib.loads(block)["anomaly"], problems)
+    assert problems == [] and documented == AnomalySettings(enabled=True)
+
+
 def test_settings_are_validated_with_key_paths() -> None:
     problems: list[tuple[str, str]] = []
     AnomalySettings.parse({"cold_start_usd": -1, "cold_start_share": "a", "warmup_buckets": 1.5, "bucket": 1}, problems)
