@@ -146,14 +146,25 @@ class BucketHistory(Protocol):
         ...
 
 
-def _ewma(stats: Mapping[str, float] | None, x: float, alpha: float) -> dict[str, float]:
+Stats = tuple[float, float, int]  # an EWMA: mean, variance, samples
+
+
+def _step(stats: Stats | None, x: float, alpha: float) -> Stats:
     """Fold ``x`` into an EWMA mean/variance (West's incremental form)."""
-    if not stats or not stats.get("n"):
-        return {"mean": x, "var": 0.0, "n": 1}
-    mean, var = stats["mean"], stats["var"]
+    if stats is None:
+        return (x, 0.0, 1)
+    mean, var, n = stats
     diff = x - mean
     incr = alpha * diff
-    return {"mean": mean + incr, "var": (1 - alpha) * (var + diff * incr), "n": stats["n"] + 1}
+    return (mean + incr, (1 - alpha) * (var + diff * incr), n + 1)
+
+
+def _unpack(stats: Mapping[str, float] | None) -> Stats | None:
+    return (stats["mean"], stats["var"], int(stats["n"])) if stats and stats.get("n") else None
+
+
+def _pack(stats: Stats) -> dict[str, float]:
+    return {"mean": stats[0], "var": stats[1], "n": stats[2]}
 
 
 def _hour_of_week(ts: float) -> int:
@@ -296,7 +307,7 @@ class AnomalyDetector:
                         if st.get("flagged") != b - 1:
                             found.append(alert)
                         st["flagged"] = b
-                    self._fold(st, b, spends[b] / 1_000_000)
+                    self._fold(st, b, b + 1, {b: spends[b] / 1_000_000})
                 return st
 
             await self.store.update(f"{STATE}{key}", advance)
@@ -315,14 +326,29 @@ class AnomalyDetector:
         limit = base["mean"] + s.sensitivity * math.sqrt(max(base["var"], 0.0))
         return ColdStart(max(floor, s.cold_start_share * limit), floor, limit)
 
-    def _fold(self, st: dict[str, Any], bucket: int, spend: float) -> None:
-        """Fold one bucket's spend into the baselines (mutates ``st``)."""
-        how = str(_hour_of_week(bucket * self.settings.bucket_seconds))
-        st["all"] = _ewma(st.get("all"), spend, self.settings.alpha)
-        st["how"][how] = _ewma(st["how"].get(how), spend, self.settings.alpha)
-        if st["all"]["n"] <= self.settings.warmup_buckets:  # the busiest bucket of its warm-up
-            st["peak"] = max(st.get("peak", 0.0), spend)
-        st["bucket"] = bucket
+    def _fold(self, st: dict[str, Any], first: int, end: int, spends: Mapping[int, float]) -> None:
+        """Fold buckets ``first`` to ``end - 1`` (absent from ``spends``: no spend) into the baselines in ``st``.
+
+        On plain floats, as a restart folds weeks of buckets per scope at once.
+        """
+        s = self.settings
+        alpha, size, warmup = s.alpha, s.bucket_seconds, s.warmup_buckets
+        total = _unpack(st.get("all"))
+        hours = {int(h): _unpack(v) for h, v in (st.get("how") or {}).items()}
+        peak = st.get("peak")
+        for b in range(first, end):
+            x = spends.get(b, 0.0)
+            total = _step(total, x, alpha)
+            h = _hour_of_week(b * size)
+            hours[h] = _step(hours.get(h), x, alpha)
+            if total[2] <= warmup:  # the busiest bucket of its warm-up
+                peak = x if peak is None else max(peak, x)
+        if total is not None:
+            st["all"] = _pack(total)
+        st["how"] = {str(h): _pack(v) for h, v in hours.items() if v is not None}
+        if peak is not None:
+            st["peak"] = peak
+        st["bucket"] = max(st["bucket"], end - 1)
 
     def _judge(self, key: str, bucket: int, micros: int, st: Mapping[str, Any], cold: ColdStart) -> Alert | None:
         """The alert one closed bucket deserves against the baseline in ``st`` (before it is folded in), if any."""
@@ -352,13 +378,14 @@ class AnomalyDetector:
             if cold.deployment_limit is not None and key != GLOBAL:
                 details |= {"deployment_limit_usd": round(cold.deployment_limit, 6), "cold_start_share": s.cold_start_share}
         else:
-            seasonal = st["how"].get(str(_hour_of_week(start)))
+            hours: Mapping[str, Any] = st.get("how") or {}
+            seasonal = hours.get(str(_hour_of_week(start)))
             history_weeks = (bucket - st.get("first", bucket)) * s.bucket_seconds / WEEK
             use_seasonal = (
                 s.seasonal_weeks > 0 and seasonal is not None and history_weeks >= s.seasonal_weeks
                 and seasonal["n"] >= s.seasonal_weeks
             )
-            base = seasonal if use_seasonal else own
+            base: Mapping[str, Any] = seasonal if use_seasonal and seasonal is not None else own
             mean, std = base["mean"], math.sqrt(max(base["var"], 0.0))
             limit = mean + s.sensitivity * std
             if not (spend > limit and Decimal(micros) / MICRO >= s.min_spend_usd):
@@ -419,8 +446,7 @@ class AnomalyDetector:
             for key, buckets in spends.items():
                 start = min(buckets)
                 st: dict[str, Any] = {"bucket": start - 1, "first": start, "how": {}}
-                for b in range(start, current):
-                    self._fold(st, b, float(buckets.get(b, Decimal(0))))
+                self._fold(st, start, current, {b: float(usd) for b, usd in buckets.items()})
                 out[key] = st
             return out
 
