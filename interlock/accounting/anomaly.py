@@ -248,8 +248,20 @@ class AnomalyDetector:
             # a scope seen for the first time starts its history at this bucket (asking once per process
             # is enough: setdefault never replaces the history another process started)
             if key not in self._known:
-                await self.store.setdefault(f"{STATE}{key}", {"bucket": bucket - 1, "first": bucket})
+                await self.store.setdefault(f"{STATE}{key}", self._fresh(bucket))
                 self._known.add(key)
+
+    def _fresh(self, bucket: int) -> dict[str, Any]:
+        """The state of a scope whose history starts at ``bucket``."""
+        return {"bucket": bucket - 1, "first": bucket, "size": self.settings.bucket_seconds}
+
+    def _fits(self, state: Any) -> bool:
+        """Whether ``state`` counts buckets of this detector's size (bucket numbers mean nothing across sizes)."""
+        return isinstance(state, dict) and state.get("size") == self.settings.bucket_seconds
+
+    def _unless_fits(self, replacement: dict[str, Any]) -> Callable[[Any], Any]:
+        """An update that keeps a fitting state and puts ``replacement`` in place of anything else."""
+        return lambda old: old if self._fits(old) else replacement
 
     # -- judging closed buckets ---------------------------------------------------------- #
 
@@ -280,11 +292,19 @@ class AnomalyDetector:
         if states is None:
             wanted = [f"{STATE}{k}" for k in {*keys, GLOBAL}]
             states = dict(zip(wanted, await self.store.get_many(wanted), strict=True))
-        cold = self._cold_start(states.get(f"{STATE}{GLOBAL}"))
+        deployment = states.get(f"{STATE}{GLOBAL}")
+        cold = self._cold_start(deployment if self._fits(deployment) else None)
         due: dict[str, range] = {}
         for key in keys:
             state = states.get(f"{STATE}{key}")
-            if state is not None and state["bucket"] < current - 1:
+            if state is None:
+                continue
+            if not self._fits(state):
+                # kept for another bucket size ([anomaly] bucket_minutes changed, or an older interlock): its
+                # bucket numbers and per-bucket dollars do not compare, so the scope starts afresh (cold start)
+                await self.store.update(f"{STATE}{key}", self._unless_fits(self._fresh(current)))
+                log.info("anomaly: %s had a baseline of other bucket sizes; it starts again", key)
+            elif state["bucket"] < current - 1:
                 due[key] = range(max(state["bucket"] + 1, current - MAX_CATCHUP), current)
         names = [f"anomaly:spend:{key}:{b}" for key, span in due.items() for b in span]
         counted = iter(await self.store.get_many(names))
@@ -296,7 +316,7 @@ class AnomalyDetector:
             def advance(old: Any, key: str = key, spends: dict[int, int] = spends, found: list[Alert] = found,
                         first: int = span.start) -> Any:
                 found.clear()  # a store may call this more than once (optimistic retries)
-                st = dict(old or {"bucket": first - 1, "first": first})
+                st = dict(old) if self._fits(old) else self._fresh(first)
                 st["how"] = dict(st.get("how") or {})
                 for b in sorted(spends):
                     if b <= st["bucket"]:
@@ -428,7 +448,7 @@ class AnomalyDetector:
         """
         if not self.settings.enabled:
             return 0
-        if await self.store.items(STATE):
+        if any(self._fits(state) for state in (await self.store.items(STATE)).values()):
             return 0  # the store remembers: nothing to rebuild
         if not await self.store.add_once("anomaly:restored", "anomaly:restores", 1, ttl=self.settings.bucket_seconds * 2):
             return 0  # another process is rebuilding right now
@@ -445,7 +465,7 @@ class AnomalyDetector:
             out = {}
             for key, buckets in spends.items():
                 start = min(buckets)
-                st: dict[str, Any] = {"bucket": start - 1, "first": start, "how": {}}
+                st = self._fresh(start)
                 self._fold(st, start, current, {b: float(usd) for b, usd in buckets.items()})
                 out[key] = st
             return out
@@ -453,7 +473,8 @@ class AnomalyDetector:
         states = await asyncio.to_thread(fold_all)
         ttl = s.bucket_seconds * (MAX_CATCHUP + 2)
         for key, st in states.items():
-            await self.store.setdefault(f"{STATE}{key}", st)
+            # a state another process started meanwhile wins; one of another bucket size does not
+            await self.store.update(f"{STATE}{key}", self._unless_fits(st))
             self._known.add(key)
             if current in spends[key]:
                 micros = int((spends[key][current] * MICRO).to_integral_value())

@@ -390,6 +390,35 @@ async def test_processes_starting_together_rebuild_once() -> None:
     assert sorted(restored) == [0, 0, 0, 1] and history.calls == 1
 
 
+async def test_baselines_of_another_bucket_size_start_afresh_instead_of_raising_false_alarms() -> None:
+    """[anomaly] bucket_minutes changed (or baselines from 5-minute buckets, kept before the size was recorded):
+    their bucket numbers and per-bucket dollars mean nothing at the new size."""
+    store = MemoryStore()
+    clock = Clock()
+    five = AnomalyDetector(AnomalySettings(enabled=True, bucket_minutes=5.0, warmup_buckets=3), store, print, clock)
+    for _ in range(12):  # an hour of $4 per 5 minutes
+        await five.add(["team:search"], Decimal(4))
+        clock.now += 300
+        assert await five.tick() == []
+    legacy = dict(await store.get("anomaly:state:team:search"))
+    del legacy["size"]
+    await store.set("anomaly:state:model:gpt-4o", legacy)  # as an older interlock left it
+
+    emitted: list[Alert] = []
+    one = AnomalyDetector(AnomalySettings(enabled=True), store, emitted.append, clock)  # 1-minute buckets
+    history = LedgerBuckets({"team:search": {one.bucket(clock.now) - 1: Decimal(1)}})
+    assert await one.restore(history) == 1  # no state fits: rebuilt from the ledger, replacing the old ones
+    assert (await store.get("anomaly:state:team:search"))["size"] == 60
+    await one.add(["team:search", "model:gpt-4o"], Decimal(1))
+    clock.now += 60
+    assert await one.tick() == [] and emitted == []  # $1 in a minute: ordinary, not "far under" or "over"
+    model = await store.get("anomaly:state:model:gpt-4o")
+    assert model["size"] == 60 and model["first"] == one.bucket(clock.now)  # started afresh, judged from now on
+    await one.add(["model:gpt-4o"], Decimal(1))
+    clock.now += 60
+    assert await one.tick() == [] and (await store.get("anomaly:state:model:gpt-4o"))["all"]["n"] == 1
+
+
 async def test_two_processes_on_one_store_report_a_spike_once() -> None:
     store = MemoryStore()
     clock = Clock()
