@@ -13,7 +13,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from interlock import hookimpl
 from interlock.accounting.anomaly import CLOSE_GRACE
+from interlock.core.types import Alert
 from interlock.testing import FakeOpenAI
 from interlock.testing.gateway import RunningGateway, running_gateway
 from tests.conftest import openai_config
@@ -96,6 +98,35 @@ async def test_a_new_deployment_flags_a_first_minutes_spike_and_not_its_ordinary
         f"model:gpt-4o spent ${spike:,.2f} in the 1-minute bucket 2023-11-15 00:01-00:02 UTC, at or over its "
         "cold-start threshold of $5.00: it has 0 of the 10 buckets of history"
     )
+
+
+class AlertEvents:
+    """An ``alert`` hook that wakes the test on each anomaly."""
+
+    def __init__(self) -> None:
+        self.alerts: list[Alert] = []
+        self.arrived = asyncio.Event()
+
+    @hookimpl
+    def alert(self, alert: Alert) -> None:
+        if alert.kind == "anomaly":
+            self.alerts.append(alert)
+            self.arrived.set()
+
+
+async def test_the_gateways_own_ticker_judges_each_bucket_after_it_closes(fake: FakeOpenAI, tmp_path: Path) -> None:
+    """Real time, no check called by the test: the gateway's background task finds the spike (2-second buckets)."""
+    events = AlertEvents()
+    # $10 a token: one request is over the $5 cold-start floor, whichever bucket it lands in
+    prices = PRICES.replace("input = 1000000\noutput = 1000000", "input = 10000000\noutput = 10000000")
+    toml = openai_config(fake.base_url, prices + "bucket_minutes = 0.03333333333333333\n")
+    async with running_gateway(toml, workdir=tmp_path, extra_plugins=[("events", events)]) as gw:
+        assert gw.gateway.anomaly.settings.bucket_seconds == 2.0
+        spike = await spend(gw, "openai/gpt-4o", 1, tags="burst")
+        assert spike > 5
+        await asyncio.wait_for(events.arrived.wait(), timeout=30)  # a wait for an event, not a measured delay
+    burst = [a for a in events.alerts if a.scope == "tag:burst"]
+    assert len(burst) == 1 and burst[0].value_usd == spike and burst[0].details["baseline"] == "cold_start"
 
 
 def redis_config(base_url: str, prefix: str) -> str:
