@@ -24,7 +24,7 @@ Buckets are judged when they close: :meth:`AnomalyDetector.tick`, which the gate
 second after every bucket boundary (:meth:`AnomalyDetector.next_check`), compares every
 scope's closed buckets, oldest first, with the scope's baseline and then folds them into it.
 With the defaults a spike is reported at most 61 seconds after the end of the first minute
-it shows in (docs/anomalies.md states the onset-to-alert figures). A spike that goes on is
+whose spend crosses the threshold (docs/anomalies.md states the onset-to-alert figures). A spike that goes on is
 one episode: a bucket over its threshold right after another one raises no new alert.
 
 Baselines. A scope with ``warmup_buckets`` buckets of history has its own: an exponentially
@@ -44,8 +44,9 @@ store, in Redis with ``[store] url``, where baselines survive a gateway restart 
 replica and worker shares them. One process closes each bucket (an ``add_once`` claim per
 bucket), and a scope's state changes only through the store's atomic ``update``, which
 itself decides which buckets are new, so a spike is reported once however many gateways
-share the store. A store found without any state (the in-memory store after a restart, an
-emptied Redis) gets its baselines rebuilt from the ledger (:meth:`AnomalyDetector.restore`).
+share the store. A store found without any state of the configured bucket size (the
+in-memory store after a restart, an emptied Redis, a changed ``bucket_minutes``) gets its
+baselines rebuilt from the ledger (:meth:`AnomalyDetector.restore`).
 Time comes from an injectable ``clock``: tests drive it, nothing sleeps.
 """
 
