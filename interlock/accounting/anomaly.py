@@ -318,10 +318,12 @@ class AnomalyDetector:
                         first: int = span.start) -> Any:
                 found.clear()  # a store may call this more than once (optimistic retries)
                 st = dict(old) if self._fits(old) else self._fresh(first)
-                st["how"] = dict(st.get("how") or {})
-                for b in sorted(spends):
-                    if b <= st["bucket"]:
-                        continue  # another process already folded this bucket in
+                st["bucket"] = max(st["bucket"], first - 1)  # older than MAX_CATCHUP buckets: left out
+                spent = sorted(b for b, micros in spends.items() if micros > 0 and b > st["bucket"])
+                for b in spent:
+                    # buckets without spend (most of them after a quiet night or an outage) are folded in
+                    # together: nothing in them can be an anomaly
+                    self._fold(st, st["bucket"] + 1, b, {})
                     alert = self._judge(key, b, spends[b], st, cold)
                     if alert is not None:
                         # one alert per episode: a spike that goes on is not reported again every bucket
@@ -329,9 +331,11 @@ class AnomalyDetector:
                             found.append(alert)
                         st["flagged"] = b
                     self._fold(st, b, b + 1, {b: spends[b] / 1_000_000})
+                self._fold(st, st["bucket"] + 1, max(spends) + 1, {})
                 return st
 
             await self.store.update(f"{STATE}{key}", advance)
+            await asyncio.sleep(0)  # thousands of scopes: let requests in between them
             for alert in found:
                 log.warning("anomaly: %s", alert.message)
                 self.emit(alert)
@@ -355,18 +359,20 @@ class AnomalyDetector:
         s = self.settings
         alpha, size, warmup = s.alpha, s.bucket_seconds, s.warmup_buckets
         total = _unpack(st.get("all"))
-        hours = {int(h): _unpack(v) for h, v in (st.get("how") or {}).items()}
+        how: dict[str, Any] = dict(st.get("how") or {})  # a copy: ``st`` may share it with the store's value
+        touched: dict[str, Stats] = {}  # only the hours these buckets fall in are unpacked and packed again
         peak = st.get("peak")
         for b in range(first, end):
             x = spends.get(b, 0.0)
             total = _step(total, x, alpha)
-            h = _hour_of_week(b * size)
-            hours[h] = _step(hours.get(h), x, alpha)
+            h = str(_hour_of_week(b * size))
+            touched[h] = _step(touched[h] if h in touched else _unpack(how.get(h)), x, alpha)
             if total[2] <= warmup:  # the busiest bucket of its warm-up
                 peak = x if peak is None else max(peak, x)
         if total is not None:
             st["all"] = _pack(total)
-        st["how"] = {str(h): _pack(v) for h, v in hours.items() if v is not None}
+        how.update((h, _pack(v)) for h, v in touched.items())
+        st["how"] = how
         if peak is not None:
             st["peak"] = peak
         st["bucket"] = max(st["bucket"], end - 1)
