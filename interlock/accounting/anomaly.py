@@ -1,36 +1,58 @@
-"""Cost anomaly detection: spend per team, model and tag against an EWMA baseline.
+"""Cost anomalies: spend per minute of the deployment and of each API key, team, model and tag, against a baseline.
 
-Config::
+Config (the defaults)::
 
     [anomaly]
     enabled = true
-    bucket_minutes = 5        # spend is summed per bucket of this many minutes (UTC-aligned)
+    bucket_minutes = 1        # spend is summed per bucket of this many minutes (UTC-aligned)
     sensitivity = 3.0         # flag spend > baseline + sensitivity x stddev ...
     min_spend_usd = 1.0       # ... and >= this much in the bucket (no alerts about cents)
-    warmup_buckets = 6        # buckets of history a key needs before it can be flagged
-    alpha = 0.3               # EWMA weight of the newest bucket
+    warmup_buckets = 10       # buckets of its own history a scope needs before its own baseline is used
+    alpha = 0.1               # EWMA weight of the newest bucket (0.1: about the last 10 buckets)
     seasonal_weeks = 3        # weeks of history after which hour-of-week baselines are used
+    cold_start_usd = 5.0      # a scope still warming up is flagged at this much in one bucket ...
+    cold_start_share = 0.25   # ... if that is also over this share of the deployment's own threshold
 
-How it works. Every finished request adds its cost (integer micro-dollars, ``incr``) to
-``anomaly:spend:<key>:<bucket>`` in the shared store for ``team:<team>``,
-``model:<model>`` and each ``tag:<tag>``. Closed buckets are checked lazily: when a request
-for a key arrives in a later bucket (and from :meth:`AnomalyDetector.tick`, which the
-gateway runs in a light background task so a spike followed by silence is still seen),
-every bucket of that key closed since the last check is compared, oldest first, with the
-key's baseline and then folded into it. The baseline is an exponentially weighted mean and
-variance (``alpha``); buckets without spend count as zero. Once a key has
-``seasonal_weeks`` weeks of history and its hour of the week has at least that many
-samples, the hour-of-week baseline (the same EWMA, kept for each of the 168 hours) is used
-instead, so Monday-morning traffic is compared with earlier Monday mornings.
+How it works. Every finished request adds its cost (integer micro-dollars) to
+``anomaly:spend:<scope>:<bucket>`` in the shared store for ``global`` (the whole
+deployment), ``key:<api key id>``, ``team:<team>``, ``model:<model>`` and each ``tag:<tag>``: one atomic
+:meth:`~interlock.core.store_base.Store.add` of all of them, one round trip, nothing else on
+the request's path. A scope's state (``anomaly:state:<scope>``, its baseline) is created the
+first time a process sees the scope.
 
-The per-key state (``anomaly:state:<key>``) changes only through the store's atomic
-``update``, and the update itself decides which buckets are new, so several processes never
-flag the same bucket twice. Time comes from an injectable ``clock`` (tests drive it; nothing
-sleeps).
+Buckets are judged when they close: :meth:`AnomalyDetector.tick`, which the gateway runs a
+second after every bucket boundary (:meth:`AnomalyDetector.next_check`), compares every
+scope's closed buckets, oldest first, with the scope's baseline and then folds them into it.
+With the defaults a spike is reported at most 61 seconds after the end of the first minute
+whose spend crosses the threshold (docs/anomalies.md states the onset-to-alert figures). A spike that goes on is
+one episode: a bucket over its threshold right after another one raises no new alert.
+
+Baselines. A scope with ``warmup_buckets`` buckets of history has its own: an exponentially
+weighted mean and variance of its spend per bucket (``alpha``; buckets without spend count
+as zero), and once it has ``seasonal_weeks`` weeks of history, the same EWMA kept for each of
+the 168 hours of the week, so Monday-morning traffic is compared with earlier Monday
+mornings. A scope still warming up (a new team, model or tag, or a new deployment) is judged
+against a cold-start threshold instead: ``cold_start_usd``, raised to ``cold_start_share`` of
+the deployment-wide threshold (``global``'s baseline + sensitivity x stddev) when the
+deployment has a baseline, so a newcomer is flagged when it alone spends a large share of
+what the whole deployment normally tops out at, and never for small ordinary spend; during
+its warm-up it is flagged again only above twice its busiest bucket so far (one alert for a
+newcomer that spends a lot every minute, not one a minute).
+
+Sharing and restarts. Everything lives in the store: in process memory with the default
+store, in Redis with ``[store] url``, where baselines survive a gateway restart and every
+replica and worker shares them. One process closes each bucket (an ``add_once`` claim per
+bucket), and a scope's state changes only through the store's atomic ``update``, which
+itself decides which buckets are new, so a spike is reported once however many gateways
+share the store. A store found without any state of the configured bucket size (the
+in-memory store after a restart, an emptied Redis, a changed ``bucket_minutes``) gets its
+baselines rebuilt from the ledger (:meth:`AnomalyDetector.restore`).
+Time comes from an injectable ``clock``: tests drive it, nothing sleeps.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -47,20 +69,29 @@ log = logging.getLogger("interlock.anomaly")
 
 MICRO = Decimal(1_000_000)
 WEEK = 7 * 86400
-MAX_CATCHUP = 2016  # closed buckets examined at most per check (a week of 5-minute buckets)
+MAX_CATCHUP = 2016  # closed buckets examined at most per check (1.4 days of 1-minute buckets)
 RESTORE_WEEKS = 4  # weeks of ledger history read at most to rebuild baselines after a restart
-_KEYS = {"enabled", "bucket_minutes", "sensitivity", "min_spend_usd", "warmup_buckets", "alpha", "seasonal_weeks"}
+CLOSE_GRACE = 1.0  # seconds after a bucket ends before it is judged: requests finishing at its end count in it
+COLD_REPEAT = 2.0  # a scope warming up is flagged again only above this multiple of its busiest bucket so far
+GLOBAL = "global"  # the deployment-wide scope
+STATE = "anomaly:state:"
+_KEYS = {
+    "enabled", "bucket_minutes", "sensitivity", "min_spend_usd", "warmup_buckets", "alpha", "seasonal_weeks",
+    "cold_start_usd", "cold_start_share",
+}
 
 
 @dataclass(frozen=True, slots=True)
 class AnomalySettings:
     enabled: bool = False
-    bucket_minutes: float = 5.0
+    bucket_minutes: float = 1.0
     sensitivity: float = 3.0
     min_spend_usd: Decimal = Decimal("1.0")
-    warmup_buckets: int = 6
-    alpha: float = 0.3
+    warmup_buckets: int = 10
+    alpha: float = 0.1
     seasonal_weeks: int = 3
+    cold_start_usd: Decimal = Decimal("5.0")
+    cold_start_share: float = 0.25
 
     @property
     def bucket_seconds(self) -> float:
@@ -76,6 +107,7 @@ class AnomalySettings:
         for key in table:
             if key not in _KEYS:
                 problems.append((f"anomaly.{key}", f"unknown key (known: {', '.join(sorted(_KEYS))})"))
+        d = cls()
         out: dict[str, Any] = {}
         enabled = table.get("enabled", True)  # writing an [anomaly] table turns it on unless told otherwise
         if not isinstance(enabled, bool):
@@ -90,12 +122,16 @@ class AnomalySettings:
                 return default
             return float(value)
 
-        out["bucket_minutes"] = number("bucket_minutes", 5.0, lambda v: v > 0, "a positive number of minutes")
-        out["sensitivity"] = number("sensitivity", 3.0, lambda v: v > 0, "a positive number of standard deviations")
-        min_spend = number("min_spend_usd", 1.0, lambda v: v >= 0, "a non-negative number of dollars")
-        out["min_spend_usd"] = Decimal(repr(min_spend))
-        out["alpha"] = number("alpha", 0.3, lambda v: 0 < v <= 1, "a weight in (0, 1]")
-        for key, default in (("warmup_buckets", 6), ("seasonal_weeks", 3)):
+        out["bucket_minutes"] = number("bucket_minutes", d.bucket_minutes, lambda v: v > 0, "a positive number of minutes")
+        out["sensitivity"] = number("sensitivity", d.sensitivity, lambda v: v > 0, "a positive number of standard deviations")
+        for key in ("min_spend_usd", "cold_start_usd"):
+            default = float(getattr(d, key))
+            out[key] = Decimal(repr(number(key, default, lambda v: v >= 0, "a non-negative number of dollars")))
+        out["alpha"] = number("alpha", d.alpha, lambda v: 0 < v <= 1, "a weight in (0, 1]")
+        out["cold_start_share"] = number("cold_start_share", d.cold_start_share, lambda v: v >= 0,
+                                         "a non-negative share of the deployment-wide threshold")
+        for key in ("warmup_buckets", "seasonal_weeks"):
+            default = getattr(d, key)
             value = table.get(key, default)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 problems.append((f"anomaly.{key}", f"must be a non-negative integer, not {value!r}"))
@@ -105,24 +141,58 @@ class AnomalySettings:
 
 
 class BucketHistory(Protocol):
-    """Where past spend per key and bucket is read from to rebuild baselines (the ledger)."""
+    """Where past spend per scope and bucket is read from to rebuild baselines (the ledger)."""
 
     async def buckets(self, since: datetime, until: datetime, bucket_seconds: float) -> dict[str, dict[int, Decimal]]:
         ...
 
 
-def _ewma(stats: Mapping[str, float] | None, x: float, alpha: float) -> dict[str, float]:
+Stats = tuple[float, float, int]  # an EWMA: mean, variance, samples
+
+
+def _step(stats: Stats | None, x: float, alpha: float) -> Stats:
     """Fold ``x`` into an EWMA mean/variance (West's incremental form)."""
-    if not stats or not stats.get("n"):
-        return {"mean": x, "var": 0.0, "n": 1}
-    mean, var = stats["mean"], stats["var"]
+    if stats is None:
+        return (x, 0.0, 1)
+    mean, var, n = stats
     diff = x - mean
     incr = alpha * diff
-    return {"mean": mean + incr, "var": (1 - alpha) * (var + diff * incr), "n": stats["n"] + 1}
+    return (mean + incr, (1 - alpha) * (var + diff * incr), n + 1)
+
+
+def _unpack(stats: Mapping[str, float] | None) -> Stats | None:
+    return (stats["mean"], stats["var"], int(stats["n"])) if stats and stats.get("n") else None
+
+
+def _pack(stats: Stats) -> dict[str, float]:
+    return {"mean": stats[0], "var": stats[1], "n": stats[2]}
+
+
+def _hour_of_week(ts: float) -> int:
+    """Monday 00:00 UTC is 0 (the Unix epoch fell on a Thursday, 72 hours into its week)."""
+    return int((ts // 3600 + 72) % 168)
+
+
+def _usd(x: float) -> str:
+    """Dollars for a sentence: cents from $1 up, four decimals below (a threshold of $0.0040 is not $0.00)."""
+    return f"${x:,.2f}" if abs(x) >= 1 else f"${x:.4f}"
+
+
+def _dollars(x: float) -> Decimal:
+    return Decimal(repr(round(x, 6)))
+
+
+@dataclass(frozen=True, slots=True)
+class ColdStart:
+    """What a scope still warming up is judged against, from the deployment's baseline of the moment."""
+
+    limit: float  # the threshold: the floor, or the share of the deployment's threshold when higher
+    floor: float
+    deployment_limit: float | None  # the deployment-wide threshold; None while the deployment warms up too
 
 
 class AnomalyDetector:
-    """Per-key spend buckets and baselines in the shared store; alerts through ``emit``."""
+    """Spend buckets and baselines per scope in the shared store; alerts through ``emit``."""
 
     def __init__(
         self,
@@ -135,22 +205,257 @@ class AnomalyDetector:
         self.store = store
         self.emit = emit
         self.clock = clock
-        self._known: set[str] = set()  # keys whose history this process knows to exist in the store
+        self._known: set[str] = set()  # scopes whose state this process knows to exist in the store
+
+    # -- bookkeeping on every request --------------------------------------------------- #
+
+    def bucket(self, ts: float) -> int:
+        return int(ts // self.settings.bucket_seconds)
+
+    @staticmethod
+    def keys(decision: Decision) -> list[str]:
+        """The scopes a decision's spend counts for: the deployment, its API key, team, the model that served it, each tag.
+
+        Named as budgets name theirs (``key:<api key id>``, ``team:<team>``, ``tag:<tag>``,
+        ``global``) plus ``model:<model>``; not per user (the OpenAI ``user`` field can name
+        every end user of an application: unbounded state).
+        """
+        out = [GLOBAL]
+        if decision.api_key_id:
+            out.append(f"key:{decision.api_key_id}")
+        if decision.team:
+            out.append(f"team:{decision.team}")
+        model = decision.model or decision.requested_model
+        if model:
+            out.append(f"model:{model}")
+        out.extend(f"tag:{t}" for t in dict.fromkeys(decision.tags))
+        return out
+
+    async def observe(self, decision: Decision) -> None:
+        """Count a finished request's cost in the current bucket of its scopes (judging happens in :meth:`tick`)."""
+        if self.settings.enabled and decision.cost_usd:
+            await self.add(self.keys(decision), decision.cost_usd)
+
+    async def add(self, keys: Iterable[str], usd: Decimal, now: float | None = None) -> None:
+        """Add ``usd`` of spend to the current bucket of each scope (also how tests inject spend)."""
+        micros = int((usd * MICRO).to_integral_value())
+        if micros <= 0:
+            return
+        keys = list(keys)
+        bucket = self.bucket(self.clock() if now is None else now)
+        ttl = self.settings.bucket_seconds * (MAX_CATCHUP + 2)
+        await self.store.add([f"anomaly:spend:{key}:{bucket}" for key in keys], micros, ttl=ttl)
+        for key in keys:
+            # a scope seen for the first time starts its history at this bucket (asking once per process
+            # is enough: setdefault never replaces the history another process started)
+            if key not in self._known:
+                await self.store.setdefault(f"{STATE}{key}", self._fresh(bucket))
+                self._known.add(key)
+
+    def _fresh(self, bucket: int) -> dict[str, Any]:
+        """The state of a scope whose history starts at ``bucket``."""
+        return {"bucket": bucket - 1, "first": bucket, "size": self.settings.bucket_seconds}
+
+    def _fits(self, state: Any) -> bool:
+        """Whether ``state`` counts buckets of this detector's size (bucket numbers mean nothing across sizes)."""
+        return isinstance(state, dict) and state.get("size") == self.settings.bucket_seconds
+
+    def _unless_fits(self, replacement: dict[str, Any]) -> Callable[[Any], Any]:
+        """An update that keeps a fitting state and puts ``replacement`` in place of anything else."""
+        return lambda old: old if self._fits(old) else replacement
+
+    # -- judging closed buckets ---------------------------------------------------------- #
+
+    def next_check(self) -> float:
+        """Seconds until the next bucket has closed (plus :data:`CLOSE_GRACE`): when the gateway calls :meth:`tick`."""
+        b = self.settings.bucket_seconds
+        return b - self.clock() % b + CLOSE_GRACE
+
+    async def tick(self) -> list[Alert]:
+        """Judge every scope's buckets closed since the last check, once per bucket across every process."""
+        if not self.settings.enabled:
+            return []
+        current = self.bucket(self.clock())
+        claim = f"anomaly:tick:{current}"
+        if not await self.store.add_once(claim, "anomaly:ticks", 1, ttl=max(600.0, 4 * self.settings.bucket_seconds)):
+            return []  # another process (or an earlier call of this one) already closed these buckets
+        states = await self.store.items(STATE)
+        return await self.check([k[len(STATE):] for k in states], states)
+
+    async def check(self, keys: Iterable[str], states: Mapping[str, Any] | None = None) -> list[Alert]:
+        """Compare every bucket of ``keys`` closed since their last check with the baseline; emit alerts.
+
+        ``states`` (by store key) spares reading them again when the caller already has them;
+        the update that folds the buckets in always starts from the store's value.
+        """
+        current = self.bucket(self.clock())
+        keys = list(dict.fromkeys(keys))
+        if states is None:
+            wanted = [f"{STATE}{k}" for k in {*keys, GLOBAL}]
+            states = dict(zip(wanted, await self.store.get_many(wanted), strict=True))
+        deployment = states.get(f"{STATE}{GLOBAL}")
+        cold = self._cold_start(deployment if self._fits(deployment) else None)
+        due: dict[str, range] = {}
+        for key in keys:
+            state = states.get(f"{STATE}{key}")
+            if state is None:
+                continue
+            if not self._fits(state):
+                # kept for another bucket size ([anomaly] bucket_minutes changed, or an older interlock): its
+                # bucket numbers and per-bucket dollars do not compare, so the scope starts afresh (cold start)
+                await self.store.update(f"{STATE}{key}", self._unless_fits(self._fresh(current)))
+                log.info("anomaly: %s had a baseline of other bucket sizes; it starts again", key)
+            elif state["bucket"] < current - 1:
+                due[key] = range(max(state["bucket"] + 1, current - MAX_CATCHUP), current)
+        names = [f"anomaly:spend:{key}:{b}" for key, span in due.items() for b in span]
+        counted = iter(await self.store.get_many(names))
+        alerts: list[Alert] = []
+        for key, span in due.items():
+            spends = {b: int(next(counted) or 0) for b in span}
+            found: list[Alert] = []
+
+            def advance(old: Any, key: str = key, spends: dict[int, int] = spends, found: list[Alert] = found,
+                        first: int = span.start) -> Any:
+                found.clear()  # a store may call this more than once (optimistic retries)
+                st = dict(old) if self._fits(old) else self._fresh(first)
+                st["bucket"] = max(st["bucket"], first - 1)  # older than MAX_CATCHUP buckets: left out
+                spent = sorted(b for b, micros in spends.items() if micros > 0 and b > st["bucket"])
+                for b in spent:
+                    # buckets without spend (most of them after a quiet night or an outage) are folded in
+                    # together: nothing in them can be an anomaly
+                    self._fold(st, st["bucket"] + 1, b, {})
+                    alert = self._judge(key, b, spends[b], st, cold)
+                    if alert is not None:
+                        # one alert per episode: a spike that goes on is not reported again every bucket
+                        if st.get("flagged") != b - 1:
+                            found.append(alert)
+                        st["flagged"] = b
+                    self._fold(st, b, b + 1, {b: spends[b] / 1_000_000})
+                self._fold(st, st["bucket"] + 1, max(spends) + 1, {})
+                return st
+
+            await self.store.update(f"{STATE}{key}", advance)
+            await asyncio.sleep(0)  # thousands of scopes: let requests in between them
+            for alert in found:
+                log.warning("anomaly: %s", alert.message)
+                self.emit(alert)
+            alerts.extend(found)
+        return alerts
+
+    def _cold_start(self, deployment: Mapping[str, Any] | None) -> ColdStart:
+        s = self.settings
+        floor = float(max(s.cold_start_usd, s.min_spend_usd))
+        base = (deployment or {}).get("all")
+        if not base or base["n"] < s.warmup_buckets:
+            return ColdStart(floor, floor, None)
+        limit = base["mean"] + s.sensitivity * math.sqrt(max(base["var"], 0.0))
+        return ColdStart(max(floor, s.cold_start_share * limit), floor, limit)
+
+    def _fold(self, st: dict[str, Any], first: int, end: int, spends: Mapping[int, float]) -> None:
+        """Fold buckets ``first`` to ``end - 1`` (absent from ``spends``: no spend) into the baselines in ``st``.
+
+        On plain floats, as a restart folds weeks of buckets per scope at once.
+        """
+        s = self.settings
+        alpha, size, warmup = s.alpha, s.bucket_seconds, s.warmup_buckets
+        total = _unpack(st.get("all"))
+        how: dict[str, Any] = dict(st.get("how") or {})  # a copy: ``st`` may share it with the store's value
+        touched: dict[str, Stats] = {}  # only the hours these buckets fall in are unpacked and packed again
+        peak = st.get("peak")
+        for b in range(first, end):
+            x = spends.get(b, 0.0)
+            total = _step(total, x, alpha)
+            h = str(_hour_of_week(b * size))
+            touched[h] = _step(touched[h] if h in touched else _unpack(how.get(h)), x, alpha)
+            if total[2] <= warmup:  # the busiest bucket of its warm-up
+                peak = x if peak is None else max(peak, x)
+        if total is not None:
+            st["all"] = _pack(total)
+        how.update((h, _pack(v)) for h, v in touched.items())
+        st["how"] = how
+        if peak is not None:
+            st["peak"] = peak
+        st["bucket"] = max(st["bucket"], end - 1)
+
+    def _judge(self, key: str, bucket: int, micros: int, st: Mapping[str, Any], cold: ColdStart) -> Alert | None:
+        """The alert one closed bucket deserves against the baseline in ``st`` (before it is folded in), if any."""
+        s = self.settings
+        spend = micros / 1_000_000
+        start = bucket * s.bucket_seconds
+        own = st.get("all") or {}
+        details: dict[str, Any]
+        if own.get("n", 0) < s.warmup_buckets:
+            # warming up: no baseline of its own yet (the deployment's own scope has only the floor)
+            limit = cold.floor if key == GLOBAL else cold.limit
+            # ... and more than twice its busiest bucket so far: a newcomer that spends $100 every minute
+            # is reported once, for its first minute, not for every minute of its warm-up
+            peak = st.get("peak", 0.0)
+            if spend < limit or spend <= COLD_REPEAT * peak:
+                return None
+            versus = f"the cold-start floor of {_usd(cold.floor)} (anomaly.cold_start_usd)"
+            if key != GLOBAL and cold.deployment_limit is not None:
+                versus += (f" or {s.cold_start_share:g} x the deployment-wide threshold of "
+                           f"{_usd(cold.deployment_limit)}, whichever is higher")
+            why = (f"at or over its cold-start threshold of {_usd(limit)}: it has {own.get('n', 0)} of the "
+                   f"{s.warmup_buckets} buckets of history a baseline of its own needs, so it is judged against {versus}")
+            if peak:
+                why += f"; and more than {COLD_REPEAT:g} x its busiest bucket so far ({_usd(peak)})"
+            details = {"baseline": "cold_start", "cold_start_usd": cold.floor, "samples": own.get("n", 0),
+                       "peak_usd": round(peak, 6)}
+            if cold.deployment_limit is not None and key != GLOBAL:
+                details |= {"deployment_limit_usd": round(cold.deployment_limit, 6), "cold_start_share": s.cold_start_share}
+        else:
+            hours: Mapping[str, Any] = st.get("how") or {}
+            seasonal = hours.get(str(_hour_of_week(start)))
+            history_weeks = (bucket - st.get("first", bucket)) * s.bucket_seconds / WEEK
+            use_seasonal = (
+                s.seasonal_weeks > 0 and seasonal is not None and history_weeks >= s.seasonal_weeks
+                and seasonal["n"] >= s.seasonal_weeks
+            )
+            base: Mapping[str, Any] = seasonal if use_seasonal and seasonal is not None else own
+            mean, std = base["mean"], math.sqrt(max(base["var"], 0.0))
+            limit = mean + s.sensitivity * std
+            if not (spend > limit and Decimal(micros) / MICRO >= s.min_spend_usd):
+                return None
+            kind = "its hour-of-week baseline" if use_seasonal else "its baseline"
+            why = (f"over its threshold of {_usd(limit)}: {kind} {_usd(mean)} per {s.bucket_minutes:g}-minute bucket "
+                   f"+ {s.sensitivity:g} x stddev {_usd(std)} (EWMA of {base['n']} buckets)")
+            details = {"baseline": "hour_of_week" if use_seasonal else "ewma", "baseline_usd": round(mean, 6),
+                       "stddev_usd": round(std, 6), "sensitivity": s.sensitivity, "samples": base["n"]}
+        begin, end = datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(start + s.bucket_seconds, UTC)
+        window = f"{begin:%Y-%m-%d %H:%M}-{end:%H:%M} UTC"
+        return Alert(
+            kind="anomaly",
+            scope=key,
+            message=f"{key} spent {_usd(spend)} in the {s.bucket_minutes:g}-minute bucket {window}, {why}",
+            value_usd=Decimal(micros) / MICRO,
+            threshold_usd=_dollars(limit),
+            details={
+                "bucket_start": begin.isoformat(),
+                "bucket_end": end.isoformat(),
+                "bucket_minutes": s.bucket_minutes,
+                "limit_usd": round(limit, 6),
+                **details,
+            },
+            ts=self.clock(),
+        )
+
+    # -- after a restart ------------------------------------------------------------------ #
 
     async def restore(self, history: BucketHistory) -> int:
         """Rebuild baselines a store forgot (a restart of the in-memory store, an emptied Redis) from the ledger.
 
         Runs at startup. Only the first process to find the store without anomaly state
         does it (an ``add_once`` marker), so N processes starting together rebuild once.
-        For every key with spend in the ledger over the baseline's horizon (``seasonal_weeks``
+        For every scope with spend in the ledger over the baseline's horizon (``seasonal_weeks``
         weeks, at least ``warmup_buckets`` buckets, at most :data:`RESTORE_WEEKS` weeks), the
-        closed buckets are folded into the key's state exactly as if the detector had seen
+        closed buckets are folded into the scope's state exactly as if the detector had seen
         them live (no alerts are raised for the past), and the current bucket's spend so far
-        is added to its counter. Returns the number of keys restored.
+        is added to its counter. Returns the number of scopes restored.
         """
         if not self.settings.enabled:
             return 0
-        if await self.store.items("anomaly:state:"):
+        if any(self._fits(state) for state in (await self.store.items(STATE)).values()):
             return 0  # the store remembers: nothing to rebuild
         if not await self.store.add_once("anomaly:restored", "anomaly:restores", 1, ttl=self.settings.bucket_seconds * 2):
             return 0  # another process is rebuilding right now
@@ -161,145 +466,26 @@ class AnomalyDetector:
         first = self.bucket(now - horizon)
         spends = await history.buckets(datetime.fromtimestamp(first * s.bucket_seconds, UTC),
                                        datetime.fromtimestamp(now, UTC), s.bucket_seconds)
+
+        def fold_all() -> dict[str, dict[str, Any]]:
+            # weeks of 1-minute buckets per scope: arithmetic worth keeping off the event loop
+            out = {}
+            for key, buckets in spends.items():
+                start = min(buckets)
+                st = self._fresh(start)
+                self._fold(st, start, current, {b: float(usd) for b, usd in buckets.items()})
+                out[key] = st
+            return out
+
+        states = await asyncio.to_thread(fold_all)
         ttl = s.bucket_seconds * (MAX_CATCHUP + 2)
-        for key, buckets in spends.items():
-            start = min(buckets)
-            st: dict[str, Any] = {"bucket": start - 1, "first": start, "how": {}}
-            for b in range(start, current):
-                self._judge(key, b, float(buckets.get(b, Decimal(0))), st)
-                st["bucket"] = b
-            await self.store.setdefault(f"anomaly:state:{key}", st)
+        for key, st in states.items():
+            # a state another process started meanwhile wins; one of another bucket size does not
+            await self.store.update(f"{STATE}{key}", self._unless_fits(st))
             self._known.add(key)
-            if current in buckets:
-                micros = int((buckets[current] * MICRO).to_integral_value())
+            if current in spends[key]:
+                micros = int((spends[key][current] * MICRO).to_integral_value())
                 await self.store.add_once(f"anomaly:seeded:{key}:{current}", f"anomaly:spend:{key}:{current}", micros, ttl)
         if spends:
-            log.info("anomaly: rebuilt the baselines of %d keys from the ledger", len(spends))
+            log.info("anomaly: rebuilt the baselines of %d scopes from the ledger", len(spends))
         return len(spends)
-
-    def bucket(self, ts: float) -> int:
-        return int(ts // self.settings.bucket_seconds)
-
-    @staticmethod
-    def keys(decision: Decision) -> list[str]:
-        """The keys a decision's spend counts for: its team, the model that served it, each tag."""
-        out = []
-        if decision.team:
-            out.append(f"team:{decision.team}")
-        model = decision.model or decision.requested_model
-        if model:
-            out.append(f"model:{model}")
-        out.extend(f"tag:{t}" for t in dict.fromkeys(decision.tags))
-        return out
-
-    async def observe(self, decision: Decision) -> list[Alert]:
-        """Count a finished request's cost, then check the buckets its keys closed since last time."""
-        if not self.settings.enabled:
-            return []
-        keys = self.keys(decision)
-        if decision.cost_usd:
-            await self.add(keys, decision.cost_usd)
-        return await self.check(keys)
-
-    async def add(self, keys: Iterable[str], usd: Decimal, now: float | None = None) -> None:
-        """Add ``usd`` of spend to the current bucket of each key (also how tests inject spend)."""
-        micros = int((usd * MICRO).to_integral_value())
-        if micros <= 0:
-            return
-        bucket = self.bucket(self.clock() if now is None else now)
-        ttl = self.settings.bucket_seconds * (MAX_CATCHUP + 2)
-        for key in keys:
-            spend_key = f"anomaly:spend:{key}:{bucket}"
-            await self.store.incr(spend_key, micros, ttl=ttl)
-            # a key seen for the first time starts its history at this bucket (once per process is enough
-            # to ask: setdefault never replaces the history another process started)
-            if key not in self._known:
-                await self.store.setdefault(f"anomaly:state:{key}", {"bucket": bucket - 1, "first": bucket})
-                self._known.add(key)
-
-    async def tick(self) -> list[Alert]:
-        """Check every known key (the gateway's background task calls this once per bucket)."""
-        if not self.settings.enabled:
-            return []
-        prefix = "anomaly:state:"
-        return await self.check([k[len(prefix):] for k in await self.store.items(prefix)])
-
-    async def check(self, keys: Iterable[str]) -> list[Alert]:
-        """Compare every bucket of ``keys`` closed since their last check with the baseline; emit alerts."""
-        current = self.bucket(self.clock())
-        alerts: list[Alert] = []
-        for key in keys:
-            state_key = f"anomaly:state:{key}"
-            state = await self.store.get(state_key)
-            if state is None or state["bucket"] >= current - 1:
-                continue
-            first = max(state["bucket"] + 1, current - MAX_CATCHUP)
-            spends = {}
-            for b in range(first, current):
-                spends[b] = (await self.store.get(f"anomaly:spend:{key}:{b}") or 0) / 1_000_000
-            found: list[Alert] = []
-
-            def advance(
-                old: Any, key: str = key, spends: dict[int, float] = spends, found: list[Alert] = found, first: int = first
-            ) -> Any:
-                found.clear()  # a store may call this more than once (optimistic retries)
-                st = dict(old or {"bucket": first - 1, "first": first})
-                st["how"] = dict(st.get("how") or {})
-                for b in sorted(spends):
-                    if b <= st["bucket"]:
-                        continue  # another process already folded this bucket in
-                    alert = self._judge(key, b, spends[b], st)
-                    if alert is not None:
-                        found.append(alert)
-                    st["bucket"] = b
-                return st
-
-            await self.store.update(state_key, advance)
-            for alert in found:
-                log.warning("anomaly: %s", alert.message)
-                self.emit(alert)
-            alerts.extend(found)
-        return alerts
-
-    def _judge(self, key: str, bucket: int, spend: float, st: dict[str, Any]) -> Alert | None:
-        """Compare one closed bucket with the baseline, then fold it in (mutates ``st``)."""
-        s = self.settings
-        start = bucket * s.bucket_seconds
-        hour = datetime.fromtimestamp(start, UTC)
-        how = str(hour.weekday() * 24 + hour.hour)
-        seasonal = st["how"].get(how)
-        history_weeks = (bucket - st.get("first", bucket)) * s.bucket_seconds / WEEK
-        use_seasonal = (
-            s.seasonal_weeks > 0 and seasonal is not None and history_weeks >= s.seasonal_weeks
-            and seasonal["n"] >= s.seasonal_weeks
-        )
-        base = seasonal if use_seasonal else st.get("all")
-        alert = None
-        if base is not None and st.get("all", {}).get("n", 0) >= s.warmup_buckets:
-            mean, std = base["mean"], math.sqrt(max(base["var"], 0.0))
-            threshold = mean + s.sensitivity * std
-            if spend > threshold and Decimal(repr(spend)) >= s.min_spend_usd:
-                ts = datetime.fromtimestamp(start, UTC).isoformat()
-                alert = Alert(
-                    kind="anomaly",
-                    scope=key,
-                    message=(
-                        f"{key} spent ${spend:,.2f} in the {s.bucket_minutes:g}-minute bucket from {ts}, "
-                        f"above its baseline of ${mean:,.2f} (+{s.sensitivity:g} x stddev ${std:,.2f} = ${threshold:,.2f})"
-                    ),
-                    value_usd=Decimal(repr(round(spend, 6))),
-                    threshold_usd=Decimal(repr(round(mean, 6))),
-                    details={
-                        "bucket_start": ts,
-                        "bucket_minutes": s.bucket_minutes,
-                        "stddev_usd": round(std, 6),
-                        "limit_usd": round(threshold, 6),
-                        "sensitivity": s.sensitivity,
-                        "baseline": "hour_of_week" if use_seasonal else "ewma",
-                        "samples": base["n"],
-                    },
-                    ts=self.clock(),
-                )
-        st["all"] = _ewma(st.get("all"), spend, s.alpha)
-        st["how"][how] = _ewma(seasonal, spend, s.alpha)
-        return alert

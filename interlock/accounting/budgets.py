@@ -295,10 +295,13 @@ class Budgets:
             f"budget exceeded: the {kind} budget of {budget.scope} for {period} is {_usd(limit_micros)}; "
             f"{_usd(before)} is spent or reserved and this request may cost up to {_usd(held.micros)}"
         )
-        await self._alert_once(
-            "budget_hard", budget, kind, period, before, limit,
-            f"{budget.scope} reached its {kind} budget of {_usd(limit_micros)} for {period}; requests are rejected",
-        )
+        if before >= limit_micros:
+            what = (f"{budget.scope} reached its {kind} budget of {_usd(limit_micros)} for {period} "
+                    f"({_usd(before)} spent or reserved); requests are rejected")
+        else:  # not reached: this request's worst case would not fit (the first one may find $0 spent)
+            what = (f"{budget.scope} refused a request under its {kind} budget of {_usd(limit_micros)} for {period}: "
+                    f"{_usd(before)} is spent or reserved and the request may cost up to {_usd(held.micros)}")
+        await self._alert_once("budget_hard", budget, kind, period, before, limit, what)
         raise GatewayError(
             429, message, type="rate_limit_error", code="budget_exceeded",
             headers={"x-should-retry": "false", "x-interlock-budget": f"{budget.scope} {kind} {period}"},

@@ -305,12 +305,14 @@ async def last_reset(engine: AsyncEngine, scope: str, period: str, since: dateti
 
 async def bucket_spend(engine: AsyncEngine, since: datetime, until: datetime,
                        bucket_seconds: float) -> dict[str, dict[int, Decimal]]:
-    """Spend per anomaly key (``team:<t>``, ``model:<m>``, ``tag:<t>``) per time bucket in ``[since, until)``.
+    """Spend per anomaly scope per time bucket in ``[since, until)``.
+
+    Scopes: ``global``, ``key:<api key id>``, ``team:<t>``, ``model:<m>``, ``tag:<t>``.
 
     Buckets are ``floor(unix time / bucket_seconds)``, as the anomaly detector numbers
     them; summed in the database, one grouped query per dimension.
     """
-    from sqlalchemy import Float, and_, cast, func, select, true
+    from sqlalchemy import Float, and_, cast, func, literal, select, true
     from sqlalchemy import exc as sa_exc
 
     from interlock.accounting.ledger import requests
@@ -325,6 +327,9 @@ async def bucket_spend(engine: AsyncEngine, since: datetime, until: datetime,
     window = and_(r.ts >= since.astimezone(UTC), r.ts < until.astimezone(UTC), r.cost_usd.is_not(None))
     tags = _tag_source(engine.dialect.name)
     queries = {
+        "global": select(literal(None), bucket, func.sum(r.cost_usd)).where(window).group_by(bucket),
+        "key": select(r.api_key_id, bucket, func.sum(r.cost_usd)).where(window, r.api_key_id.is_not(None))
+        .group_by(r.api_key_id, bucket),
         "team": select(r.team, bucket, func.sum(r.cost_usd)).where(window, r.team.is_not(None)).group_by(r.team, bucket),
         "model": select(func.coalesce(r.model, r.requested_model), bucket, func.sum(r.cost_usd)).where(window)
         .group_by(func.coalesce(r.model, r.requested_model), bucket),
@@ -336,7 +341,9 @@ async def bucket_spend(engine: AsyncEngine, since: datetime, until: datetime,
         async with engine.connect() as conn:
             for dimension, query in queries.items():
                 for name, number, cost in (await conn.execute(query)).all():
-                    if name is not None and cost is not None:
+                    if dimension == "global" and cost is not None:
+                        out.setdefault("global", {})[int(number)] = Decimal(cost)
+                    elif name is not None and cost is not None:
                         out.setdefault(f"{dimension}:{name}", {})[int(number)] = Decimal(cost)
     except sa_exc.DBAPIError:
         if not await _has_table(engine, requests.name):
@@ -459,9 +466,22 @@ def alerts_json(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def format_alerts(rows: list[dict[str, Any]], since: timedelta) -> str:
+def _span(since: timedelta) -> str:
+    """A window as people say it: 7 days, 24 hours, 30 minutes (not ``7 days, 0:00:00``)."""
+    seconds = int(since.total_seconds())
+    units = (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
+    exact = [(unit, seconds // size) for unit, size in units if seconds >= size and seconds % size == 0]
+    if not exact:
+        return f"{since.total_seconds():g} seconds"
+    unit, n = next(((u, n) for u, n in exact if n >= 2), exact[0])  # "24 hours" rather than "1 day"
+    return f"{n} {unit}{'s' if n != 1 else ''}"
+
+
+def format_alerts(rows: list[dict[str, Any]], since: timedelta, until: datetime | None = None) -> str:
+    """An aligned table of alert rows, newest first; a sentence naming the window when there are none."""
     if not rows:
-        return f"no alerts in the last {since}"
+        end = until or datetime.now(UTC)
+        return f"no budget or anomaly alerts in the last {_span(since)} ({_window(end - since, end)})"
     header = ["ts (UTC)", "kind", "scope", "value_usd", "threshold_usd", "message"]
     lines = [
         [f"{r['ts']:%Y-%m-%d %H:%M:%S}", r["kind"], r["scope"],

@@ -142,9 +142,10 @@ class Gateway:
             log.exception("an alert plugin failed")
 
     async def _tick(self) -> None:
-        """Close anomaly buckets even when no request arrives (a spike followed by silence)."""
+        """Judge anomaly buckets as they close (a second after each boundary), whether or not requests arrive."""
         while True:
-            await asyncio.sleep(min(60.0, self.anomaly.settings.bucket_seconds))
+            # at most a minute asleep: a reload may shorten the buckets, and a clock may jump
+            await asyncio.sleep(min(60.0, max(0.05, self.anomaly.next_check())))
             try:
                 await self.anomaly.tick()
             except Exception:

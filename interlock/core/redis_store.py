@@ -400,6 +400,19 @@ class RedisStore(Store):
 
         return await self._shared(op, lambda: self._local.get(key))
 
+    async def get_many(self, keys: Sequence[str]) -> list[Any]:
+        """One MGET (in chunks of 500 keys: a huge reply would hold Redis up for everyone else)."""
+        if not keys:
+            return []
+
+        async def op() -> list[Any]:
+            out: list[Any] = []
+            for i in range(0, len(keys), 500):
+                out.extend(_decode(raw) for raw in await self._client.mget([self._k(k) for k in keys[i : i + 500]]))
+            return out
+
+        return await self._shared(op, lambda: self._local.get_many(keys))
+
     async def peek(self, key: str) -> Any:
         """:meth:`get`, served from memory for up to ``[store] refresh`` seconds."""
         hit = self._cache.get(key)

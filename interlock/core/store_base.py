@@ -21,7 +21,7 @@ anomaly baselines, latency averages).
 
 Consistency classes (what a caller may expect):
 
-* exact, one round trip: :meth:`incr`, :meth:`add`, :meth:`reserve`, :meth:`lease`,
+* exact, one round trip: :meth:`get_many`, :meth:`incr`, :meth:`add`, :meth:`reserve`, :meth:`lease`,
   :meth:`unlease`, :meth:`add_once`, :meth:`setdefault`, :meth:`delete`;
 * atomic, a few round trips under contention: :meth:`update`;
 * possibly stale by at most ``[store] refresh`` seconds, served from process memory:
@@ -142,6 +142,10 @@ class Store:
     async def get(self, key: str) -> Any:
         """The value, or None when absent or expired."""
         raise NotImplementedError
+
+    async def get_many(self, keys: Sequence[str]) -> list[Any]:
+        """The values of ``keys``, in order (None for each absent one); a shared store reads them in one round trip."""
+        return [await self.get(key) for key in keys]
 
     async def peek(self, key: str) -> Any:
         """Like :meth:`get`, but may be up to ``[store] refresh`` seconds stale (served from memory)."""
@@ -276,6 +280,9 @@ class MemoryStore(Store):
 
     async def get(self, key: str) -> Any:
         return self._value(key)
+
+    async def get_many(self, keys: Sequence[str]) -> list[Any]:
+        return [self._value(key) for key in keys]
 
     async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         self._put(key, value, ttl)

@@ -339,7 +339,7 @@ class Alert:
     scope: str  # what it is about: "team:search", "key:key_12ab", "tag:batch", "model:gpt-4o"
     message: str
     value_usd: Decimal | None = None  # the spend that triggered it
-    threshold_usd: Decimal | None = None  # the budget, or the baseline the spend departed from
+    threshold_usd: Decimal | None = None  # the budget, or the anomaly threshold the spend went over
     details: dict[str, Any] = field(default_factory=dict)
     ts: float = field(default_factory=time.time)
 

@@ -125,7 +125,7 @@ async def test_the_ledger_answers_spend_per_anomaly_key_and_bucket(
     finally:
         await history.close()
     day = int(now.timestamp() // 86400)
-    for key in ("model:gpt-4o", "tag:batch"):  # (a request just before midnight UTC lands in the day before)
+    for key in ("global", "model:gpt-4o", "tag:batch"):  # (a request just before midnight UTC lands in the day before)
         assert set(spends[key]) <= {day - 1, day} and sum(spends[key].values()) == total
 
 

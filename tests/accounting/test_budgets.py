@@ -143,6 +143,22 @@ async def test_streams_hold_their_reservation_until_they_end(fake: FakeOpenAI, m
     assert await gw.gateway.budgets.spent("global", "monthly") == Decimal(actual) / 1_000_000
 
 
+async def test_a_first_request_refused_says_what_is_spent_and_what_it_may_cost(
+    fake: FakeOpenAI, make_gateway: GatewayFactory
+) -> None:
+    """Nothing spent yet, a worst case larger than the budget: the alert must not say the budget was reached."""
+    sink = AlertSink()
+    gw = await make_gateway(budget_config(fake.base_url, '[[budgets]]\nscope = "global"\ndaily_usd = 5\n'),
+                            extra_plugins=[("sink", sink)])
+    with pytest.raises(openai.RateLimitError):
+        await gw.client.chat.completions.create(model="openai/gpt-4o", messages=HELLO, max_tokens=10)
+    (alert,) = sink.alerts
+    assert alert.kind == "budget_hard" and alert.value_usd == 0 and alert.threshold_usd == 5
+    assert "reached" not in alert.message
+    assert alert.message.startswith("global refused a request under its daily budget of $5.00 for ")
+    assert ": $0.00 is spent or reserved and the request may cost up to $" in alert.message
+
+
 async def test_alert_action_never_rejects_but_alerts_once(fake: FakeOpenAI, make_gateway: GatewayFactory) -> None:
     sink = AlertSink()
     gw = await make_gateway(

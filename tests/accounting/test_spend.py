@@ -581,7 +581,11 @@ async def test_costs_on_an_empty_ledger_and_a_missing_database(tmp_path: Path) -
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("no requests in the ledger from ")
     out = costs("--config", db_config(tmp_path, db), "--anomalies", cwd=tmp_path)
-    assert out.returncode == 0 and out.stdout.startswith("no alerts in the last 7 days")
+    window = r"\d{4}-\d\d-\d\d \d\d:\d\d to \d{4}-\d\d-\d\d \d\d:\d\d UTC"
+    assert out.returncode == 0
+    assert re.fullmatch(rf"no budget or anomaly alerts in the last 7 days \({window}\)\n", out.stdout), out.stdout
+    out = costs("--config", db_config(tmp_path, db), "--anomalies", "--since", "24h", cwd=tmp_path)
+    assert out.stdout.startswith("no budget or anomaly alerts in the last 24 hours (")
 
     missing = tmp_path / "nowhere" / "ledger.db"
     out = costs("--config", db_config(tmp_path, missing), cwd=tmp_path)

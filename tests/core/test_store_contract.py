@@ -124,6 +124,18 @@ async def test_incr_counts_integers_and_sets_ttl_only_on_create(open_store: Open
     assert await s.get("keep") == 2
 
 
+async def test_get_many_reads_values_in_order_with_none_for_the_absent(open_store: Opener) -> None:
+    s, other = await open_store(), await open_store()
+    await s.set("j", {"a": [1, 2]})
+    await s.incr("n", 7)
+    keys = ["n", "missing", "j", *(f"k{i}" for i in range(1200))]  # past one MGET chunk
+    await s.add([f"k{i}" for i in range(0, 1200, 2)], 3)
+    expected = [7, None, {"a": [1, 2]}, *(3 if i % 2 == 0 else None for i in range(1200))]
+    assert await s.get_many(keys) == expected
+    assert await other.get_many(keys) == expected  # another process (Redis) reads the same
+    assert await s.get_many([]) == []
+
+
 async def test_add_adds_to_every_key(open_store: Opener) -> None:
     s = await open_store()
     await s.incr("b", 10)

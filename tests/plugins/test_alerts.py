@@ -91,11 +91,11 @@ timeout = 5
     detector = gw.gateway.anomaly
     caplog.set_level(logging.WARNING, logger="interlock.alerts")
 
-    # a steady baseline of about $1 per bucket for the model, injected bucket by bucket
+    # a steady baseline of about $1 per bucket for the model (and so the deployment), injected bucket by bucket
     for spend in ("1.0", "1.1", "0.9", "1.0", "1.05", "0.95"):
-        await detector.add(["model:gpt-4o"], Decimal(spend))
+        await detector.add(["global", "model:gpt-4o"], Decimal(spend))
         clock.now += 300
-        assert await detector.check(["model:gpt-4o"]) == []
+        assert await detector.tick() == []
 
     # the spike: real requests at $1 per token
     spike = Decimal(0)
@@ -104,34 +104,43 @@ timeout = 5
         spike += Decimal(raw.headers["x-interlock-cost-usd"])
     assert spike > 10
 
-    # the next request, in a later bucket, closes the spike's bucket: one anomaly alert
-    clock.now += 300
-    await gw.client.chat.completions.create(model="openai/gpt-4o", messages=HELLO)
-    await asyncio.wait_for(rcv.received.wait(), timeout=10)
+    # the check after the bucket closes (the gateway's ticker; driven here): the spike is an anomaly of the
+    # model and of the deployment; the team-less, untagged requests count for nothing else
+    clock.now += 300 + 1
+    found = await detector.tick()
+    assert sorted(a.scope for a in found) == ["global", "model:gpt-4o"]
+
+    async def delivered(n: int) -> None:
+        while len(rcv.posts) < n:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(delivered(3), timeout=10)  # the first alert, its retry, then the second alert
 
     # the webhook: first POST refused with 500, the retry delivered the same alert
-    assert [status for status, _, _ in rcv.posts] == [500, 200]
+    assert [status for status, _, _ in rcv.posts] == [500, 200, 200]
     first, second = rcv.posts[0][1], rcv.posts[1][1]
     assert first == second
-    assert second["kind"] == "anomaly" and second["scope"] == "model:gpt-4o"
-    assert Decimal(second["value_usd"]) == spike
-    assert Decimal("0.9") < Decimal(second["threshold_usd"]) < Decimal("1.1")
-    assert second["details"]["baseline"] == "ewma" and second["details"]["bucket_minutes"] == 5
+    model = next(body for _, body, _ in rcv.posts[1:] if body["scope"] == "model:gpt-4o")
+    assert model["kind"] == "anomaly" and Decimal(model["value_usd"]) == spike
+    details = model["details"]
+    assert details["baseline"] == "ewma" and details["bucket_minutes"] == 5
+    assert Decimal("0.9") < Decimal(str(details["baseline_usd"])) < Decimal("1.1")
+    assert Decimal(model["threshold_usd"]) == Decimal(str(details["limit_usd"])) > Decimal(str(details["baseline_usd"]))
     assert rcv.posts[1][2]["Authorization"] == "Bearer hook-token"
 
     # the log line
     lines = [r.getMessage() for r in caplog.records if r.name == "interlock.alerts"]
-    assert len(lines) == 1 and lines[0].startswith("alert ") and json.loads(lines[0][6:])["scope"] == "model:gpt-4o"
+    assert len(lines) == 2 and all(line.startswith("alert ") for line in lines)
+    assert sorted(json.loads(line[6:])["scope"] for line in lines) == ["global", "model:gpt-4o"]
 
     # the alerts table (what `interlock costs --anomalies` lists)
     for exporter in gw.gateway.exporters:
         await exporter.flush()
     with sqlite3.connect(tmp_path / "interlock.db") as db:
-        rows = db.execute("SELECT kind, scope, value_usd, threshold_usd, details FROM alerts").fetchall()
-    assert len(rows) == 1
-    kind, scope, value, threshold, details = rows[0]
-    assert (kind, scope) == ("anomaly", "model:gpt-4o")
-    assert Decimal(str(value)) == spike and json.loads(details)["stddev_usd"] >= 0
+        rows = db.execute("SELECT kind, scope, value_usd, threshold_usd, details FROM alerts ORDER BY scope").fetchall()
+    assert [(kind, scope) for kind, scope, *_ in rows] == [("anomaly", "global"), ("anomaly", "model:gpt-4o")]
+    _, _, value, threshold, stored = rows[1]
+    assert Decimal(str(value)) == spike and json.loads(stored)["stddev_usd"] >= 0
 
 
 async def test_webhook_gives_up_after_its_retries_and_flushes_on_close(receiver: tuple[Receiver, str]) -> None:
