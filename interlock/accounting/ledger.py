@@ -19,7 +19,9 @@ Conventions, for whoever writes the queries:
   report it), ``0`` when it reported zero.
 * ``cost_usd`` is a fixed-point ``Numeric(18, 10)`` in US dollars, from the
   price table (``NULL`` when the model has no known price or no usage was
-  reported); a request's cost is the sum of its attempts' costs.
+  reported); a request's cost is the sum of its attempts' costs, failed ones
+  that reported usage included. ``unreported_cost_max_usd`` is apart from it:
+  the most that attempts cut off before any usage arrived may have cost.
 * ``user`` is a reserved word in PostgreSQL: write ``"user"`` there.
 
 Example (SQLite)::
@@ -189,9 +191,10 @@ def _v2_columns() -> tuple[list[Column[Any]], list[Column[Any]]]:
     """Columns migration 2 adds to ``requests`` and ``attempts`` (fresh objects per call)."""
     return (
         [
-            # US dollars the answer cost on the fallback target minus what the same usage would
-            # have cost on the first-choice target: negative when the fallback was cheaper,
-            # positive when it was dearer; NULL when no fallback happened or a price is unknown
+            # US dollars the request cost (the answer and its failed attempts' known cost; rows
+            # written before migration 6 count the answer only) minus what the answer's usage
+            # would have cost on the first-choice target: negative when the fallback saved money,
+            # positive when it cost more; NULL when no fallback happened or a price is unknown
             Column("cost_delta_usd", Numeric(18, 10)),
             Column("rule", Text),  # the routing rule that changed the route, with its reason
             Column("hedged", Boolean),  # a hedge attempt was started
@@ -296,14 +299,41 @@ def _v5_columns() -> list[Column[Any]]:
     ]
 
 
+def _v6_columns() -> tuple[list[Column[Any]], list[Column[Any]]]:
+    """Columns migration 6 adds to ``requests`` and ``attempts`` (fresh objects per call).
+
+    The same two on both tables; on ``requests`` each is the answer's (cache writes) or the
+    sum over the request's attempts (the unreported cost).
+    """
+
+    def columns() -> list[Column[Any]]:
+        return [
+            # prompt tokens written to the provider's prompt cache (part of input_tokens, priced at
+            # the cache-write rate); NULL when no usage was reported, and on rows written before
+            # migration 6
+            Column("cache_write_tokens", Integer),
+            # US dollars: the most an upstream may have billed for an attempt that was cancelled or
+            # cut off before it reported any usage (a latency threshold or timeout, a lost hedge,
+            # the client gone, a stream broken before its usage): the request's prompt estimate at
+            # the target's input price. Not in cost_usd, which is what was reported; NULL when no
+            # such attempt was made or its model has no price
+            Column("unreported_cost_max_usd", Numeric(18, 10)),
+        ]
+
+    return columns(), columns()
+
+
 #: the current schema (see :func:`_v1_tables`, :func:`_v2_columns`, :func:`_v3_columns`,
-#: :func:`_v4_columns` and :func:`_v5_columns` for the column documentation)
+#: :func:`_v4_columns`, :func:`_v5_columns` and :func:`_v6_columns` for the column documentation)
 requests, attempts = _v1_tables(metadata)
 for _table, _columns in zip((requests, attempts), _v2_columns(), strict=True):
     for _column in _columns:
         _table.append_column(_column)
 for _column in (*_v3_columns(), *_v5_columns()):
     requests.append_column(_column)
+for _table, _columns in zip((requests, attempts), _v6_columns(), strict=True):
+    for _column in _columns:
+        _table.append_column(_column)
 api_keys, alerts = _v2_tables(metadata)
 (stored_responses,) = _v3_tables(metadata)
 for _column in _v4_columns():
@@ -357,9 +387,15 @@ def _migration_5(conn: Connection) -> None:
     _add_columns(conn, "requests", _v5_columns())
 
 
+def _migration_6(conn: Connection) -> None:
+    """Cache-write tokens and the unreported cost of cut-off attempts on requests and attempts."""
+    for table, columns in zip(("requests", "attempts"), _v6_columns(), strict=True):
+        _add_columns(conn, table, columns)
+
+
 #: ordered: MIGRATIONS[i] brings the schema from version i to version i + 1. Append only.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
-    _migration_1, _migration_2, _migration_3, _migration_4, _migration_5,
+    _migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6,
 )
 
 #: the schema version this code writes

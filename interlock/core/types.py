@@ -167,6 +167,10 @@ class Chunk:
     #: ``payload`` is already an encoded server-sent event of the client's own protocol (a target
     #: that speaks it natively): the door writes it through instead of translating a chat chunk
     native: bool = False
+    #: usage the upstream reported before its final count (Anthropic's ``message_start``, Gemini's
+    #: ``usageMetadata`` on every fragment): the attempt keeps it when the stream fails before the
+    #: final ``usage``; doors never forward it
+    usage_so_far: Usage | None = None
 
 
 @dataclass(slots=True)
@@ -273,6 +277,9 @@ class Attempt:
     start_ms: float = 0.0  # when the attempt started, from the request's arrival
     hedge: bool = False  # started as a hedge alongside another attempt
     cost_usd: Decimal | None = None  # priced through the compute_cost hook; None when unknown
+    #: cancelled or cut off before any usage arrived: the most the upstream may have billed for it
+    #: (the prompt estimate at the target's input price); None otherwise or without a price
+    unreported_cost_max_usd: Decimal | None = None
 
 
 @dataclass(slots=True)
@@ -306,7 +313,10 @@ class Decision:
     events: list[str] = field(default_factory=list)  # retries, fallbacks, hedges, breaker transitions
     hedged: bool = False
     cost_usd: Decimal | None = None  # the sum of every attempt's cost (failed, retried, hedged ones too)
-    cost_delta_usd: Decimal | None = None  # after a fallback: its cost minus the first choice's, same usage
+    #: after a fallback: the request's cost (failed attempts' known cost included) minus what the
+    #: answer's usage would have cost on the first choice
+    cost_delta_usd: Decimal | None = None
+    unreported_cost_max_usd: Decimal | None = None  # the sum of the attempts' unreported_cost_max_usd
     protocol: str = "chat_completions"  # the client's protocol: chat_completions, responses, messages
 
     def failed(self, status: int, error_type: str | None, message: str | None) -> None:

@@ -273,8 +273,8 @@ async def test_migrations_are_idempotent(tmp_path: Path) -> None:
 
     engine = await ledger.open_engine(sqlite_url(db))
     try:
-        assert await ledger.migrate(engine) == ledger.SCHEMA_VERSION == 5
-        assert await ledger.migrate(engine) == 5
+        assert await ledger.migrate(engine) == ledger.SCHEMA_VERSION == 6
+        assert await ledger.migrate(engine) == 6
     finally:
         await engine.dispose()
     assert count(db, "schema_version") == ledger.SCHEMA_VERSION
@@ -485,12 +485,13 @@ async def test_migrations_upgrade_a_version_1_database(tmp_path: Path) -> None:
                     " latency_ms) VALUES ('old', '2026-01-01 00:00:00', 'chat', 'gpt-4o', '[]', 200, 0, 1, 0, 1.0)"
                 ))
             await conn.run_sync(v1)
-        assert await ledger.migrate(engine) == 5
+        assert await ledger.migrate(engine) == 6
     finally:
         await engine.dispose()
     assert count(db, "requests") == 1
     columns = {r["name"] for r in query(db, "PRAGMA table_info(requests)")}
-    assert {"cost_delta_usd", "rule", "hedged", "events", "protocol", "invalid_fields"} <= columns
+    assert {"cost_delta_usd", "rule", "hedged", "events", "protocol", "invalid_fields", "cache_write_tokens",
+            "unreported_cost_max_usd"} <= columns
     assert query(db, "SELECT protocol FROM requests") == [{"protocol": None}]  # old rows: NULL, all chat
     assert query(db, "SELECT invalid_fields FROM requests") == [{"invalid_fields": None}]  # migration 5
     tables = {r["name"] for r in query(db, "SELECT name FROM sqlite_master WHERE type = 'table'")}

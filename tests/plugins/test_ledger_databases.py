@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, insert, inspect, select
+from sqlalchemy import Table, func, insert, inspect, select
 
 from interlock.accounting import ledger
 from interlock.plugins.exporters.ledger import LedgerExporter
@@ -159,6 +159,49 @@ async def test_migrations_upgrade_a_version_1_database(database_url: str) -> Non
     assert row["id"] == "old" and row["protocol"] is None and row["cost_delta_usd"] is None
     await write(database_url, [decisions()[0]])  # the upgraded schema takes new rows
     assert len(await rows(database_url, ledger.requests)) == 2
+
+
+async def test_migration_6_keeps_the_rows_of_a_version_5_database(database_url: str) -> None:
+    """A ledger at schema version 5 keeps its requests and attempts; the new columns are NULL on them."""
+    engine = await ledger.open_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            def v5(sync_conn: Any) -> None:
+                ledger.schema_version.create(sync_conn)
+                for version, migration in enumerate(ledger.MIGRATIONS[:5], 1):
+                    migration(sync_conn)
+                    sync_conn.execute(insert(ledger.schema_version).values(version=version, applied_at=datetime.now(UTC)))
+                old = ledger.MetaData()
+                old_requests = Table("requests", old, autoload_with=sync_conn)
+                old_attempts = Table("attempts", old, autoload_with=sync_conn)
+                assert "cache_write_tokens" not in old_requests.c and "unreported_cost_max_usd" not in old_attempts.c
+                sync_conn.execute(insert(old_requests).values(
+                    id="old", ts=datetime(2026, 1, 1, tzinfo=UTC), endpoint="chat", requested_model="gpt-4o",
+                    tags="[]", status=200, stream=False, attempts=1, fallback_used=False, latency_ms=1.0,
+                    input_tokens=1200, cached_tokens=200, output_tokens=30, cost_usd=Decimal("0.0042"),
+                    protocol="messages"))
+                sync_conn.execute(insert(old_attempts).values(
+                    request_id="old", n=1, provider="anthropic", provider_type="anthropic", model="claude-sonnet-4-5",
+                    outcome="ok", latency_ms=1.0, input_tokens=1200, output_tokens=30, cost_usd=Decimal("0.0042")))
+            await conn.run_sync(v5)
+        assert await ledger.migrate(engine) == ledger.SCHEMA_VERSION == 6
+    finally:
+        await engine.dispose()
+    [old_request] = await rows(database_url, ledger.requests)
+    assert (old_request["id"], old_request["input_tokens"], old_request["cached_tokens"], old_request["protocol"]) == (
+        "old", 1200, 200, "messages")
+    assert close(old_request["cost_usd"], Decimal("0.0042"))
+    assert old_request["cache_write_tokens"] is None and old_request["unreported_cost_max_usd"] is None
+    [old_attempt] = await rows(database_url, ledger.attempts)
+    assert old_attempt["model"] == "claude-sonnet-4-5" and close(old_attempt["cost_usd"], Decimal("0.0042"))
+    assert old_attempt["cache_write_tokens"] is None and old_attempt["unreported_cost_max_usd"] is None
+    new = decisions()[2]  # a fallback chain with cache writes and an attempt cut off before any usage
+    await write(database_url, [new])
+    stored = {r["id"]: r for r in await rows(database_url, ledger.requests)}
+    assert stored[new.request_id]["cache_write_tokens"] == 60
+    assert close(stored[new.request_id]["unreported_cost_max_usd"], new.unreported_cost_max_usd)
+    cut = [a for a in await rows(database_url, ledger.attempts) if a["request_id"] == new.request_id and a["n"] == 1]
+    assert close(cut[0]["unreported_cost_max_usd"], Decimal("0.000625")) and cut[0]["cost_usd"] is None
 
 
 async def test_a_server_that_cannot_take_rows_now_is_not_refusing_them(database_url: str) -> None:

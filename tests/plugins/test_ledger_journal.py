@@ -227,6 +227,34 @@ async def test_another_databases_segments_and_a_torn_line(tmp_path: Path) -> Non
     assert len(segments(str(journal))) == 1  # the other database's, left alone
 
 
+async def test_a_journal_an_older_interlock_left_is_replayed(database_url: str, tmp_path: Path) -> None:
+    """Rows journaled before migration 6 (two columns fewer per table) are written, the new columns NULL."""
+    journal = tmp_path / "journal"
+    d = decision("req-v5", unreported_cost_max_usd=Decimal("0.25"))
+    d.attempts[0].unreported_cost_max_usd = Decimal("0.25")
+    request_values, attempt_values = LedgerExporter(database_url)._row_values
+    request, attempts = request_values(d), [attempt_values(d.request_id, a) for a in d.attempts]
+    assert request[-2] == 0 and request[-1] == Decimal("0.25")  # today's rows end with migration 6's columns
+    old = (request[:-2], [a[:-2] for a in attempts])  # the layout of schema version 5
+    dead = Journal(str(journal), database_url)
+    dead.open()
+    dead.append(ledger_exporter._journal_line(old))
+    dead.close(drained=False)
+    reader = await start(database_url, journal)
+    try:
+        assert reader.replayed == 1
+        await reader.flush()
+        assert reader.dropped == 0
+    finally:
+        await reader.close()
+    [(rid, cost, cache_write, unreported)] = await rows(
+        database_url, "SELECT id, cost_usd, cache_write_tokens, unreported_cost_max_usd FROM requests")
+    assert (rid, Decimal(str(cost)), cache_write, unreported) == ("req-v5", Decimal("0.0000123456"), None, None)
+    [(tokens, attempt_cache_write, attempt_unreported)] = await rows(
+        database_url, "SELECT input_tokens, cache_write_tokens, unreported_cost_max_usd FROM attempts")
+    assert (tokens, attempt_cache_write, attempt_unreported) == (3, None, None)
+
+
 async def test_a_journal_that_cannot_be_opened_does_not_stop_the_ledger(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

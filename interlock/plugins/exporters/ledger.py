@@ -242,7 +242,7 @@ class LedgerExporter(Exporter):
             flag = ",".join(fields) or "unknown"
         except Exception:
             entry, flag = (self._essential_row(decision), []), "*"
-        entry = (entry[0][:-1] + (flag,), entry[1])
+        entry = (_flagged(entry[0], flag), entry[1])
         self.salvaged += 1
         log.warning("ledger: request %s is stored with replaced values (invalid_fields: %s)", entry[0][0], flag)
         if self._journal is not None:
@@ -274,7 +274,9 @@ class LedgerExporter(Exporter):
             cached_tokens=_or_default(lambda: int(usage.cached_tokens), None),
             output_tokens=_or_default(lambda: int(usage.completion_tokens), None),
             reasoning_tokens=_or_default(lambda: int(usage.reasoning_tokens), None),
+            cache_write_tokens=_or_default(lambda: int(usage.cache_write_tokens), None),
             cost_usd=number(_or_default(lambda: _finite_decimal(d.cost_usd), None)),
+            unreported_cost_max_usd=number(_or_default(lambda: _finite_decimal(d.unreported_cost_max_usd), None)),
             api_key_id=_or_default(lambda: _scrub(str(d.api_key_id)) if d.api_key_id is not None else None, None),
             team=_or_default(lambda: _scrub(str(d.team)) if d.team is not None else None, None),
             protocol=_or_default(lambda: _scrub(str(d.protocol)), None),
@@ -392,6 +394,7 @@ class LedgerExporter(Exporter):
     def _replayed_entry(self, line: bytes) -> _Entry:
         """A journal line back as the entry :meth:`record` built (see :func:`_journal_line`)."""
         request, attempts = jsonutil.loads(line)
+        request, attempts = _widened(request, attempts)
         if len(request) != len(_REQUEST_COLUMNS) or any(len(a) != len(_ATTEMPT_COLUMNS) for a in attempts):
             raise ValueError("the row does not have this schema's columns")
         if self._sqlite:  # JSON-native already: text timestamps, floats, 0/1
@@ -584,7 +587,7 @@ class LedgerExporter(Exporter):
                         self.salvaged += 1
                         log.warning(
                             "ledger: the database refused the rows of request %s (%s: %s); stored with replaced "
-                            "values (invalid_fields: %s)", entry[0][0], type(exc).__name__, exc, safer[0][-1],
+                            "values (invalid_fields: %s)", entry[0][0], type(exc).__name__, exc, safer[0][_INVALID_FIELDS],
                         )
                         batch.popleft()
                         continue
@@ -1046,12 +1049,19 @@ _REQUEST_COLUMNS: tuple[str, ...] = (
     "provider", "model", "status", "stream", "attempts", "fallback_used", "latency_ms", "ttft_ms",
     "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "cost_usd", "error_type",
     "error_message", "cost_delta_usd", "rule", "hedged", "events", "protocol", "invalid_fields",
+    "cache_write_tokens", "unreported_cost_max_usd",
 )
 _ATTEMPT_COLUMNS: tuple[str, ...] = (
     "request_id", "n", "provider", "provider_type", "model", "outcome", "action", "status", "latency_ms",
     "ttft_ms", "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "cost_usd", "error",
-    "response_id", "hedge", "start_ms",
+    "response_id", "hedge", "start_ms", "cache_write_tokens", "unreported_cost_max_usd",
 )
+#: where a row's ``invalid_fields`` is (set after the row was built, see ``_flagged``)
+_INVALID_FIELDS = _REQUEST_COLUMNS.index("invalid_fields")
+#: how many values a journal line's rows had before migration 6 added two columns to each table: a
+#: journal left by an older interlock is replayed with those columns NULL (columns are only appended)
+_JOURNAL_V5_WIDTHS = (len(_REQUEST_COLUMNS) - 2, len(_ATTEMPT_COLUMNS) - 2)
+
 
 
 def _utc_datetime(ts: float) -> datetime:
@@ -1136,7 +1146,9 @@ def _make_builders(
             flag(bool(d.hedged)),
             dumps([text(e, limit) for e in events]) if events else None,
             d.protocol,
-            None,  # invalid_fields: set by _salvaged_entry
+            None,  # invalid_fields: set by _salvaged
+            None if usage is None else usage.cache_write_tokens,
+            number(d.unreported_cost_max_usd),
         )
 
     def attempt_values(request_id: str, a: Attempt) -> _Row:
@@ -1161,6 +1173,8 @@ def _make_builders(
             text(a.response_id, limit),
             flag(bool(a.hedge)),
             number(float(a.start_ms)),
+            None if usage is None else usage.cache_write_tokens,
+            number(a.unreported_cost_max_usd),
         )
 
     return request_values, attempt_values
@@ -1176,8 +1190,25 @@ _SQLITE_ROWS = _make_builders(*_SQLITE_FORM)
 
 #: positions of the values the generic form's journal lines carry as text (see _journal_line)
 _REQUEST_TS = _REQUEST_COLUMNS.index("ts")
-_REQUEST_DECIMALS = tuple(_REQUEST_COLUMNS.index(c) for c in ("cost_usd", "cost_delta_usd"))
-_ATTEMPT_DECIMALS = (_ATTEMPT_COLUMNS.index("cost_usd"),)
+_REQUEST_DECIMALS = tuple(
+    _REQUEST_COLUMNS.index(c) for c in ("cost_usd", "cost_delta_usd", "unreported_cost_max_usd")
+)
+_ATTEMPT_DECIMALS = tuple(_ATTEMPT_COLUMNS.index(c) for c in ("cost_usd", "unreported_cost_max_usd"))
+
+
+def _flagged(row: _Row, flag: str) -> _Row:
+    """A ``requests`` row with ``invalid_fields`` set to ``flag``."""
+    return row[:_INVALID_FIELDS] + (flag,) + row[_INVALID_FIELDS + 1 :]
+
+
+def _widened(request: list[Any], attempts: list[list[Any]]) -> tuple[list[Any], list[list[Any]]]:
+    """A journal line's rows as today's columns: a line an interlock before migration 6 wrote
+    lacks the columns it added (at the end of each row), which are NULL for it."""
+    old_request, old_attempt = _JOURNAL_V5_WIDTHS
+    if len(request) == old_request and all(len(a) == old_attempt for a in attempts):
+        pad = [None] * (len(_REQUEST_COLUMNS) - old_request)
+        return request + pad, [a + [None] * (len(_ATTEMPT_COLUMNS) - old_attempt) for a in attempts]
+    return request, attempts
 
 
 def _decimal_text(value: Any) -> str:
@@ -1312,9 +1343,9 @@ def _database_safe(entry: _Entry) -> _Entry | None:
     new_attempts = [safe(a, _ATTEMPT_COLUMNS, "attempts.") for a in attempts]
     if not changed:
         return None
-    flags = [f for f in (request[-1] or "").split(",") if f]
+    flags = [f for f in (request[_INVALID_FIELDS] or "").split(",") if f]
     flags += [c for c in changed if c not in flags]
-    return new_request[:-1] + (",".join(flags),), new_attempts
+    return _flagged(new_request, ",".join(flags)), new_attempts
 
 
 def journal_directory(url: str, option: str | bool) -> str | None:
