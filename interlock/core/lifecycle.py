@@ -277,6 +277,7 @@ class Lifecycle:
         decision.failed(err.status, err.code or err.type, err.message)
         err.headers.update(routing_headers(decision, None, None))
         await self._finish(ctx, decision, None, held)
+        err.headers.update(cost_headers(decision))  # failed attempts that reported usage were billed
         if held is not None and held.limits is not None and self.limiter is not None:
             err.headers.update(self.limiter.headers(held.limits))
 

@@ -600,6 +600,8 @@ def note_chunk(attempt: Attempt, chunk: Chunk) -> None:
         attempt.response_model = chunk.response_model
     if chunk.usage is not None:
         attempt.usage = chunk.usage
+    elif chunk.usage_so_far is not None:  # replaced by the final usage; kept if the stream fails first
+        attempt.usage = chunk.usage_so_far
     if chunk.finish_reason:
         attempt.finish_reasons.append(chunk.finish_reason)
 

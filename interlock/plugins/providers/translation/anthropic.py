@@ -401,7 +401,8 @@ async def stream_chunks(
 ) -> AsyncIterator[Chunk]:
     """Translate a Messages SSE stream (``iter_sse`` output) into OpenAI chunks.
 
-    Yields the role chunk at ``message_start``, content/reasoning/tool-call chunks as
+    Yields the role chunk at ``message_start`` (with its input usage as ``usage_so_far``,
+    what the attempt is costed by if the stream fails before the end), content/reasoning/tool-call chunks as
     blocks arrive (tool-call ``index`` is the position among client tool calls, not the
     content-block index), then at ``message_stop`` the finish chunk and the usage chunk,
     and stops reading. ``name`` (the provider instance) prefixes error messages; ``model``
@@ -434,7 +435,10 @@ async def stream_chunks(
                 str(message_obj.get("id") or new_id()), str(message_obj.get("model") or model)
             )
             usage.update({k: v for k, v in (message_obj.get("usage") or {}).items() if v is not None})
-            yield writer.role()
+            role = writer.role()
+            if usage:  # the input side is billed from here on, even if the stream fails before message_delta
+                role.usage_so_far = usage_of(usage)
+            yield role
             continue
         if kind not in (
             "content_block_start",

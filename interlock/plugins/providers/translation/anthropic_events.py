@@ -24,7 +24,9 @@ Usage in a stream is split: ``message_start`` carries the input side (fresh inpu
 cache reads, cache writes) and ``message_delta`` the cumulative output (and, in newer
 API versions, updated input counts). The reader merges them, later values winning,
 and sets the merged :class:`Usage` on the ``message_delta`` chunk only, so the
-attempt's usage is complete once and is never counted twice.
+attempt's usage is complete once and is never counted twice. The ``message_start``
+chunk carries its input side as ``usage_so_far``, which the attempt keeps (and
+is costed by) when the stream fails before ``message_delta``.
 """
 
 from __future__ import annotations
@@ -140,7 +142,10 @@ class EventReader:
             self._merge(shell.get("usage"))
             self._response_id = str(shell["id"]) if shell.get("id") else None
             self._model = str(shell["model"]) if shell.get("model") else None
-            return Chunk(payload, native=True, response_id=self._response_id, response_model=self._model)
+            return Chunk(
+                payload, native=True, response_id=self._response_id, response_model=self._model,
+                usage_so_far=usage_of(self._usage) if self._usage else None,
+            )
         if kind == "message_delta":
             self._merge(obj.get("usage"))
             stop = _object(obj.get("delta")).get("stop_reason")

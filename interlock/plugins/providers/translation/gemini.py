@@ -452,7 +452,9 @@ async def stream_chunks(datas: AsyncIterator[bytes], model: str, name: str) -> A
     Each fragment is a whole ``GenerateContentResponse`` carrying deltas; ``usageMetadata``
     is cumulative, ``finishReason`` marks the last one and there is no ``[DONE]``. Yields
     the role chunk, content/reasoning/tool-call chunks, the finish chunk and, at the end,
-    the usage chunk. Raises ``UpstreamError(kind="stream")`` for an in-band ``{"error"}``,
+    the usage chunk; every chunk before it carries the fragments' usage so far as
+    ``usage_so_far`` (what the attempt is costed by when the stream fails before its end).
+    Raises ``UpstreamError(kind="stream")`` for an in-band ``{"error"}``,
     a malformed fragment, a broken connection or a stream that ends without a finish
     reason (``kind="timeout"`` when reading times out); releasing the response is the
     caller's job. ``name`` (the provider instance) prefixes error messages.
@@ -473,12 +475,12 @@ async def stream_chunks(datas: AsyncIterator[bytes], model: str, name: str) -> A
                 raise _stream_error(obj, name)
             if (blocked := blocked_prompt(obj)) is not None:
                 raise blocked
+            usage = usage_of(obj.get("usageMetadata")) or usage
             if writer is None:
                 writer = ChunkWriter(
                     str(obj.get("responseId") or new_id()), str(obj.get("modelVersion") or model)
                 )
-                yield writer.role()
-            usage = usage_of(obj.get("usageMetadata")) or usage
+                yield _so_far(writer.role(), usage)
             candidate = next(
                 (c for c in obj.get("candidates") or () if isinstance(c, dict) and not c.get("index")), None
             )
@@ -486,9 +488,9 @@ async def stream_chunks(datas: AsyncIterator[bytes], model: str, name: str) -> A
                 continue
             text, reasoning, new_calls = _read_parts((candidate.get("content") or {}).get("parts"))
             if reasoning:
-                yield writer.reasoning(reasoning)
+                yield _so_far(writer.reasoning(reasoning), usage)
             if text:
-                yield writer.text(text)
+                yield _so_far(writer.text(text), usage)
             for call, extra in new_calls:
                 chunk = writer.tool_call(calls, call.id, call.name, call.arguments)
                 if extra:
@@ -496,10 +498,10 @@ async def stream_chunks(datas: AsyncIterator[bytes], model: str, name: str) -> A
                     payload["choices"][0]["delta"]["tool_calls"][0]["extra_content"] = extra
                     chunk.payload = jsonutil.dumps(payload)
                 calls += 1
-                yield chunk
+                yield _so_far(chunk, usage)
             if native := candidate.get("finishReason"):
                 finished = True
-                yield writer.finish(finish_reason(native, calls > 0))
+                yield _so_far(writer.finish(finish_reason(native, calls > 0)), usage)
     except TimeoutError:
         raise UpstreamError(f"{name}: stream timed out", kind="timeout") from None
     except aiohttp.ClientError as exc:
@@ -508,6 +510,12 @@ async def stream_chunks(datas: AsyncIterator[bytes], model: str, name: str) -> A
         raise UpstreamError(f"{name}: stream ended without a finish reason", kind="stream")
     if usage is not None:
         yield writer.usage(usage)
+
+
+def _so_far(chunk: Chunk, usage: Usage | None) -> Chunk:
+    """``chunk`` with the usage the stream reported so far (Gemini's usageMetadata is cumulative)."""
+    chunk.usage_so_far = usage
+    return chunk
 
 
 def _stream_error(obj: dict[str, Any], name: str) -> UpstreamError:

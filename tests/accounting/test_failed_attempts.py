@@ -1,0 +1,230 @@
+"""Failed attempts are costed: usage reported before a failure, and what cut-off attempts may have cost.
+
+Real gateways, real fakes (their fault API) and the official SDKs. Every expected dollar
+figure is computed by hand in the test from the ``[prices]`` the config sets (USD per million
+tokens), so the checks do not depend on the shipped price table.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from interlock.core.telemetry import names as T
+from interlock.core.telemetry.runtime import Telemetry
+from interlock.testing import FakeAnthropic, FakeGemini, FakeOpenAI, Fault
+from interlock.testing.gateway import RunningGateway, provider_table, running_gateway
+from tests.chaos._upstream import ChaosUpstream
+
+CLAUDE = "claude-sonnet-4-6"
+MILLION = Decimal(1_000_000)
+#: the prices every test config sets, USD per million tokens
+PRICES = """
+[prices."claude-sonnet-4-6"]
+input = 3
+output = 15
+[prices."gpt-4o-mini"]
+input = 0.15
+output = 0.6
+[prices."gpt-4o"]
+input = 2.5
+output = 10
+[prices."gemini-2.5-flash"]
+input = 0.3
+output = 2.5
+[prices."no_done--priced"]
+input = 2.5
+output = 10
+"""
+#: 100,000 characters: 25,000 prompt tokens to the fakes (4 characters a token)
+LONG_PROMPT = "abcd" * 25_000
+
+
+@dataclass
+class Env:
+    gw: RunningGateway
+    db: Path
+    spans: InMemorySpanExporter
+
+    def rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(self.db) as conn:
+            return conn.execute(sql, args).fetchall()
+
+    async def flush(self) -> None:
+        for exporter in self.gw.gateway.exporters:
+            await exporter.flush()
+
+    def attempt_spans(self) -> list[Any]:
+        found = [s for s in self.spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
+        return sorted(found, key=lambda s: s.attributes[T.INTERLOCK_ATTEMPT_N])
+
+
+@pytest.fixture
+async def claude_env(tmp_path: Path) -> AsyncIterator[tuple[FakeAnthropic, FakeOpenAI, Env]]:
+    """``smart``: Claude (FakeAnthropic) then gpt-4o-mini (FakeOpenAI); ``solo``: Claude alone."""
+    async with FakeAnthropic(models=[CLAUDE], api_key="sk-ant") as claude, FakeOpenAI(models=["gpt-4o-mini"]) as backup:
+        db = tmp_path / "ledger.db"
+        toml = "\n".join([
+            provider_table("claude", type="anthropic", base_url=claude.base_url, api_key="sk-ant"),
+            provider_table("backup", type="openai", base_url=backup.base_url, api_key="sk-backup"),
+            "[routes.smart]",
+            f'chain = "claude/{CLAUDE} > backup/gpt-4o-mini"',
+            "[routes.solo]",
+            f'chain = "claude/{CLAUDE}"',
+            "[database]",
+            f'url = "sqlite+aiosqlite:///{db}"',
+            PRICES,
+        ])
+        spans = InMemorySpanExporter()
+        async with running_gateway(toml, telemetry=Telemetry.for_tests(spans, InMemoryMetricReader())) as gw:
+            yield claude, backup, Env(gw, db, spans)
+
+
+def claude_cost(input_tokens: int, output_tokens: int) -> Decimal:
+    return (input_tokens * Decimal(3) + output_tokens * Decimal(15)) / MILLION
+
+
+def mini_cost(input_tokens: int, output_tokens: int) -> Decimal:
+    return (input_tokens * Decimal("0.15") + output_tokens * Decimal("0.6")) / MILLION
+
+
+def stored(value: Any) -> Decimal:
+    """A Numeric(18, 10) value read back from SQLite (a float) at the column's 10 places."""
+    return Decimal(str(value)).quantize(Decimal("1e-10"))
+
+
+# --------------------------------------------------------------------------- #
+# usage reported before a failure
+# --------------------------------------------------------------------------- #
+
+
+async def test_anthropic_message_start_then_an_error_event_is_costed(
+    claude_env: tuple[FakeAnthropic, FakeOpenAI, Env],
+) -> None:
+    """message_start reports 25,000 input tokens, then an error event: that attempt is billed and costed."""
+    claude, _, env = claude_env
+    claude.add_fault(Fault(error_event_at=0, model=CLAUDE))  # message_start, ping, block start, then `error`
+    async with anthropic.AsyncAnthropic(base_url=env.gw.root, api_key="k", max_retries=0) as sdk:
+        async with sdk.messages.stream(
+            model="smart", max_tokens=64, messages=[{"role": "user", "content": LONG_PROMPT}]
+        ) as stream:
+            message = await stream.get_final_message()
+    assert message.content[0].type == "text" and message.content[0].text.startswith("Fake reply to: abcd")
+    await env.flush()
+    # the fake's message_start usage: 25,000 input tokens and 1 output token
+    failed = claude_cost(25_000, 1)
+    assert failed == Decimal("0.075015")
+    d = env.gw.log.last
+    first, second = d.attempts
+    assert (first.outcome, first.action) == ("overloaded", "fallback")
+    assert first.usage is not None and (first.usage.prompt_tokens, first.usage.completion_tokens) == (25_000, 1)
+    assert first.cost_usd == failed and first.unreported_cost_max_usd is None  # billed and known: not "unreported"
+    assert second.usage is not None
+    answer = mini_cost(second.usage.prompt_tokens, second.usage.completion_tokens)
+    assert d.cost_usd == failed + answer
+    [(n, tokens, out, cost, unreported)] = env.rows(
+        "SELECT n, input_tokens, output_tokens, cost_usd, unreported_cost_max_usd FROM attempts WHERE n = 1")
+    assert (n, tokens, out, stored(cost), unreported) == (1, 25_000, 1, failed, None)
+    [(request_cost,)] = env.rows("SELECT cost_usd FROM requests")
+    assert stored(request_cost) == (failed + answer).quantize(Decimal("1e-10"))
+    # the failed attempt's span carries the usage and the cost it reported
+    span = env.attempt_spans()[0]
+    assert span.attributes[T.GEN_AI_USAGE_INPUT_TOKENS] == 25_000
+    assert span.attributes[T.GEN_AI_USAGE_OUTPUT_TOKENS] == 1
+    assert span.attributes[T.INTERLOCK_COST_USD] == pytest.approx(float(failed))
+
+
+async def test_a_translated_claude_stream_that_fails_everywhere_reports_its_cost(
+    claude_env: tuple[FakeAnthropic, FakeOpenAI, Env],
+) -> None:
+    """An OpenAI client, Claude translated, every try ends in an error event after message_start:
+    the 502 carries the cost of what was billed, and the ledger has it."""
+    claude, _, env = claude_env
+    claude.add_fault(Fault(error_event_at=0, model=CLAUDE, times=None))
+    prompt = "abcd" * 1_000  # 1,000 prompt tokens
+    with pytest.raises(openai.APIStatusError) as info:
+        await env.gw.client.chat.completions.create(
+            model="solo", messages=[{"role": "user", "content": prompt}], stream=True
+        )
+    attempts = env.gw.log.last.attempts
+    assert [a.outcome for a in attempts] == ["overloaded"] * len(attempts) and attempts
+    want = claude_cost(1_000, 1) * len(attempts)
+    assert info.value.status_code == 503
+    assert Decimal(info.value.response.headers["x-interlock-cost-usd"]) == want
+    await env.flush()
+    [(cost, input_tokens)] = env.rows("SELECT cost_usd, input_tokens FROM requests")
+    assert stored(cost) == want and input_tokens is None  # no attempt answered: the request has no usage of its own
+    assert env.rows("SELECT input_tokens FROM attempts") == [(1_000,)] * len(attempts)
+
+
+async def test_an_openai_stream_that_broke_after_its_usage_chunk_is_costed(tmp_path: Path) -> None:
+    """The usage chunk arrived, then the stream ended without [DONE]: the client gets an error event,
+    the attempt keeps the usage and its cost."""
+    db = tmp_path / "ledger.db"
+    async with ChaosUpstream() as upstream:
+        toml = "\n".join([
+            provider_table("chaos", type="openai", base_url=upstream.base_url, api_key="sk-chaos"),
+            "[database]",
+            f'url = "sqlite+aiosqlite:///{db}"',
+            PRICES,
+        ])
+        async with running_gateway(toml) as gw:
+            stream = await gw.client.chat.completions.create(
+                model="chaos/no_done--priced", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            with pytest.raises(openai.APIError, match="stream"):
+                async for _ in stream:
+                    pass
+            for exporter in gw.gateway.exporters:
+                await exporter.flush()
+            d = gw.log.last
+    # the chaos upstream's usage: 9 prompt and 5 completion tokens, at 2.5 and 10 per million
+    want = (9 * Decimal("2.5") + 5 * Decimal(10)) / MILLION
+    [attempt] = d.attempts
+    assert attempt.outcome == "stream_error" and attempt.cost_usd == want == d.cost_usd
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT input_tokens, output_tokens, cost_usd FROM attempts").fetchone()
+        status, cost = conn.execute("SELECT status, cost_usd FROM requests").fetchone()
+    assert (row[0], row[1], stored(row[2])) == (9, 5, want)
+    assert status == 502 and stored(cost) == want
+
+
+async def test_a_gemini_stream_that_failed_after_usage_metadata_is_costed(tmp_path: Path) -> None:
+    """Gemini's fragments carry usageMetadata (the prompt's count) before the stream's error."""
+    db = tmp_path / "ledger.db"
+    async with FakeGemini(models=["gemini-2.5-flash"], api_key="g-key") as fake:
+        toml = "\n".join([
+            provider_table("gemini", type="gemini", base_url=fake.url, api_key="g-key"),
+            "[database]",
+            f'url = "sqlite+aiosqlite:///{db}"',
+            PRICES,
+        ])
+        fake.add_fault(Fault(error_event_at=1))  # one content fragment (with usageMetadata), then an error
+        async with running_gateway(toml) as gw:
+            stream = await gw.client.chat.completions.create(
+                model="gemini/gemini-2.5-flash", messages=[{"role": "user", "content": "abcd" * 500}], stream=True
+            )
+            with pytest.raises(openai.APIError):
+                async for _ in stream:
+                    pass
+            for exporter in gw.gateway.exporters:
+                await exporter.flush()
+            d = gw.log.last
+    want = 500 * Decimal("0.3") / MILLION  # 500 prompt tokens reported; no output count yet
+    [attempt] = d.attempts
+    assert attempt.outcome != "ok" and attempt.usage is not None and attempt.usage.prompt_tokens == 500
+    assert attempt.cost_usd == want == d.cost_usd
+    with sqlite3.connect(db) as conn:
+        tokens, cost = conn.execute("SELECT input_tokens, cost_usd FROM attempts").fetchone()
+    assert tokens == 500 and stored(cost) == want
