@@ -268,7 +268,7 @@ class Lifecycle:
             await self._failed(ctx, decision, err, held)
             raise
         except BaseException:  # cancelled (client gone) or a bug: still settle the budget reservation
-            self.router.account(decision)
+            self.router.account(decision, ctx)
             await self._settle(decision, held)
             raise
 
@@ -290,7 +290,7 @@ class Lifecycle:
         decision.latency_ms = (time.perf_counter() - ctx.started) * 1000
         if attempt is not None:
             decision.provider, decision.model, decision.usage = attempt.provider, attempt.model, attempt.usage
-        self.router.account(decision)
+        self.router.account(decision, ctx)
         self.record(decision)
 
     async def _settle(self, decision: Decision, held: _Held | None) -> None:

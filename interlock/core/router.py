@@ -26,6 +26,7 @@ from interlock.core import stats
 from interlock.core.breaker import Breaker, Transition
 from interlock.core.catalog import ModelMetadata, NoMetadata, PriceBook
 from interlock.core.errors import GatewayError
+from interlock.core.estimate import worst_case_usage
 from interlock.core.health import HealthBoard
 from interlock.core.plugins import Registry, first_result
 from interlock.core.provider import Provider
@@ -528,20 +529,34 @@ class Router:
         )
         return cost
 
-    def account(self, decision: Decision) -> None:
+    def account(self, decision: Decision, ctx: RequestContext | None = None) -> None:
         """Price every attempt, sum them into the request's cost, and the fallback's cost delta.
 
         Every attempt that reported usage is costed: successes, failed attempts that
-        consumed tokens, retries, hedges. The delta compares the answer's cost with what
+        consumed tokens, retries, hedges. An attempt cut off before it reported any usage
+        (:func:`cut_off`) is given the most it may have been billed instead, in
+        ``unreported_cost_max_usd``: the request's prompt estimate (``ctx``'s, through
+        :func:`~interlock.core.estimate.worst_case_usage`) priced as input tokens on its
+        target; its ``cost_usd`` stays None. The delta compares the answer's cost with what
         the same usage would have cost on the first target tried.
         """
         total: Decimal | None = None
+        unreported: Decimal | None = None
+        prompt: Usage | None = None
         for attempt in decision.attempts:
             if attempt.cost_usd is None:
                 attempt.cost_usd = self.price(attempt.usage, attempt.provider, attempt.model)
             if attempt.cost_usd is not None:
                 total = attempt.cost_usd if total is None else total + attempt.cost_usd
+            elif attempt.usage is None and ctx is not None and cut_off(attempt, decision):
+                if attempt.unreported_cost_max_usd is None:
+                    if prompt is None:  # estimated once per request, only when an attempt was cut off
+                        prompt = Usage(prompt_tokens=worst_case_usage(ctx, 0).prompt_tokens)
+                    attempt.unreported_cost_max_usd = self.price(prompt, attempt.provider, attempt.model)
+                if attempt.unreported_cost_max_usd is not None:
+                    unreported = attempt.unreported_cost_max_usd + (unreported or 0)
         decision.cost_usd = total
+        decision.unreported_cost_max_usd = unreported
         if decision.fallback_used:
             final, first = decision.attempts[-1], decision.attempts[0]
             primary = self.price(final.usage, first.provider, first.model)
@@ -590,6 +605,24 @@ def _winning_attempt(decision: Decision, target: Target) -> Attempt:
         if attempt.provider == target.provider and attempt.model == target.model and attempt.outcome == "ok":
             return attempt
     return decision.attempts[-1]
+
+
+def cut_off(attempt: Attempt, decision: Decision) -> bool:
+    """Whether ``attempt`` ended without usage after the upstream may have started billing it.
+
+    Cancelled by the gateway (a lost hedge, the client gone while routing), given up on
+    without an upstream status (a latency threshold or timeout), broken mid-stream before
+    its usage, or a committed stream whose client went away (the request's 499). An
+    upstream that answered with an error status billed nothing.
+    """
+    if attempt.usage is not None:
+        return False
+    outcome = attempt.outcome
+    if outcome == "cancelled":
+        return True
+    if attempt.status is not None:
+        return False
+    return outcome in ("timeout", "stream_error") or (outcome == "ok" and decision.status == 499)
 
 
 def note_chunk(attempt: Attempt, chunk: Chunk) -> None:

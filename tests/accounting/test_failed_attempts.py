@@ -228,3 +228,120 @@ async def test_a_gemini_stream_that_failed_after_usage_metadata_is_costed(tmp_pa
     with sqlite3.connect(db) as conn:
         tokens, cost = conn.execute("SELECT input_tokens, cost_usd FROM attempts").fetchone()
     assert tokens == 500 and stored(cost) == want
+
+
+# --------------------------------------------------------------------------- #
+# attempts cut off before any usage arrived
+# --------------------------------------------------------------------------- #
+
+#: 4,000 characters of prompt
+PROMPT = [{"role": "user", "content": "abcd" * 1_000}]
+
+
+def prompt_estimate() -> int:
+    """The request's prompt estimate, as the gateway makes it (core.estimate)."""
+    from interlock.core.estimate import worst_case_usage
+    from interlock.core.types import RequestContext
+
+    ctx = RequestContext(request_id="r", endpoint="chat", body={"model": "smart", "messages": PROMPT})
+    return worst_case_usage(ctx, 0).prompt_tokens
+
+
+@pytest.fixture
+async def openai_env(tmp_path: Path) -> AsyncIterator[tuple[FakeOpenAI, Path, str]]:
+    async with FakeOpenAI(models=["gpt-4o", "gpt-4o-mini", "gpt-unpriced"]) as fake:
+        db = tmp_path / "ledger.db"
+        toml = "\n".join([
+            provider_table("openai", type="openai", base_url=fake.base_url, api_key="sk-a"),
+            provider_table("backup", type="openai", base_url=fake.base_url, api_key="sk-b"),
+            "[database]",
+            f'url = "sqlite+aiosqlite:///{db}"',
+            PRICES,
+        ])
+        yield fake, db, toml
+
+
+def route(chain: str, setting: str) -> str:
+    return f'[routes.smart]\nchain = "{chain}"\n{setting}\n'
+
+
+async def finished(gw: RunningGateway) -> None:
+    for exporter in gw.gateway.exporters:
+        await exporter.flush()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_attempt_cut_off_by_the_latency_threshold_carries_its_possible_cost(
+    openai_env: tuple[FakeOpenAI, Path, str], stream: bool
+) -> None:
+    fake, db, toml = openai_env
+    fake.add_fault(Fault(latency=3, ttft=3, model="gpt-4o"))
+    async with running_gateway(toml + route("openai/gpt-4o > backup/gpt-4o-mini", "latency_threshold = 0.3")) as gw:
+        if stream:
+            chunks = await gw.client.chat.completions.create(model="smart", messages=PROMPT, stream=True)
+            text = "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices])
+        else:
+            text = (await gw.client.chat.completions.create(model="smart", messages=PROMPT)).choices[0].message.content
+        assert text and text.startswith("Fake reply to: abcd")
+        await finished(gw)
+        d = gw.log.last
+    # the prompt estimate (1,000 tokens: 4,000 characters at 4 a token) at gpt-4o's 2.5 per million
+    want = prompt_estimate() * Decimal("2.5") / MILLION
+    assert want > 0
+    cut, answer = d.attempts
+    assert (cut.outcome, cut.status, cut.usage, cut.cost_usd) == ("timeout", None, None, None)
+    assert cut.unreported_cost_max_usd == want == d.unreported_cost_max_usd
+    assert answer.unreported_cost_max_usd is None and d.cost_usd == answer.cost_usd  # billed spend: the answer only
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT n, cost_usd, unreported_cost_max_usd FROM attempts ORDER BY n").fetchall()
+        [(cost, unreported)] = conn.execute("SELECT cost_usd, unreported_cost_max_usd FROM requests").fetchall()
+    assert [(n, c is None, u is None) for n, c, u in rows] == [(1, True, False), (2, False, True)]
+    assert stored(rows[0][2]) == want and stored(unreported) == want and cost is not None
+
+
+async def test_a_lost_hedge_carries_its_possible_cost(openai_env: tuple[FakeOpenAI, Path, str]) -> None:
+    fake, db, toml = openai_env
+    fake.add_fault(Fault(latency=5, model="gpt-4o"))
+    spans = InMemorySpanExporter()
+    telemetry = Telemetry.for_tests(spans, InMemoryMetricReader())
+    chain = route("openai/gpt-4o > backup/gpt-4o-mini", "hedge_delay = 0.1")
+    async with running_gateway(toml + chain, telemetry=telemetry) as gw:
+        await gw.client.chat.completions.create(model="smart", messages=PROMPT)
+        await finished(gw)
+        d = gw.log.last
+    want = prompt_estimate() * Decimal("2.5") / MILLION
+    [routing] = [s for s in spans.get_finished_spans() if s.kind is SpanKind.INTERNAL]
+    assert routing.attributes[T.INTERLOCK_UNREPORTED_COST_MAX_USD] == pytest.approx(float(want))
+    lost, won = d.attempts
+    assert (lost.outcome, lost.action, lost.cost_usd) == ("cancelled", "hedge_lost", None)
+    assert won.hedge and won.outcome == "ok"
+    assert lost.unreported_cost_max_usd == want == d.unreported_cost_max_usd
+    with sqlite3.connect(db) as conn:
+        [(unreported,)] = conn.execute("SELECT unreported_cost_max_usd FROM attempts WHERE outcome = 'cancelled'")
+    assert stored(unreported) == want
+
+
+async def test_an_attempt_cut_off_on_a_model_without_a_price_has_no_estimate(
+    openai_env: tuple[FakeOpenAI, Path, str],
+) -> None:
+    fake, db, toml = openai_env
+    fake.add_fault(Fault(latency=3, model="gpt-unpriced"))
+    async with running_gateway(toml + route("openai/gpt-unpriced > backup/gpt-4o-mini", "latency_threshold = 0.3")) as gw:
+        await gw.client.chat.completions.create(model="smart", messages=PROMPT)
+        await finished(gw)
+        d = gw.log.last
+    assert d.attempts[0].outcome == "timeout"
+    assert d.attempts[0].unreported_cost_max_usd is None and d.unreported_cost_max_usd is None
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT unreported_cost_max_usd FROM requests").fetchall() == [(None,)]
+
+
+async def test_an_upstream_error_status_is_not_a_possible_cost(openai_env: tuple[FakeOpenAI, Path, str]) -> None:
+    """A 503 answer billed nothing: no estimate, only a cut-off attempt gets one."""
+    fake, _, toml = openai_env
+    fake.add_fault(Fault(status=503, model="gpt-4o"))
+    async with running_gateway(toml + route("openai/gpt-4o > backup/gpt-4o-mini", "")) as gw:
+        await gw.client.chat.completions.create(model="smart", messages=PROMPT)
+        d = gw.log.last
+    assert d.attempts[0].outcome == "overloaded"
+    assert d.attempts[0].unreported_cost_max_usd is None and d.unreported_cost_max_usd is None

@@ -71,6 +71,8 @@ INTERLOCK_TARGET = "interlock.target"  # provider instance/model
 INTERLOCK_PROVIDER = "interlock.provider"  # provider instance name
 INTERLOCK_COST_USD = "interlock.cost_usd"
 INTERLOCK_COST_DELTA_USD = "interlock.cost_delta_usd"
+# the most attempts cut off before they reported usage may have been billed (not in interlock.cost_usd)
+INTERLOCK_UNREPORTED_COST_MAX_USD = "interlock.unreported_cost_max_usd"
 INTERLOCK_TEAM = "interlock.team"
 INTERLOCK_PROTOCOL = "interlock.protocol"  # the client's protocol: chat_completions, responses, messages
 INTERLOCK_ATTEMPT_N = "interlock.attempt.n"

@@ -56,6 +56,7 @@ from interlock.core.telemetry.names import (
     INTERLOCK_BREAKER_TO,
     INTERLOCK_CANDIDATES,
     INTERLOCK_COST_DELTA_USD,
+    INTERLOCK_UNREPORTED_COST_MAX_USD,
     INTERLOCK_COST_USD,
     INTERLOCK_FALLBACK_USED,
     INTERLOCK_HEDGE,
@@ -300,6 +301,8 @@ class RequestTrace:
             attrs[INTERLOCK_COST_USD] = float(decision.cost_usd)
         if decision.cost_delta_usd is not None:
             attrs[INTERLOCK_COST_DELTA_USD] = float(decision.cost_delta_usd)
+        if decision.unreported_cost_max_usd is not None:
+            attrs[INTERLOCK_UNREPORTED_COST_MAX_USD] = float(decision.unreported_cost_max_usd)
         if decision.skipped:
             attrs[INTERLOCK_SKIPPED] = tuple(decision.skipped)
         if decision.team:
