@@ -537,8 +537,9 @@ class Router:
         (:func:`cut_off`) is given the most it may have been billed instead, in
         ``unreported_cost_max_usd``: the request's prompt estimate (``ctx``'s, through
         :func:`~interlock.core.estimate.worst_case_usage`) priced as input tokens on its
-        target; its ``cost_usd`` stays None. The delta compares the answer's cost with what
-        the same usage would have cost on the first target tried.
+        target; its ``cost_usd`` stays None. The delta compares what the request cost (the
+        answer and the failed attempts' known cost) with what the answer's usage would have
+        cost on the first target tried.
         """
         total: Decimal | None = None
         unreported: Decimal | None = None
@@ -558,10 +559,12 @@ class Router:
         decision.cost_usd = total
         decision.unreported_cost_max_usd = unreported
         if decision.fallback_used:
+            # what the request cost (the answer, and what failed attempts were billed for) against
+            # what the answer alone would have cost had the first choice given it
             final, first = decision.attempts[-1], decision.attempts[0]
             primary = self.price(final.usage, first.provider, first.model)
-            if final.cost_usd is not None and primary is not None:
-                decision.cost_delta_usd = final.cost_usd - primary
+            if total is not None and final.cost_usd is not None and primary is not None:
+                decision.cost_delta_usd = total - primary
 
     # -- errors ----------------------------------------------------------- #
 

@@ -47,6 +47,17 @@ def cost_headers(decision: Decision) -> dict[str, str]:
     return headers
 
 
+def cost_comment(decision: Decision) -> bytes:
+    """The cost headers as SSE comments (``: x-interlock-cost-usd=...``), what ends a stream that succeeded:
+    a stream's headers leave before its cost is known, and clients ignore comments."""
+    if decision.cost_usd is None:
+        return b""
+    text = f": x-interlock-cost-usd={usd(decision.cost_usd)}\n\n"
+    if decision.cost_delta_usd is not None:
+        text += f": x-interlock-cost-delta-usd={usd(decision.cost_delta_usd)}\n\n"
+    return text.encode()
+
+
 def usd(value: Decimal) -> str:
     """Dollars as plain decimal text, to 1e-10 and without trailing zeros (``0.00012``)."""
     return f"{value.quantize(_USD_STEP).normalize():f}"

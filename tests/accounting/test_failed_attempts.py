@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anthropic
 import openai
 import pytest
@@ -133,6 +134,10 @@ async def test_anthropic_message_start_then_an_error_event_is_costed(
     assert second.usage is not None
     answer = mini_cost(second.usage.prompt_tokens, second.usage.completion_tokens)
     assert d.cost_usd == failed + answer
+    # the fallback's delta counts what the failed attempt was billed: the request cost the failed
+    # attempt and the answer, against the answer's usage on Claude
+    on_claude = claude_cost(second.usage.prompt_tokens, second.usage.completion_tokens)
+    assert d.cost_delta_usd == failed + answer - on_claude > 0
     [(n, tokens, out, cost, unreported)] = env.rows(
         "SELECT n, input_tokens, output_tokens, cost_usd, unreported_cost_max_usd FROM attempts WHERE n = 1")
     assert (n, tokens, out, stored(cost), unreported) == (1, 25_000, 1, failed, None)
@@ -143,6 +148,33 @@ async def test_anthropic_message_start_then_an_error_event_is_costed(
     assert span.attributes[T.GEN_AI_USAGE_INPUT_TOKENS] == 25_000
     assert span.attributes[T.GEN_AI_USAGE_OUTPUT_TOKENS] == 1
     assert span.attributes[T.INTERLOCK_COST_USD] == pytest.approx(float(failed))
+
+
+async def test_the_fallback_cost_delta_includes_the_failed_attempts_cost(
+    claude_env: tuple[FakeAnthropic, FakeOpenAI, Env],
+) -> None:
+    """Chat Completions stream, Claude billed 25,000 input tokens before its error, gpt-4o-mini answered:
+    the delta in the ledger and in the stream's trailer is the whole request's cost minus the answer on Claude."""
+    claude, _, env = claude_env
+    claude.add_fault(Fault(error_event_at=0, model=CLAUDE))
+    body = {"model": "smart", "messages": [{"role": "user", "content": LONG_PROMPT}], "stream": True}
+    async with aiohttp.ClientSession() as session, session.post(f"{env.gw.base_url}/chat/completions", json=body) as resp:
+        assert resp.headers["x-interlock-fallback"] == "true"  # committed on the answer, after the failure
+        text = await resp.text()
+    await env.flush()
+    d = env.gw.log.last
+    answer_usage = d.attempts[1].usage
+    assert answer_usage is not None and d.fallback_used
+    failed = claude_cost(25_000, 1)
+    answer = mini_cost(answer_usage.prompt_tokens, answer_usage.completion_tokens)
+    delta = failed + answer - claude_cost(answer_usage.prompt_tokens, answer_usage.completion_tokens)
+    # without the failed attempt's cost the fallback would look like a saving: mini is 20x cheaper
+    assert answer - claude_cost(answer_usage.prompt_tokens, answer_usage.completion_tokens) < 0 < delta
+    assert d.cost_delta_usd == delta
+    assert f": x-interlock-cost-usd={(failed + answer).normalize():f}" in text
+    assert f": x-interlock-cost-delta-usd={delta.quantize(Decimal('1e-10')).normalize():f}" in text
+    [(cost_delta,)] = env.rows("SELECT cost_delta_usd FROM requests")
+    assert stored(cost_delta) == delta.quantize(Decimal("1e-10"))
 
 
 async def test_a_translated_claude_stream_that_fails_everywhere_reports_its_cost(

@@ -11,8 +11,8 @@ route for that request and is never sent upstream. A stream carries the usage
 chunk (``choices: []``) only when the client asked for it with
 ``stream_options.include_usage``; providers always report usage to the gateway,
 so the writer drops that chunk otherwise. A stream ends with the cost as an SSE
-comment (``: x-interlock-cost-usd=…``, which clients ignore: the headers are long
-gone) and ``data: [DONE]``; a failure after the start ends it with an ``error``
+comment (``: x-interlock-cost-usd=…``, and after a fallback ``: x-interlock-cost-delta-usd=…``,
+which clients ignore: the headers are long gone) and ``data: [DONE]``; a failure after the start ends it with an ``error``
 event in OpenAI's error shape.
 """
 
@@ -28,7 +28,7 @@ from interlock.core.errors import GatewayError
 from interlock.core.http_json import error_response, json_response
 from interlock.core.lifecycle import StreamWriter
 from interlock.core.router import Op, chat_op, embeddings_op, stream_op
-from interlock.core.routing_headers import usd
+from interlock.core.routing_headers import cost_comment
 from interlock.core.sse import DONE, encode_event
 from interlock.core.types import Chunk, Decision, RequestContext
 from interlock.core.validate import validate_chat, validate_embeddings
@@ -101,7 +101,7 @@ class _ChatStream:
     def end(self, decision: Decision) -> bytes:
         if decision.cost_usd is None:
             return DONE
-        return f": x-interlock-cost-usd={usd(decision.cost_usd)}\n\n".encode() + DONE
+        return cost_comment(decision) + DONE
 
     def error(self, err: GatewayError) -> bytes:
         return encode_event(err.encode())

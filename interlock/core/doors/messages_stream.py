@@ -15,7 +15,7 @@ A chat stream reports its usage only at the end, so ``message_start`` carries ze
 input tokens and ``message_delta`` the real counts, input and cache fields included:
 the SDK's accumulator takes them from there (message_delta usage is cumulative).
 Blocks are written one after another: a chunk of another kind closes the open block.
-A stream that succeeded ends with the cost as an SSE comment, which clients ignore;
+A stream that succeeded ends with the cost (and a fallback's cost delta) as SSE comments, which clients ignore;
 one that failed after it started ends with an ``error`` event in Anthropic's error
 shape, which the SDK raises.
 """
@@ -34,7 +34,7 @@ from interlock.core.doors.messages_response import (
 )
 from interlock.core.errors import GatewayError
 from interlock.core.openai_shapes import new_id
-from interlock.core.routing_headers import usd
+from interlock.core.routing_headers import cost_comment
 from interlock.core.sse import encode_named_event
 from interlock.core.types import Chunk, Decision, Usage
 
@@ -107,8 +107,7 @@ class MessagesStream:
                 "usage": message_usage(self._usage),
             })
             out += event("message_stop", {"type": "message_stop"})
-        if decision.cost_usd is not None:
-            out += f": x-interlock-cost-usd={usd(decision.cost_usd)}\n\n".encode()
+        out += cost_comment(decision)
         return bytes(out)
 
     def error(self, err: GatewayError) -> bytes:

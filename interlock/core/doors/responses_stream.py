@@ -25,7 +25,7 @@ from interlock.core import jsonutil
 from interlock.core.doors.responses_output import OutputBuilder, response_object, status_of
 from interlock.core.errors import GatewayError
 from interlock.core.responses_wire import sequence_number
-from interlock.core.routing_headers import usd
+from interlock.core.routing_headers import cost_comment
 from interlock.core.sse import encode_named_event
 from interlock.core.types import Chunk, Decision, Usage
 
@@ -115,7 +115,7 @@ class ResponsesStream:
         return self._flush()
 
     def end(self, decision: Decision) -> bytes:
-        trailer = b"" if decision.cost_usd is None else f": x-interlock-cost-usd={usd(decision.cost_usd)}\n\n".encode()
+        trailer = cost_comment(decision)
         if self._native:
             if self._native_final is not None:
                 self.on_done(self._native_final)
