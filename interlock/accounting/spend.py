@@ -43,9 +43,14 @@ DIMENSIONS: dict[str, str | None] = {
     "protocol": "protocol",
 }
 
-#: the aggregate columns of every row and of the total, in output order
-METRICS = ("requests", "input_tokens", "output_tokens", "cost_usd", "fallbacks", "fallback_cost_delta_usd", "errors")
-_MONEY = ("cost_usd", "fallback_cost_delta_usd")
+#: the aggregate columns of every row and of the total, in output order. ``cost_usd`` is the billed
+#: spend (what upstreams reported); ``unreported_cost_max_usd`` beside it the most that attempts cut
+#: off before reporting usage may have cost on top (see interlock.accounting.ledger)
+METRICS = (
+    "requests", "input_tokens", "output_tokens", "cost_usd", "unreported_cost_max_usd", "fallbacks",
+    "fallback_cost_delta_usd", "errors",
+)
+_MONEY = ("cost_usd", "unreported_cost_max_usd", "fallback_cost_delta_usd")
 
 _DURATION = re.compile(r"^\s*(\d{1,6})\s*([mhdw])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -115,8 +120,9 @@ def _iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _aggregates() -> list[Any]:
-    from sqlalchemy import case, func
+def _aggregates(unreported: bool = True) -> list[Any]:
+    """The :data:`METRICS` as SQL; ``unreported=False`` for a ledger before migration 6 (counted as 0)."""
+    from sqlalchemy import Numeric, case, func, null
 
     from interlock.accounting.ledger import requests
 
@@ -126,6 +132,9 @@ def _aggregates() -> list[Any]:
         func.coalesce(func.sum(r.input_tokens), 0).label("input_tokens"),
         func.coalesce(func.sum(r.output_tokens), 0).label("output_tokens"),
         func.sum(r.cost_usd).label("cost_usd"),
+        (func.sum(r.unreported_cost_max_usd) if unreported else null().cast(Numeric(18, 10))).label(
+            "unreported_cost_max_usd"
+        ),
         func.coalesce(func.sum(case((r.fallback_used, 1), else_=0)), 0).label("fallbacks"),
         func.sum(r.cost_delta_usd).label("fallback_cost_delta_usd"),
         func.coalesce(func.sum(case((r.error_type.is_not(None), 1), else_=0)), 0).label("errors"),
@@ -173,6 +182,13 @@ async def _has_table(engine: AsyncEngine, name: str) -> bool:
         return bool(await conn.run_sync(lambda c: inspect(c).has_table(name)))
 
 
+async def _has_column(engine: AsyncEngine, table: str, column: str) -> bool:
+    from sqlalchemy import inspect
+
+    async with engine.connect() as conn:
+        return column in await conn.run_sync(lambda c: {col["name"] for col in inspect(c).get_columns(table)})
+
+
 async def spend(
     engine: AsyncEngine, by: Sequence[str], since: timedelta, until: datetime | None = None,
     where: Mapping[str, str] | None = None,
@@ -215,15 +231,19 @@ async def spend(
             column = DIMENSIONS[name]
             assert column is not None  # only "tag" has no column, and it is exploded above
             groups.append(requests.c[column].label(f"g_{name}"))
-    grouped = (
-        select(*groups, *_aggregates())
-        .select_from(source)
-        .where(window)
-        .group_by(*groups)
-        .order_by(func.coalesce(func.sum(requests.c.cost_usd), 0).desc(), func.count().desc(), *groups)
-    )
-    totals = select(*_aggregates()).where(window)
+
+    def queries(unreported: bool) -> tuple[Any, Any]:
+        grouped = (
+            select(*groups, *_aggregates(unreported))
+            .select_from(source)
+            .where(window)
+            .group_by(*groups)
+            .order_by(func.coalesce(func.sum(requests.c.cost_usd), 0).desc(), func.count().desc(), *groups)
+        )
+        return grouped, select(*_aggregates(unreported)).where(window)
+
     try:
+        grouped, totals = queries(unreported=True)
         async with engine.connect() as conn:
             rows = (await conn.execute(grouped)).all()
             total = (await conn.execute(totals)).one()
@@ -231,7 +251,13 @@ async def spend(
         if not await _has_table(engine, requests.name):
             report.total = _metrics(_Zero())
             return report
-        raise
+        if await _has_column(engine, requests.name, "unreported_cost_max_usd"):
+            raise
+        # a ledger the gateway has not migrated to schema 6 yet (this reader is newer): nothing unreported known
+        grouped, totals = queries(unreported=False)
+        async with engine.connect() as conn:
+            rows = (await conn.execute(grouped)).all()
+            total = (await conn.execute(totals)).one()
     report.rows = [{**{name: row._mapping[f"g_{name}"] for name in by}, **_metrics(row)} for row in rows]
     report.total = _metrics(total)
     return report
@@ -424,7 +450,10 @@ async def anomalies(engine: AsyncEngine, since: timedelta, limit: int = 200) -> 
 # text and JSON for ``interlock costs``
 # --------------------------------------------------------------------------- #
 
-_HEADINGS = {"input_tokens": "input_tok", "output_tokens": "output_tok", "fallback_cost_delta_usd": "fallback_delta_usd"}
+_HEADINGS = {
+    "input_tokens": "input_tok", "output_tokens": "output_tok", "unreported_cost_max_usd": "unreported_max_usd",
+    "fallback_cost_delta_usd": "fallback_delta_usd",
+}
 
 
 def _table(header: list[str], lines: list[list[str]], right: set[int]) -> list[str]:
@@ -456,6 +485,9 @@ def format_report(report: SpendReport) -> str:
     note = []
     if "tag" in report.by:
         note = ["(a request with several tags counts in each tag's row; '-' is untagged; TOTAL counts it once)"]
+    if report.total.get("unreported_cost_max_usd"):
+        note.append("(cost_usd: billed, the usage upstreams reported; unreported_max_usd: the most attempts cut off "
+                    "before they reported usage may have cost on top)")
     return "\n".join([title, *_table(header, lines, right), *note])
 
 

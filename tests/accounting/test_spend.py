@@ -130,6 +130,7 @@ async def filled_ledger(fake: FakeOpenAI, url: str, extra: str = "") -> AsyncIte
 # independent sums, from the raw rows
 # --------------------------------------------------------------------------- #
 
+MONEY = ("cost_usd", "unreported_cost_max_usd", "fallback_cost_delta_usd")
 _DIM_COLUMNS = {"model": "model", "provider": "provider", "team": "team", "route": "route", "user": "user",
                 "api_key": "api_key_id"}
 
@@ -146,13 +147,15 @@ async def independent(url: str, by: list[str], where: dict[str, str] | None = No
         await engine.dispose()
 
     def blank() -> dict[str, Any]:
-        return {m: Decimal(0) if m in ("cost_usd", "fallback_cost_delta_usd") else 0 for m in spend.METRICS}
+        return {m: Decimal(0) if m in MONEY else 0 for m in spend.METRICS}
 
     def add(acc: dict[str, Any], r: Any) -> None:
         acc["requests"] += 1
         acc["input_tokens"] += r["input_tokens"] or 0
         acc["output_tokens"] += r["output_tokens"] or 0
         acc["cost_usd"] += Decimal(str(r["cost_usd"])) if r["cost_usd"] is not None else 0
+        unreported = r["unreported_cost_max_usd"]
+        acc["unreported_cost_max_usd"] += Decimal(str(unreported)) if unreported is not None else 0
         acc["fallbacks"] += 1 if r["fallback_used"] else 0
         acc["fallback_cost_delta_usd"] += Decimal(str(r["cost_delta_usd"])) if r["cost_delta_usd"] is not None else 0
         acc["errors"] += 1 if r["error_type"] is not None else 0
@@ -174,7 +177,7 @@ async def independent(url: str, by: list[str], where: dict[str, str] | None = No
 
 def assert_metrics_equal(got: dict[str, Any], want: dict[str, Any]) -> None:
     for m in spend.METRICS:
-        if m in ("cost_usd", "fallback_cost_delta_usd"):
+        if m in MONEY:
             assert isinstance(got[m], Decimal), m
             assert abs(got[m] - want[m]) < EPS, (m, got[m], want[m])
         else:
@@ -652,3 +655,89 @@ async def test_the_documented_fallback_and_percentile_queries_compute_what_they_
     assert got["gpt-4o"][1] == n == 3
     assert got["gpt-4o"][2] == round(latencies[1], 1)  # nearest rank: ceil(0.5 * 3) = 2nd
     assert got["gpt-4o"][3] == round(latencies[2], 1)  # ceil(0.95 * 3) = 3rd
+
+
+# --------------------------------------------------------------------------- #
+# billed and possibly billed spend, side by side
+# --------------------------------------------------------------------------- #
+
+#: 4,000 characters of prompt
+LONG = [{"role": "user", "content": "abcd" * 1_000}]
+
+
+async def test_reports_show_billed_and_possibly_billed_spend(fake: FakeOpenAI, database_url: str, tmp_path: Path) -> None:
+    """An attempt cut off by the latency threshold: its possible cost is reported beside the billed spend
+    by spend(), GET /spend and interlock costs (text and JSON), on SQLite and PostgreSQL."""
+    from interlock.core.estimate import worst_case_usage
+    from interlock.core.types import RequestContext
+
+    toml = config(fake, database_url, '[prices."gpt-4o"]\ninput = 2.5\noutput = 10\n').replace(
+        'chain = "openai/gpt-4o > backup/gpt-4o-mini"', 'chain = "openai/gpt-4o > backup/gpt-4o-mini"\nlatency_threshold = 0.3'
+    )
+    async with running_gateway(toml) as gw:
+        await gw.client.chat.completions.create(model="gpt-4o-mini", messages=HI)  # billed, nothing unreported
+        fake.add_fault(Fault(latency=3, model="gpt-4o"))
+        await gw.client.chat.completions.create(model="smart", messages=LONG)  # gpt-4o cut off, mini answers
+        await flush(gw)
+        billed = sum((d.cost_usd or Decimal(0) for d in gw.log.decisions), Decimal(0))
+        async with aiohttp.ClientSession() as s, s.get(f"{gw.root}/spend", params={"by": "model"}) as resp:
+            assert resp.status == 200
+            body = await resp.json()
+    # the prompt estimate (1,000 tokens for 4,000 characters today) at gpt-4o's $2.50 per million input tokens
+    ctx = RequestContext(request_id="r", endpoint="chat", body={"model": "smart", "messages": LONG})
+    possible = worst_case_usage(ctx, 0).prompt_tokens * Decimal("2.5") / Decimal(1_000_000)
+    assert possible > 0 and billed > 0
+    engine = spend.open_read_only(database_url)
+    try:
+        report = await spend.spend(engine, ["model"], timedelta(hours=1))
+    finally:
+        await engine.dispose()
+    assert abs(report.total["cost_usd"] - billed) < EPS
+    assert abs(report.total["unreported_cost_max_usd"] - possible) < EPS
+    [mini] = [r for r in report.rows if r["model"] == "gpt-4o-mini"]  # both requests were answered by mini
+    assert mini["requests"] == 2 and abs(mini["unreported_cost_max_usd"] - possible) < EPS
+    assert Decimal(body["total"]["unreported_cost_max_usd"]) == report.total["unreported_cost_max_usd"]
+    assert isinstance(body["rows"][0]["unreported_cost_max_usd"], str)  # an exact decimal, never a float
+
+    cfg = db_config(tmp_path, database_url)
+    text = costs("--config", cfg, "--by", "model", "--since", "1h", cwd=tmp_path)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    header = lines[1].split()
+    assert header[header.index("cost_usd") + 1] == "unreported_max_usd"  # side by side
+    total = lines[-2].split()  # the last line explains the two columns
+    assert total[0] == "TOTAL"
+    assert abs(Decimal(total[header.index("unreported_max_usd")]) - possible) < EPS
+    assert "unreported_max_usd: the most attempts cut off" in lines[-1]
+    as_json = json.loads(costs("--config", cfg, "--by", "model", "--since", "1h", "--json", cwd=tmp_path).stdout)
+    assert as_json["total"]["unreported_cost_max_usd"] == body["total"]["unreported_cost_max_usd"]
+
+
+async def test_a_ledger_before_migration_6_reads_with_nothing_unreported(tmp_path: Path) -> None:
+    """A newer `interlock costs` on a ledger a gateway has not migrated yet: billed spend as before, 0 possible."""
+    from sqlalchemy import Table
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'v5.db'}"
+    engine = await ledger.open_engine(url)
+    try:
+        async with engine.begin() as conn:
+            def v5(sync_conn: Any) -> None:
+                ledger.schema_version.create(sync_conn)
+                for version, migration in enumerate(ledger.MIGRATIONS[:5], 1):
+                    migration(sync_conn)
+                    sync_conn.execute(insert(ledger.schema_version).values(version=version, applied_at=datetime.now(UTC)))
+                old = Table("requests", ledger.MetaData(), autoload_with=sync_conn)
+                sync_conn.execute(insert(old).values(
+                    id="old", ts=datetime.now(UTC) - timedelta(minutes=5), endpoint="chat", requested_model="gpt-4o",
+                    model="gpt-4o", tags="[]", status=200, stream=False, attempts=1, fallback_used=False,
+                    latency_ms=1.0, input_tokens=10, output_tokens=2, cost_usd=Decimal("0.000045")))
+            await conn.run_sync(v5)
+    finally:
+        await engine.dispose()
+    reader = spend.open_read_only(url)
+    try:
+        report = await spend.spend(reader, ["model"], timedelta(hours=1))
+    finally:
+        await reader.dispose()
+    assert report.total["requests"] == 1 and abs(report.total["cost_usd"] - Decimal("0.000045")) < EPS
+    assert report.total["unreported_cost_max_usd"] == 0 == report.rows[0]["unreported_cost_max_usd"]
