@@ -157,7 +157,9 @@ def compute_cost(
     :class:`~interlock.core.catalog.PriceBook` (the built-in table with the
     config's ``[prices]`` on top; ``None`` outside a gateway); the built-in
     implementation answers from it, last. Return ``None`` when the plugin has
-    no price for this model; the next plugin is asked. Stops at first non-None result.
+    no price for this model; the next plugin is asked. Also asked, with the
+    request's prompt estimate as ``usage``, for the most an attempt cut off before
+    it reported usage may have cost (``unreported_cost_max_usd``). Stops at first non-None result.
     """
 
 
