@@ -34,7 +34,7 @@ class Clock:
 def record(n: int, *, team: str | None = "search", created_at: float | None = None, **extra: Any) -> StoredResponse:
     rid = f"resp_{n:04d}"
     fields: dict[str, Any] = dict(
-        id=rid, created_at=time.time() if created_at is None else created_at, team=team,
+        id=rid, created_at=round(time.time(), 3) if created_at is None else created_at, team=team,
         api_key_id="cfg_search" if team else None, request_id=f"req_{n}", model="gpt-4o",
         input=[{"role": "user", "content": f"question {n}"}, {"type": "message", "role": "assistant",
                "content": [{"type": "output_text", "text": "earlier answer"}]}],
@@ -71,6 +71,7 @@ async def make_store(db_url: str) -> AsyncIterator[StoreFactory]:
 
 def _fields(s: StoredResponse | None) -> tuple[Any, ...]:
     assert s is not None
+    # records are made on whole milliseconds, so a database's microsecond rounding never moves a boundary
     return (s.id, round(s.created_at, 3), s.team, s.api_key_id, s.request_id, s.model, s.input, s.response)
 
 
