@@ -394,17 +394,14 @@ def cmd_prices(args: argparse.Namespace) -> int:
             return 1
         targets = [price_report.Target(t.provider, gateway.providers[t.provider].type_name, t.model,
                                        f"route {route.name!r}") for t in route.targets]
+    priced = [(t, table.lookup(t.provider_type, t.model, t.provider)) for t in targets]
     if args.json:
-        out = []
-        for t in targets:
-            price = table.lookup(t.provider_type, t.model, t.provider)
-            out.append({"provider": t.provider, "provider_type": t.provider_type, "model": t.model,
-                        "price": None if price is None else price_report.price_json(price)})
-        print(json.dumps(out, indent=2))
+        print(json.dumps([{"provider": t.provider, "provider_type": t.provider_type, "model": t.model,
+                           "price": None if price is None else price_report.price_json(price)}
+                          for t, price in priced], indent=2))
     else:
-        print("\n".join(price_report.format_price(t, table.lookup(t.provider_type, t.model, t.provider), table)
-                        for t in targets))
-    return 0 if all(table.lookup(t.provider_type, t.model, t.provider) for t in targets) else 1
+        print("\n".join(price_report.format_price(t, price, table) for t, price in priced))
+    return 0 if all(price is not None for _, price in priced) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,7 +38,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -120,7 +120,7 @@ class PriceDataSettings:
         for key in table:
             if key not in known:
                 problems.append((f"price_data.{key}", f"unknown key (known: {', '.join(known)})"))
-        out = cls()
+        changes: dict[str, Any] = {}
         for key in ("file", "update_url"):
             value = table.get(key)
             if value is None:
@@ -130,20 +130,14 @@ class PriceDataSettings:
             elif key == "update_url" and not value.startswith(("https://", "http://", "file://")):
                 problems.append(("price_data.update_url", f"{value!r} is not an http(s) or file URL"))
             else:
-                out = _replace(out, **{key: value})
+                changes[key] = value
         refresh = table.get("refresh")
         if refresh is not None and refresh != "off":
-            out = _replace(out, refresh=_duration(refresh, "price_data.refresh", problems, "off"))
+            changes["refresh"] = _duration(refresh, "price_data.refresh", problems, "off")
         stale = table.get("stale_after")
         if stale is not None:
-            out = _replace(out, stale_after=_duration(stale, "price_data.stale_after", problems) or DEFAULT_STALE_AFTER)
-        return out
-
-
-def _replace(settings: PriceDataSettings, **changes: Any) -> PriceDataSettings:
-    from dataclasses import replace
-
-    return replace(settings, **changes)
+            changes["stale_after"] = _duration(stale, "price_data.stale_after", problems) or DEFAULT_STALE_AFTER
+        return replace(cls(), **changes)
 
 
 def _duration(value: Any, path: str, problems: list[tuple[str, str]], alternative: str = "") -> datetime.timedelta | None:
